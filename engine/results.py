@@ -1,0 +1,172 @@
+"""What `engine.ledger.apply` and the engine's queries return: a response body or a rejection.
+
+Response Structs are the exact wire bodies of velobase-api §1A (superset shapes, CONTRACT §3.13),
+encoded by net/ with msgspec.json. Amounts are ints; times are RFC 3339 UTC strings with
+milliseconds and `Z` (CONTRACT §3.16), made by `engine.timefmt.format_ms`.
+"""
+
+from typing import Any
+
+import msgspec
+
+
+class Detail(msgspec.Struct, kw_only=True):
+    """One bucket touched by a freeze, consume, unfreeze or deduct (velobase-api §11.2)."""
+
+    account_id: str
+    wallet: str
+    source: str
+    credit_type: str  # = wallet (CONTRACT §3.12)
+    amount: int
+
+
+class DepositResponse(msgspec.Struct, kw_only=True):
+    customer_id: str
+    account_id: str
+    wallet: str
+    source: str
+    credit_type: str
+    total_amount: int  # the wallet's total after the deposit (velobase-api §1A.1 [REC])
+    added_amount: int
+    starts_at: str | None
+    expires_at: str | None
+    record_id: str  # id of the GRANT ledger entry
+    is_idempotent_replay: bool
+
+
+class FreezeResponse(msgspec.Struct, kw_only=True):
+    transaction_id: str
+    frozen_amount: int
+    freeze_details: list[Detail]
+    unfreeze_after: str | None
+    consume_after: str | None
+    is_idempotent_replay: bool
+
+
+class ConsumeResponse(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """`returned_amount` and `overage_amount` are omitted when None (CONTRACT §3.7)."""
+
+    transaction_id: str
+    consumed_amount: int
+    returned_amount: int | None = None
+    overage_amount: int | None = None
+    consume_details: list[Detail]
+    consumed_at: str
+    is_idempotent_replay: bool
+
+
+class UnfreezeResponse(msgspec.Struct, kw_only=True):
+    transaction_id: str
+    unfrozen_amount: int
+    unfreeze_details: list[Detail]
+    unfrozen_at: str
+    is_idempotent_replay: bool
+
+
+class DeductResponse(msgspec.Struct, kw_only=True):
+    transaction_id: str
+    deducted_amount: int
+    deduct_details: list[Detail]
+    deducted_at: str
+    is_idempotent_replay: bool
+
+
+class Balance(msgspec.Struct, kw_only=True):
+    total: int
+    used: int
+    frozen: int
+    available: int  # = total - used - frozen (CONTRACT §3.13)
+
+
+class Account(msgspec.Struct, kw_only=True):
+    """One bucket (one deposit) in the customer view."""
+
+    account_id: str
+    account_type: str  # always "CREDIT"
+    credit_type: str
+    wallet: str
+    source: str
+    total: int
+    used: int
+    frozen: int
+    available: int
+    starts_at: str | None
+    expires_at: str | None
+
+
+class WalletSource(msgspec.Struct, kw_only=True):
+    source: str
+    total: int
+    used: int
+    frozen: int
+    available: int
+    starts_at: str | None
+    expires_at: str | None
+
+
+class Wallet(msgspec.Struct, kw_only=True):
+    total: int
+    used: int
+    frozen: int
+    available: int
+    sources: list[WalletSource]
+
+
+class CustomerResponse(msgspec.Struct, kw_only=True):
+    """GET /v1/customers/{id}: the v1 + v2 superset (velobase-api §1A.2, CONTRACT §3.13)."""
+
+    id: str
+    name: str | None
+    email: str | None
+    metadata: dict[str, Any] | None
+    balance: Balance
+    accounts: list[Account]
+    wallets: dict[str, Wallet]
+    created_at: str
+
+
+class LedgerEntryView(msgspec.Struct, kw_only=True):
+    """One ledger entry on the wire (CONTRACT §3.12)."""
+
+    id: str
+    operation_type: str
+    amount: int
+    wallet: str
+    source: str
+    credit_type: str
+    transaction_id: str | None
+    business_type: str
+    description: str | None
+    account_id: str
+    status: str
+    created_at: str
+
+
+class LedgerPage(msgspec.Struct, kw_only=True):
+    items: list[LedgerEntryView]
+    total_count: int
+    has_more: bool
+    next_cursor: str | None
+
+
+class Applied(msgspec.Struct, frozen=True):
+    """Success. `body` is the response (None for timer commands and key commands).
+
+    `logged` is True when the state changed, so the command must be written to the WAL and the
+    response held until it is durable; False for an idempotent replay (state untouched).
+    """
+
+    body: Any
+    logged: bool
+
+
+class Rejected(msgspec.Struct, frozen=True):
+    """A refusal with its contract code (CONTRACT §3.14, §7.9). A rejection changes nothing."""
+
+    status: int
+    code: str
+    message: str
+    details: dict[str, Any] | None = None
+
+
+Result = Applied | Rejected
