@@ -1,0 +1,90 @@
+"""Recovery: newest valid snapshot, then every WAL record after it (CONTRACT §4, §6).
+
+Shared by `tally serve` (which truncates a torn tail before it appends) and by the read-only
+`tally replay` / `tally verify` (which never change a file). A record that does not decode, or
+that the engine does not accept exactly as it accepted it the first time (logged=True), means
+the log and the engine disagree: recovery stops with `RecoveryError` naming the LSN instead of
+loading a state it cannot vouch for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import msgspec
+
+import wal
+from engine.codec import decode_state
+from engine.commands import decode_command
+from engine.ledger import apply
+from engine.results import Applied
+from engine.state import LedgerState
+
+
+class RecoveryError(Exception):
+    """The log holds a record the engine cannot replay (undecodable, or not applied as logged)."""
+
+    def __init__(self, lsn: int, reason: str) -> None:
+        super().__init__(f"record lsn={lsn}: {reason}")
+        self.lsn = lsn
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Recovered:
+    state: LedgerState
+    snapshot_lsn: int  # 0 when no snapshot was used
+    records_replayed: int  # WAL records applied after the snapshot
+    torn: Any  # wal's torn-tail report, or None
+    snapshots_skipped: tuple[str, ...]  # damaged snapshots passed over (an older one was used)
+
+
+def recover(
+    data_dir: Path,
+    *,
+    truncate_torn_tail: bool,
+    on_record: Callable[[int], None] | None = None,
+) -> Recovered:
+    """Rebuild the ledger state from `data_dir`.
+
+    Raises wal.WalCorrupt (damaged log or snapshot; names file and offset) or RecoveryError.
+    `on_record(lsn)` is called after each replayed record (progress bars).
+    """
+    snapshot = wal.load_newest_snapshot(data_dir)
+    if snapshot is None:
+        state = LedgerState()
+        snapshot_lsn = 0
+        skipped: tuple[str, ...] = ()
+    else:
+        state = decode_state(snapshot.payload)
+        snapshot_lsn = snapshot.lsn
+        skipped = tuple(str(path) for path in getattr(snapshot, "skipped", ()) or ())
+        assert state.last_lsn == snapshot.lsn, (state.last_lsn, snapshot.lsn)
+    reader = wal.read_log(data_dir, after_lsn=snapshot_lsn, truncate_torn_tail=truncate_torn_tail)
+    replayed = 0
+    for lsn, payload in reader:
+        _replay_one(state, lsn, payload)
+        replayed += 1
+        if on_record is not None:
+            on_record(lsn)
+    return Recovered(
+        state=state,
+        snapshot_lsn=snapshot_lsn,
+        records_replayed=replayed,
+        torn=reader.torn,
+        snapshots_skipped=skipped,
+    )
+
+
+def _replay_one(state: LedgerState, lsn: int, payload: bytes) -> None:
+    if lsn != state.last_lsn + 1:
+        raise RecoveryError(lsn, f"expected lsn {state.last_lsn + 1}")
+    try:
+        command = decode_command(payload)
+    except (msgspec.DecodeError, msgspec.ValidationError) as error:
+        raise RecoveryError(lsn, f"payload does not decode: {error}") from None
+    result = apply(state, lsn, command)
+    if not (isinstance(result, Applied) and result.logged):
+        raise RecoveryError(lsn, f"engine did not re-apply the logged command: {result!r}")

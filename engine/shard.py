@@ -1,0 +1,96 @@
+"""Shard: the single writer for the customers that hash to it (CONTRACT §6).
+
+Each shard is one asyncio task draining a bounded queue of work items in batches. Per item it
+applies the customer's due timers first (CONTRACT §7.3), then the command or read, appends every
+state change to the WAL (`WalWriter.append` only buffers; the group commit is the writer's job)
+and resolves the item's future with `(result, wait_lsn)`. The caller then waits until the WAL is
+durable up to `wait_lsn` before it answers, so no response shows state a crash could lose.
+
+Why a queue per shard when everything runs on one event loop: the queue is the bound (a full
+queue is 503 `overloaded`, not unbounded memory) and the batch is the unit of work: one wake-up
+applies up to `batch_size_max` items in a straight loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from typing import TYPE_CHECKING, Any, Callable
+
+from engine.errors import Unavailable
+
+if TYPE_CHECKING:
+    from engine.runtime import Runtime
+
+# A work item: a callable run on the shard task with the runtime, returning (result, wait_lsn).
+WorkFn = Callable[[], tuple[Any, int]]
+
+
+class Shard:
+    """One single-writer queue. `submit` never blocks: a full queue raises Unavailable."""
+
+    def __init__(self, runtime: Runtime, index: int, *, queue_depth_max: int, batch_size_max: int) -> None:
+        assert queue_depth_max >= batch_size_max >= 1
+        self._runtime = runtime
+        self.index = index
+        self._queue_depth_max = queue_depth_max
+        self._batch_size_max = batch_size_max
+        self._items: collections.deque[tuple[WorkFn, asyncio.Future[tuple[Any, int]]]] = collections.deque()
+        self._wakeup: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def start(self) -> None:
+        assert self._task is None
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"tally-shard-{self.index}")
+
+    def submit(self, work: WorkFn) -> asyncio.Future[tuple[Any, int]]:
+        if self._stopping:
+            raise Unavailable("overloaded", "server is shutting down")
+        if len(self._items) >= self._queue_depth_max:
+            raise Unavailable("overloaded", "shard queue is full; retry, or raise --shard-queue-depth-max")
+        future: asyncio.Future[tuple[Any, int]] = asyncio.get_running_loop().create_future()
+        self._items.append((work, future))
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+        return future
+
+    async def stop(self) -> None:
+        """Finish every queued item, then end the task."""
+        self._stopping = True
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+        if self._task is not None:
+            await self._task
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._items:
+                if self._stopping:
+                    return
+                self._wakeup = loop.create_future()
+                await self._wakeup
+                self._wakeup = None
+                continue
+            # Backpressure: never buffer more in the WAL than it allows; wait for a group commit.
+            await self._runtime.wait_for_log_room(min(len(self._items), self._batch_size_max))
+            self._run_batch()
+
+    def _run_batch(self) -> None:
+        items = self._items
+        for _ in range(min(len(items), self._batch_size_max)):
+            work, future = items.popleft()
+            try:
+                outcome = work()
+            except Unavailable as error:
+                if not future.done():
+                    future.set_exception(error)
+                continue
+            except Exception as error:  # a broken invariant: stop all writes (fail-stop)
+                self._runtime.fail_stop(error)
+                if not future.done():
+                    future.set_exception(Unavailable("storage_unavailable", "internal invariant failed"))
+                continue
+            if not future.done():
+                future.set_result(outcome)
