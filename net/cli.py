@@ -1,0 +1,221 @@
+"""`tally`: the operator's entry point (CONTRACT §5). The only module that reads argv and env.
+
+    tally serve   [--host 127.0.0.1] [--port 3002] [--data-dir ./tally-data] [tuning flags]
+    tally keys    create --project NAME | list | revoke KEY_ID      [--data-dir D]
+    tally replay  [--data-dir D]   one JSON object: records, last_lsn, customers, digest, ...
+    tally verify  [--data-dir D]   exit 0 when every checksum and invariant holds, 1 otherwise
+    tally inspect [--data-dir D]   WAL records as JSON lines
+
+Exit codes: 0 ok; 1 damaged data / verification failed / refused command; 2 usage error or the
+data directory is held by a running server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import msgspec
+from tqdm import tqdm
+
+import wal
+from engine import queries
+from engine.commands import RevokeApiKey, decode_command
+from engine.digest import digest
+from engine.invariants import check_invariants
+from engine.recovery import RecoveryError, recover
+from engine.results import Rejected
+from engine.runtime import Runtime, RuntimeConfig
+from net.config import ServerConfig
+
+DEFAULT_DATA_DIR = "./tally-data"
+EXIT_OK, EXIT_BAD, EXIT_USAGE = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        return int(args.run(args))
+    except wal.DataDirLocked:
+        print(f"tally: data directory {args.data_dir} is held by a running server; stop it first", file=sys.stderr)
+        return EXIT_USAGE
+    except (wal.WalCorrupt, RecoveryError) as error:
+        print(f"tally: refusing to start: {error}", file=sys.stderr)
+        return EXIT_BAD
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tally", description="Tally credit ledger server")
+    parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the HTTP server")
+    _data_dir(serve)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=3002)
+    serve.add_argument("--shard-count", type=int, default=RuntimeConfig.shard_count)
+    serve.add_argument("--shard-queue-depth-max", type=int, default=RuntimeConfig.shard_queue_depth_max)
+    serve.add_argument("--snapshot-interval-records", type=int, default=RuntimeConfig.snapshot_interval_records,
+                       help="take a snapshot after this many WAL records (0: never by count)")
+    serve.add_argument("--snapshot-interval-s", type=float, default=RuntimeConfig.snapshot_interval_s,
+                       help="take a snapshot after this many seconds with new records (0: never by time)")
+    serve.add_argument("--prune-segments", action="store_true",
+                       help="delete WAL segments a durable snapshot covers (default: keep them)")
+    serve.add_argument("--unsafe-skip-fsync", action="store_true",
+                       help="BENCHMARKS ONLY: never fsync; acknowledged writes can be lost on a crash")
+    serve.set_defaults(run=_cmd_serve)
+
+    keys = commands.add_parser("keys", help="manage API keys (server must be stopped)")
+    key_commands = keys.add_subparsers(required=True, metavar="ACTION")
+    create = key_commands.add_parser("create", help="print a new key for a project (created if new)")
+    _data_dir(create)
+    create.add_argument("--project", required=True)
+    create.set_defaults(run=_cmd_keys_create)
+    listing = key_commands.add_parser("list", help="list keys: id, project, revoked")
+    _data_dir(listing)
+    listing.set_defaults(run=_cmd_keys_list)
+    revoke = key_commands.add_parser("revoke", help="revoke a key by its id")
+    _data_dir(revoke)
+    revoke.add_argument("key_id")
+    revoke.set_defaults(run=_cmd_keys_revoke)
+
+    for name, run, text in (
+        ("replay", _cmd_replay, "rebuild state from snapshot + WAL and print its digest"),
+        ("verify", _cmd_verify, "check every checksum and invariant"),
+        ("inspect", _cmd_inspect, "print WAL records as JSON lines"),
+    ):
+        sub = commands.add_parser(name, help=text)
+        _data_dir(sub)
+        sub.set_defaults(run=run)
+    return parser
+
+
+def _data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", type=Path, default=Path(DEFAULT_DATA_DIR))
+
+
+def _runtime_config(args: argparse.Namespace) -> RuntimeConfig:
+    return RuntimeConfig(
+        data_dir=args.data_dir,
+        shard_count=getattr(args, "shard_count", RuntimeConfig.shard_count),
+        shard_queue_depth_max=getattr(args, "shard_queue_depth_max", RuntimeConfig.shard_queue_depth_max),
+        snapshot_interval_records=getattr(args, "snapshot_interval_records", RuntimeConfig.snapshot_interval_records),
+        snapshot_interval_s=getattr(args, "snapshot_interval_s", RuntimeConfig.snapshot_interval_s),
+        keep_segments=not getattr(args, "prune_segments", False),
+        fsync=not getattr(args, "unsafe_skip_fsync", False),
+    )
+
+
+# -- serve -------------------------------------------------------------------------------------
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from net.server import serve  # imported here: uvloop/aiohttp are only needed to serve
+
+    config = ServerConfig(host=args.host, port=args.port, data_dir=args.data_dir)
+    return serve(config, _runtime_config(args), bootstrap_key=os.environ.get("TALLY_BOOTSTRAP_KEY") or None)
+
+
+# -- keys (offline: they take the data-dir lock, so they refuse while a server runs) ----------------
+
+
+def _offline(args: argparse.Namespace, work: Any) -> Any:
+    async def run() -> Any:
+        runtime = await Runtime.open(_runtime_config(args))
+        try:
+            return await work(runtime)
+        finally:
+            await runtime.close()
+
+    return asyncio.run(run())
+
+
+def _cmd_keys_create(args: argparse.Namespace) -> int:
+    from net.server import new_api_key
+
+    key, key_id = new_api_key()
+    _offline(args, lambda runtime: runtime.create_api_key(args.project, key, key_id))
+    print(f"created key {key_id} for project {args.project!r}", file=sys.stderr)
+    print(key)
+    return EXIT_OK
+
+
+def _cmd_keys_list(args: argparse.Namespace) -> int:
+    async def listing(runtime: Runtime) -> list[Any]:
+        return queries.list_api_keys(runtime.state)
+
+    for record in _offline(args, listing):
+        print(json.dumps({"key_id": record.key_id, "project": record.project, "revoked": record.revoked}))
+    return EXIT_OK
+
+
+def _cmd_keys_revoke(args: argparse.Namespace) -> int:
+    async def revoke(runtime: Runtime) -> Any:
+        return await runtime.submit(RevokeApiKey(at_ms=runtime.clock_ms(), key_id=args.key_id))
+
+    result = _offline(args, revoke)
+    if isinstance(result, Rejected):
+        print(f"tally: {result.message}", file=sys.stderr)
+        return EXIT_BAD
+    print(f"revoked {args.key_id}", file=sys.stderr)
+    return EXIT_OK
+
+
+# -- replay / verify / inspect (read-only: no lock, no file is changed) ----------------------------
+
+
+def _recover_with_progress(data_dir: Path) -> Any:
+    with tqdm(desc="replaying", unit="rec", disable=not sys.stderr.isatty(), file=sys.stderr) as bar:
+        return recover(data_dir, truncate_torn_tail=False, on_record=lambda _lsn: bar.update())
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    recovered = _recover_with_progress(args.data_dir)
+    state = recovered.state
+    print(json.dumps({
+        "records": recovered.records_replayed,
+        "last_lsn": state.last_lsn,
+        "snapshot_lsn": recovered.snapshot_lsn,
+        "customers": queries.customer_count(state),
+        "digest": digest(state),
+        "torn_tail": None if recovered.torn is None else str(recovered.torn),
+    }))
+    return EXIT_OK
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    report = wal.verify_log(args.data_dir)
+    if not report.ok:
+        print(f"tally verify: {report}", file=sys.stderr)
+        return EXIT_BAD
+    recovered = _recover_with_progress(args.data_dir)
+    problems = check_invariants(recovered.state)
+    if problems:
+        for problem in problems[:20]:
+            print(f"tally verify: invariant broken: {problem}", file=sys.stderr)
+        return EXIT_BAD
+    print(json.dumps({"ok": True, "last_lsn": recovered.state.last_lsn, "digest": digest(recovered.state)}))
+    return EXIT_OK
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    out = sys.stdout
+    for frame in wal.iter_frames(args.data_dir):
+        try:
+            command: Any = decode_command(frame.payload)
+        except (msgspec.DecodeError, msgspec.ValidationError) as error:
+            command = {"undecodable": str(error)}
+        line = msgspec.json.encode({"lsn": frame.lsn, "segment": frame.path.name, "offset": frame.offset, "command": command})
+        out.write(line.decode() + "\n")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
