@@ -1,0 +1,89 @@
+"""A real `tally serve` process on 127.0.0.1 for system tests: start, wait for /health, stop by PID.
+
+Only processes this module started are ever signalled, and only by their own PID.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+STARTUP_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 20.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class TallyProcess:
+    """One server process. `base_url` is ready to hand to the SDK as `base_url=`."""
+
+    def __init__(self, data_dir: Path, *, api_key: str, port: int | None = None, extra_args: tuple[str, ...] = ()) -> None:
+        self.data_dir = data_dir
+        self.api_key = api_key
+        self.port = port or free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.extra_args = extra_args
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir.parent / f"{data_dir.name}-server-{self.port}.log"
+
+    def start(self) -> TallyProcess:
+        assert self.proc is None
+        env = dict(os.environ, TALLY_BOOTSTRAP_KEY=self.api_key)
+        command = [sys.executable, "-m", "net.cli", "serve", "--host", "127.0.0.1",
+                   "--port", str(self.port), "--data-dir", str(self.data_dir), *self.extra_args]
+        log_file = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+        log_file.close()
+        self._wait_healthy()
+        return self
+
+    def _wait_healthy(self) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"tally serve exited with {self.proc.returncode}: {self.log()}")
+            try:
+                with urllib.request.urlopen(self.base_url + "/health", timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"tally serve not healthy after {STARTUP_TIMEOUT_S}s: {self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def stop(self) -> int:
+        """SIGTERM and wait: a graceful stop that must exit 0."""
+        return self._signal_and_wait(signal.SIGTERM)
+
+    def kill(self) -> int:
+        """SIGKILL: the crash every acknowledged write must survive."""
+        return self._signal_and_wait(signal.SIGKILL)
+
+    def _signal_and_wait(self, signum: int) -> int:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return proc.returncode if proc else 0
+        proc.send_signal(signum)
+        try:
+            return proc.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait(timeout=STOP_TIMEOUT_S)
