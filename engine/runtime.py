@@ -105,7 +105,7 @@ class Runtime:
         self._snapshot_lsn = recovered.snapshot_lsn
         self._snapshot_at_s = time.monotonic()
         self._snapshot_running = False
-        self.ready = False
+        self._accepting = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -149,11 +149,20 @@ class Runtime:
         self._tasks.append(loop.create_task(self._snapshot_loop(), name="tally-snapshots"))
         # Deadlines that passed while the server was down fire now (CONTRACT §3.10).
         await self.fire_due_timers()
-        self.ready = True
+        self._accepting = True
+
+    @property
+    def ready(self) -> bool:
+        """Recovered and accepting writes: what GET /health reports (CONTRACT §5)."""
+        return self._accepting and self._failure is None and not self._writer.failed
+
+    def stop_accepting(self) -> None:
+        """Shutdown begins: /health turns 503; queued and in-flight work still completes."""
+        self._accepting = False
 
     async def close(self) -> None:
         """Stop intake, finish queued work, last group commit + fsync, release the lock."""
-        self.ready = False
+        self._accepting = False
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

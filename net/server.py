@@ -56,7 +56,7 @@ async def _serve(config: ServerConfig, runtime_config: RuntimeConfig, bootstrap_
             loop.add_signal_handler(signum, stop.set)
         await stop.wait()
         print("tally: stopping", flush=True)
-        runtime.ready = False
+        runtime.stop_accepting()
         await runner.cleanup()
     finally:
         await runtime.close()
