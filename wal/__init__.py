@@ -1,0 +1,36 @@
+"""wal: the write-ahead log, snapshots and the data-dir lock. Bytes and files only.
+
+Imports neither engine nor net: payloads are opaque bytes. Layout in wal/FORMAT.md.
+"""
+
+from wal.errors import DataDirLocked, WalCorrupt, WalError, WalFailed, WalFull
+from wal.lock import DataDirLock
+from wal.reader import FrameInfo, LogReader, TornTail, VerifyReport, iter_frames, read_log, verify_log
+from wal.snapshot import Snapshot, load_newest_snapshot, prune_segments, prune_snapshots, read_snapshot, write_snapshot
+from wal.writer import LogFile, OsLogFile, WalStats, WalWriter
+
+__all__ = [
+    "DataDirLock",
+    "DataDirLocked",
+    "FrameInfo",
+    "LogFile",
+    "LogReader",
+    "OsLogFile",
+    "Snapshot",
+    "TornTail",
+    "VerifyReport",
+    "WalCorrupt",
+    "WalError",
+    "WalFailed",
+    "WalFull",
+    "WalStats",
+    "WalWriter",
+    "iter_frames",
+    "load_newest_snapshot",
+    "prune_segments",
+    "prune_snapshots",
+    "read_log",
+    "read_snapshot",
+    "verify_log",
+    "write_snapshot",
+]
