@@ -1,0 +1,114 @@
+"""Test helpers: a LogFile that fails on purpose, and small log-building shortcuts."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from wal import OsLogFile, WalWriter
+from wal.frame import encode_frame, encode_segment_header, segment_name
+
+
+@dataclass
+class FaultPlan:
+    """Counts operations over every file the factory opens; fails the Nth one (1-based).
+
+    fail_write_at: that write raises EIO and writes nothing.
+    tear_write_at: that write writes only its first `tear_bytes` bytes, then raises ENOSPC
+                   (what a full disk or a crash mid-write leaves behind).
+    fail_fsync_at: that fdatasync raises EIO (after the data was written).
+    """
+
+    fail_write_at: int | None = None
+    tear_write_at: int | None = None
+    tear_bytes: int = 7
+    fail_fsync_at: int | None = None
+    writes: int = 0
+    fsyncs: int = 0
+    calls: list[str] = field(default_factory=list)
+
+    def factory(self, path: Path) -> FaultyLogFile:
+        return FaultyLogFile(path, self)
+
+
+class FaultyLogFile:
+    """A real OsLogFile whose Nth write or fdatasync fails as the FaultPlan says."""
+
+    def __init__(self, path: Path, plan: FaultPlan) -> None:
+        self.inner = OsLogFile(path)
+        self.plan = plan
+
+    def write(self, data: bytes) -> int:
+        plan = self.plan
+        plan.writes += 1
+        plan.calls.append("write")
+        if plan.writes == plan.fail_write_at:
+            raise OSError(errno.EIO, "injected write failure")
+        if plan.writes == plan.tear_write_at:
+            self.inner.write(bytes(data[: plan.tear_bytes]))
+            raise OSError(errno.ENOSPC, "injected torn write")
+        return self.inner.write(data)
+
+    def fdatasync(self) -> None:
+        plan = self.plan
+        plan.fsyncs += 1
+        plan.calls.append("fdatasync")
+        if plan.fsyncs == plan.fail_fsync_at:
+            raise OSError(errno.EIO, "injected fdatasync failure")
+        self.inner.fdatasync()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+async def write_history(directory: Path, payloads: Iterable[bytes], *, first_lsn: int = 1, **options) -> WalWriter:
+    """Append every payload with a started writer, wait until durable, close."""
+    writer = WalWriter.open(directory, next_lsn=first_lsn, **options)
+    await writer.start()
+    lsn = first_lsn - 1
+    for payload in payloads:
+        if writer.room() <= 0:
+            await writer.wait_for_room()
+        lsn += 1
+        writer.append(lsn, payload)
+    await writer.wait_durable(lsn)
+    await writer.close()
+    return writer
+
+
+def write_history_sync(directory: Path, payloads: Iterable[bytes], **options) -> WalWriter:
+    return asyncio.run(write_history(directory, list(payloads), **options))
+
+
+def write_segment_raw(directory: Path, first_lsn: int, lsns: Iterable[int], payload: bytes = b"p") -> Path:
+    """A segment built by hand (for damage the writer would never make, like an LSN gap)."""
+    path = directory / segment_name(first_lsn)
+    path.write_bytes(encode_segment_header(first_lsn) + b"".join(encode_frame(lsn, payload) for lsn in lsns))
+    return path
+
+
+def frame_offsets(path: Path) -> list[int]:
+    """Start offset of every frame of a sound segment, plus its end."""
+    from wal.frame import SEGMENT_HEADER, check_frame
+
+    data = path.read_bytes()
+    offsets = [SEGMENT_HEADER.size]
+    while offsets[-1] < len(data):
+        checked = check_frame(data, offsets[-1])
+        assert not isinstance(checked, str), checked
+        offsets.append(checked[1])
+    return offsets
+
+
+def flip_bit(path: Path, offset: int, bit: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 1 << bit
+    path.write_bytes(bytes(data))
+
+
+def directory_names(directory: Path) -> list[str]:
+    return sorted(os.listdir(directory))
