@@ -135,6 +135,7 @@ _deduct_decoder = msgspec.json.Decoder(DeductRequest, float_hook=Decimal)
 _consume_decoder = msgspec.json.Decoder(ConsumeRequest, float_hook=Decimal)
 _unfreeze_decoder = msgspec.json.Decoder(UnfreezeRequest, float_hook=Decimal)
 _metadata_decoder = msgspec.json.Decoder(dict[str, Any] | None)
+_any_decoder = msgspec.json.Decoder(float_hook=Decimal)
 
 # A msgspec type error names the field ("... - at `$.customer_id`"); its code comes from here.
 _TYPE_ERROR_CODES: Final = {
@@ -161,6 +162,12 @@ def _decode(decoder: msgspec.json.Decoder, body: bytes) -> Any:
     try:
         return decoder.decode(body)
     except msgspec.ValidationError as exc:
+        # msgspec validates while it parses, so a bad field may be reported before malformed text
+        # later in the body; malformed JSON must win. Error path only: a second, untyped parse.
+        try:
+            _any_decoder.decode(body)
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as malformed:
+            return ClientError(400, "invalid_json", f"body is not valid JSON: {malformed}")
         return _validation_error(str(exc))
     except msgspec.DecodeError as exc:
         return ClientError(400, "invalid_json", f"body is not valid JSON: {exc}")
@@ -196,10 +203,6 @@ def is_identifier(value: str) -> bool:
     return _FORBIDDEN_CHARS.search(value) is None
 
 
-def _blank(value: str | None) -> bool:
-    return value is None or value == "" or value.isspace()
-
-
 def _invalid_id(field: str) -> ClientError:
     return ClientError(
         400,
@@ -210,11 +213,12 @@ def _invalid_id(field: str) -> ClientError:
 
 
 def _required_id(value: str | None, field: str, required_code: str) -> ClientError | None:
-    if _blank(value):
+    """Missing, empty or blank (spaces only, no control character) -> the `*_required` code."""
+    if value is not None and is_identifier(value):
+        return None
+    if value is None or value == "" or (value.isspace() and _FORBIDDEN_CHARS.search(value) is None):
         return ClientError(400, required_code, f"{field} is required", {"field": field})
-    if not is_identifier(value):  # type: ignore[arg-type]
-        return _invalid_id(field)
-    return None
+    return _invalid_id(field)
 
 
 def _optional_id(value: str | None, field: str) -> ClientError | None:
