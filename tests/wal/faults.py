@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,9 +28,14 @@ class FaultPlan:
     tear_write_at: int | None = None
     tear_bytes: int = 7
     fail_fsync_at: int | None = None
+    hold: threading.Event | None = None  # the failing operation waits for this first
     writes: int = 0
     fsyncs: int = 0
     calls: list[str] = field(default_factory=list)
+
+    def wait(self) -> None:
+        if self.hold is not None:
+            assert self.hold.wait(10), "test never released the held operation"
 
     def factory(self, path: Path) -> FaultyLogFile:
         return FaultyLogFile(path, self)
@@ -47,6 +53,7 @@ class FaultyLogFile:
         plan.writes += 1
         plan.calls.append("write")
         if plan.writes == plan.fail_write_at:
+            plan.wait()
             raise OSError(errno.EIO, "injected write failure")
         if plan.writes == plan.tear_write_at:
             self.inner.write(bytes(data[: plan.tear_bytes]))
@@ -58,6 +65,7 @@ class FaultyLogFile:
         plan.fsyncs += 1
         plan.calls.append("fdatasync")
         if plan.fsyncs == plan.fail_fsync_at:
+            plan.wait()
             raise OSError(errno.EIO, "injected fdatasync failure")
         self.inner.fdatasync()
 
