@@ -1,0 +1,701 @@
+"""Tally benchmark suite: throughput, latency, CPU, memory and recovery, on 127.0.0.1 only.
+
+    .venv/bin/python -m bench.run            # full run (several minutes; wait for an idle box)
+    .venv/bin/python -m bench.run --smoke    # < 60 s: every scenario once, tiny sizes
+    .venv/bin/python -m bench.run --profile deduct_hot   # also py-spy the server under that load
+
+Every server (the bare aiohttp baseline and `tally serve`) is a subprocess on a free loopback
+port with a fresh temp data dir; it is stopped by its own PID. Load comes from wrk (-t2) with
+bench/lua/load.lua, which makes every transaction_id and idempotency key unique (a reused one is
+an idempotent replay: cheaper, and it would flatter the numbers). The table goes to
+bench/results/<date>-<commit>.md and stdout; bench/README.md explains each column.
+
+Measured per row: wrk's request rate and latency percentiles (closed loop: each connection keeps
+one request in flight, so these are service times under load, without coordinated-omission
+correction), responses with status >= 400 (wrk counts them as "Non-2xx or 3xx"), socket errors,
+server CPU (utime+stime delta from /proc/<pid>/stat, all threads) and wrk's own CPU
+(getrusage(RUSAGE_CHILDREN) delta around the wrk process), both in % of one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import resource
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+LUA_DIR = ROOT / "bench" / "lua"
+RESULTS_DIR = ROOT / "bench" / "results"
+WRK_THREADS = 2
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+STARTUP_TIMEOUT_S = 600.0  # recovery of 10 M entries may take minutes on this box
+STOP_TIMEOUT_S = 120.0
+HOT_FUNDS = 10**15
+SPREAD_FUNDS = 10**12
+
+# Velobase OSS (velobase-oss-observed.md §4, 64 connections, 20 s; two passes r1/r2): logical
+# operations per second as a (low, high) range; the ratio column divides by the midpoint.
+VELOBASE_OPS = {
+    "deduct_hot": (95.0, 128.0),  # reserve 1 + settle 1 on one customer
+    "deduct_spread": (207.0, 207.0),  # same over 10,000 customers
+    "pair_hot": (85.0, 121.0),  # reserve 10 + settle 7, pairs/s
+    "pair_spread": (176.0, 202.0),
+    "freeze_hot": (215.0, 236.0),
+    "freeze_spread": (316.0, 387.0),
+    "get_spread": (1897.0, 2308.0),
+}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    label: str
+    server: str  # "baseline" | "tally"
+    mode: str  # load.lua MODE
+    hot: bool  # one hot customer, else the spread set
+    kind: str = "post"  # which baseline row a ratio divides by: "post" | "get"
+    requests_per_op: int = 1  # a freeze+consume pair is 2 HTTP requests
+
+
+SCENARIOS = (
+    Scenario("baseline_post", "bare aiohttp POST (decode + encode, no ledger, no fsync)", "baseline", "deduct", False),
+    Scenario("baseline_get", "bare aiohttp GET (pre-encoded body)", "baseline", "get", False, kind="get"),
+    Scenario("deduct_hot", "(a) deduct 1, one hot customer", "tally", "deduct", True),
+    Scenario("deduct_spread", "(b) deduct 1, spread customers", "tally", "deduct", False),
+    Scenario("pair_hot", "(c) freeze 10 + consume 7, hot", "tally", "pair", True, requests_per_op=2),
+    Scenario("pair_spread", "(c) freeze 10 + consume 7, spread", "tally", "pair", False, requests_per_op=2),
+    Scenario("freeze_hot", "(d) freeze 10 only, hot", "tally", "freeze", True),
+    Scenario("freeze_spread", "(d) freeze 10 only, spread", "tally", "freeze", False),
+    Scenario("get_spread", "(e) GET customer, spread", "tally", "get", False, kind="get"),
+    Scenario("deposit_spread", "(f) deposit 1, spread", "tally", "deposit", False),
+)
+SCENARIO_NAMES = tuple(s.name for s in SCENARIOS)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Sizes and durations of one run; `--smoke` shrinks everything to fit in well under 60 s."""
+
+    smoke: bool
+    duration_s: int
+    warmup_s: int
+    connections: tuple[int, ...]
+    spread_customers: int
+    memory_steps: tuple[int, ...]  # cumulative customer counts at which RSS is read
+    fresh_tally_per_scenario: bool
+    recovery_rounds_extra: int  # extra deposit rounds over the memory customers (10 M entries)
+
+
+FULL = Plan(False, duration_s=10, warmup_s=3, connections=(16, 64), spread_customers=10_000,
+            memory_steps=(100_000, 1_000_000), fresh_tally_per_scenario=True, recovery_rounds_extra=9)
+SMOKE = Plan(True, duration_s=1, warmup_s=0, connections=(64,), spread_customers=2_000,
+             memory_steps=(1_000, 2_000), fresh_tally_per_scenario=False, recovery_rounds_extra=0)
+
+
+# -- processes -------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """One server subprocess (ours): start, wait for /health 200, sample /proc, stop by PID."""
+
+    def __init__(self, kind: str, work_dir: Path, api_key: str, *, data_dir: Path | None = None,
+                 extra_args: tuple[str, ...] = ()) -> None:
+        self.kind = kind
+        self.api_key = api_key
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="data-", dir=work_dir))
+        self.log_path = work_dir / f"{kind}-{self.port}.log"
+        self.extra_args = extra_args
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        if self.kind == "baseline":
+            return [sys.executable, "-m", "bench.baseline_server", "--host", "127.0.0.1", "--port", str(self.port)]
+        return [sys.executable, "-m", "net.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+                "--data-dir", str(self.data_dir), *self.extra_args]
+
+    def start(self) -> float:
+        """Start and wait until /health answers 200; return the seconds that took."""
+        assert self.proc is None
+        env = dict(os.environ, TALLY_BOOTSTRAP_KEY=self.api_key)
+        started = time.monotonic()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        deadline = started + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.kind} exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if http_status(self.url + "/health") == 200:
+                return time.monotonic() - started
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"{self.kind} not healthy after {STARTUP_TIMEOUT_S}s:\n{self.log_tail()}")
+
+    def stop(self) -> float:
+        """SIGTERM our own PID and wait (SIGKILL after STOP_TIMEOUT_S); return the seconds."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return 0.0
+        started = time.monotonic()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=STOP_TIMEOUT_S)
+        return time.monotonic() - started
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def cpu_s(self) -> float:
+        """utime + stime of the whole process (all threads), seconds."""
+        text = Path(f"/proc/{self.pid}/stat").read_text()
+        fields = text[text.rindex(")") + 2:].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of proc(5)
+
+    def rss_bytes(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
+    def log_tail(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-3000:]
+        except OSError:
+            return ""
+
+
+def http_status(url: str, *, body: bytes | None = None, key: str | None = None) -> int:
+    request = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET")
+    if body is not None:
+        request.add_header("Content-Type", "application/json")
+    if key:
+        request.add_header("Authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return 0
+
+
+# -- load --------------------------------------------------------------------------------------
+
+
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_wrk(server: Server, mode: str, customers: int, connections: int, duration_s: int) -> dict[str, Any]:
+    """One wrk run of load.lua; the BENCH_JSON line plus req/s and both CPU shares."""
+    tag = "r" + secrets.token_hex(4)
+    command = ["wrk", f"-t{WRK_THREADS}", f"-c{connections}", f"-d{duration_s}s", "--timeout", "10s",
+               "--latency", "-s", str(LUA_DIR / "load.lua"), server.url, "--",
+               mode, str(customers), tag, server.api_key]
+    server_cpu_before, wrk_cpu_before = server.cpu_s(), children_cpu_s()
+    started = time.monotonic()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=duration_s + 120, cwd=ROOT)
+    wall_s = time.monotonic() - started
+    server_cpu, wrk_cpu = server.cpu_s() - server_cpu_before, children_cpu_s() - wrk_cpu_before
+    lines = [line for line in done.stdout.splitlines() if line.startswith("BENCH_JSON ")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout}\n{done.stderr}")
+    result: dict[str, Any] = json.loads(lines[-1].removeprefix("BENCH_JSON "))
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    result["server_cpu_pct"] = 100.0 * server_cpu / wall_s
+    result["wrk_cpu_pct"] = 100.0 * wrk_cpu / wall_s
+    result["socket_errors"] = sum(result[k] for k in ("connect_errors", "read_errors", "write_errors", "timeouts"))
+    return result
+
+
+def fund(server: Server, prefix: str, first: int, count: int, amount: int, *, tag: str = "0",
+         connections: int = 64, timeout_s: float = 3600.0) -> tuple[float, int, int]:
+    """Deposit `amount` once into each of prefix<first> .. prefix<first+count-1>; (seconds, ok, bad)."""
+    done_dir = Path(tempfile.mkdtemp(prefix="fund-"))
+    command = ["wrk", f"-t{WRK_THREADS}", f"-c{connections}", f"-d{int(timeout_s)}s", "--timeout", "30s",
+               "-s", str(LUA_DIR / "fund.lua"), server.url, "--", prefix, str(first), str(count),
+               str(amount), str(WRK_THREADS), str(done_dir), server.api_key, tag]
+    started = time.monotonic()
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        while len(list(done_dir.iterdir())) < WRK_THREADS:
+            if proc.poll() is not None:
+                raise RuntimeError(f"funding wrk exited early: {proc.communicate()}")
+            if time.monotonic() - started > timeout_s:
+                raise RuntimeError("funding timed out")
+            time.sleep(0.02)
+        seconds = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # wrk's own handler: stop sleeping, join, exit
+            try:
+                proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+    ok = bad = 0
+    for path in done_dir.iterdir():
+        thread_ok, thread_bad = path.read_text().split()
+        ok, bad = ok + int(thread_ok), bad + int(thread_bad)
+    shutil.rmtree(done_dir, ignore_errors=True)
+    return seconds, ok, bad
+
+
+# -- throughput --------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    scenario: Scenario
+    connections: int
+    result: dict[str, Any]
+
+
+def prepare_tally(work_dir: Path, api_key: str, plan: Plan, notes: list[str]) -> Server:
+    server = Server("tally", work_dir, api_key)
+    server.start()
+    seconds, ok, bad = fund(server, "hot-", 0, 1, HOT_FUNDS)
+    seconds2, ok2, bad2 = fund(server, "c-", 0, plan.spread_customers, SPREAD_FUNDS)
+    if bad or bad2 or ok + ok2 != 1 + plan.spread_customers:
+        raise RuntimeError(f"funding failed: ok={ok + ok2} bad={bad + bad2}\n{server.log_tail()}")
+    if not notes:
+        notes.append(f"funding {plan.spread_customers:,} spread customers took {seconds2:.2f} s "
+                     f"({plan.spread_customers / seconds2:,.0f} deposits/s at 64 connections)")
+    return server
+
+
+def run_throughput(plan: Plan, names: tuple[str, ...], work_dir: Path, api_key: str,
+                   profile: str | None, profile_out: Path | None) -> tuple[list[Row], list[str], str | None]:
+    rows: list[Row] = []
+    notes: list[str] = []
+    profile_text: str | None = None
+    tally: Server | None = None
+    baseline: Server | None = None
+    try:
+        for scenario in SCENARIOS:
+            if scenario.name not in names:
+                continue
+            customers = 1 if scenario.hot else plan.spread_customers
+            if scenario.server == "baseline":
+                if baseline is None:
+                    baseline = Server("baseline", work_dir, api_key)
+                    baseline.start()
+                server = baseline
+            else:
+                if tally is not None and plan.fresh_tally_per_scenario:
+                    tally.stop()
+                    shutil.rmtree(tally.data_dir, ignore_errors=True)
+                    tally = None
+                if tally is None:
+                    tally = prepare_tally(work_dir, api_key, plan, notes)
+                server = tally
+            if plan.warmup_s:
+                run_wrk(server, scenario.mode, customers, max(plan.connections), plan.warmup_s)
+            for connections in plan.connections:
+                result = run_wrk(server, scenario.mode, customers, connections, plan.duration_s)
+                rows.append(Row(scenario, connections, result))
+                print(f"  {scenario.name:15s} c={connections:3d} {result['rps']:10,.0f} req/s "
+                      f"p99 {result['p99_us'] / 1000:6.2f} ms non2xx {result['non2xx']} "
+                      f"cpu {result['server_cpu_pct']:.0f}%/{result['wrk_cpu_pct']:.0f}%", flush=True)
+            if profile == scenario.name and profile_out is not None:
+                profile_text = run_profile(server, scenario, customers, max(plan.connections),
+                                           max(plan.duration_s, 5), profile_out)
+    finally:
+        for server in (tally, baseline):
+            if server is not None:
+                server.stop()
+    return rows, notes, profile_text
+
+
+# -- profile (py-spy) --------------------------------------------------------------------------
+
+
+def run_profile(server: Server, scenario: Scenario, customers: int, connections: int, duration_s: int,
+                out_path: Path) -> str:
+    """py-spy record the server while wrk drives the scenario; summarise top functions."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        return "py-spy not installed: bash bench/setup.sh --profiler"
+    raw_path = out_path.with_suffix(".collapsed.txt")
+    proc = subprocess.Popen([spy, "record", "-p", str(server.pid), "-d", str(duration_s), "-r", "200",
+                             "-f", "raw", "-o", str(raw_path), "--nonblocking"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    result = run_wrk(server, scenario.mode, customers, connections, duration_s)
+    _, err = proc.communicate(timeout=duration_s + 60)
+    if not raw_path.exists():
+        return f"py-spy failed: {err[-1000:]}"
+    text = summarise_profile(raw_path, f"{scenario.name} at {connections} connections, "
+                             f"{result['rps']:,.0f} req/s under py-spy (200 Hz, non-blocking)")
+    out_path.write_text(text)
+    return text
+
+
+def summarise_profile(raw_path: Path, title: str, top: int = 25) -> str:
+    """Self and inclusive sample shares per function from py-spy's collapsed stacks."""
+    self_counts: dict[str, int] = {}
+    incl_counts: dict[str, int] = {}
+    total = 0
+    for line in raw_path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = [_frame_name(f) for f in stack.split(";")]
+        frames = [f for f in frames if f]
+        if not frames:
+            continue
+        self_counts[frames[-1]] = self_counts.get(frames[-1], 0) + count
+        for name in set(frames):
+            incl_counts[name] = incl_counts.get(name, 0) + count
+    lines = [f"# py-spy profile: {title}", "", f"{total} samples (idle excluded)", "",
+             "## top self time", "", "| % self | function |", "| ---: | --- |"]
+    for name, count in sorted(self_counts.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"| {100 * count / max(total, 1):.1f} | `{name}` |")
+    lines += ["", "## top inclusive time", "", "| % incl | function |", "| ---: | --- |"]
+    for name, count in sorted(incl_counts.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"| {100 * count / max(total, 1):.1f} | `{name}` |")
+    return "\n".join(lines) + "\n"
+
+
+def _frame_name(frame: str) -> str:
+    """'deduct (net/handlers.py:88)' -> 'deduct (net/handlers.py)'; thread/process headers dropped."""
+    frame = frame.strip()
+    if frame.startswith(("process ", "thread ")):
+        return ""
+    if frame.endswith(")") and "(" in frame:
+        name, _, location = frame[:-1].partition(" (")
+        path = location.rsplit(":", 1)[0]
+        for marker in ("site-packages/", "/lib/python3"):
+            if marker in path:
+                path = path.split(marker, 1)[1]
+        path = path.replace(str(ROOT) + "/", "")
+        return f"{name} ({path})"
+    return frame
+
+
+# -- memory and recovery -------------------------------------------------------------------------
+
+
+def snapshot_files(data_dir: Path) -> list[Path]:
+    return sorted(data_dir.glob("snapshot-*.snap"))
+
+
+def data_dir_bytes(data_dir: Path) -> int:
+    return sum(p.stat().st_size for p in data_dir.rglob("*") if p.is_file())
+
+
+def run_memory_and_recovery(plan: Plan, work_dir: Path, api_key: str, do_recovery: bool,
+                            recovery_10m: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
+    """Fund customers with one deposit each, reading RSS; then restart over that ledger."""
+    no_snapshots = ("--snapshot-interval-records", "0", "--snapshot-interval-s", "0")
+    notes: list[str] = []
+    memory: list[dict[str, Any]] = []
+    recovery: list[dict[str, Any]] = []
+    server = Server("tally", work_dir, api_key, extra_args=no_snapshots)
+    data_dir = server.data_dir
+    try:
+        server.start()
+        time.sleep(0.5)
+        rss_empty = server.rss_bytes()
+        funded = 0
+        for target in plan.memory_steps:
+            seconds, ok, bad = fund(server, "m-", funded, target - funded, 1000)
+            if bad or ok != target - funded:
+                raise RuntimeError(f"memory funding: ok={ok} bad={bad}")
+            funded = target
+            time.sleep(1.0)
+            rss = server.rss_bytes()
+            memory.append({"customers": target, "step": ok, "seconds": seconds, "rate": ok / seconds,
+                           "rss": rss, "rss_empty": rss_empty,
+                           "per_customer": (rss - rss_empty) / target})
+            print(f"  memory {target:>9,} customers: RSS {rss / 2**20:,.1f} MiB, "
+                  f"{(rss - rss_empty) / target:,.0f} B/customer, funding {seconds:.1f} s", flush=True)
+        entries = funded
+        if not do_recovery:
+            return memory, recovery, notes
+        recovery += measure_recovery(server, entries, no_snapshots)
+        if recovery_10m and plan.recovery_rounds_extra:
+            server.extra_args = no_snapshots
+            server.start()
+            for round_index in range(1, plan.recovery_rounds_extra + 1):
+                seconds, ok, bad = fund(server, "m-", 0, funded, 1, tag=f"x{round_index}")
+                entries += ok
+                print(f"  recovery: +{ok:,} deposits in {seconds:.1f} s (total {entries:,})", flush=True)
+            recovery += measure_recovery(server, entries, no_snapshots)
+        elif plan.recovery_rounds_extra:
+            base_plain = recovery[0]["start_s"]
+            base_snap = recovery[1]["start_s"]
+            factor = (funded * (plan.recovery_rounds_extra + 1)) / funded
+            recovery.append({"entries": funded * (plan.recovery_rounds_extra + 1), "snapshot": "no",
+                             "start_s": base_plain * factor, "stop_s": None, "extrapolated": True,
+                             "data_bytes": None, "rss": None})
+            recovery.append({"entries": funded * (plan.recovery_rounds_extra + 1), "snapshot": "yes",
+                             "start_s": base_snap, "stop_s": None, "extrapolated": True,
+                             "data_bytes": None, "rss": None})
+            notes.append("10 M rows are EXTRAPOLATED, not measured (run with --recovery-10m to measure): "
+                         "without a snapshot, replay time × 10 (linear in WAL records); with a snapshot "
+                         "taken at the end, the same as 1 M entries on 1 M customers (a snapshot's size "
+                         "follows the customers, not the history), assuming entries do not live in it.")
+    finally:
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return memory, recovery, notes
+
+
+def measure_recovery(server: Server, entries: int, no_snapshots: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Restart over `entries` WAL records: first replaying the whole WAL, then from a snapshot."""
+    rows = []
+    stop_s = server.stop()
+    for path in snapshot_files(server.data_dir):  # a snapshot is a cache the WAL rebuilds
+        path.unlink()
+    server.extra_args = no_snapshots
+    start_s = server.start()
+    rows.append({"entries": entries, "snapshot": "no", "start_s": start_s, "stop_s": stop_s,
+                 "data_bytes": data_dir_bytes(server.data_dir), "rss": server.rss_bytes()})
+    print(f"  recovery {entries:>10,} entries, no snapshot: {start_s:.2f} s to /health", flush=True)
+    server.stop()
+    # Take a snapshot with the server's own trigger: 1 s after a new record.
+    server.extra_args = ("--snapshot-interval-records", "0", "--snapshot-interval-s", "1")
+    server.start()
+    status = http_status(server.url + "/v1/customers/deposit", key=server.api_key,
+                         body=json.dumps({"customer_id": "m-0", "amount": 1,
+                                          "idempotency_key": "snap-" + secrets.token_hex(4)}).encode())
+    assert status == 200, status
+    entries += 1
+    snapshot_started = time.monotonic()
+    while not snapshot_files(server.data_dir):
+        if time.monotonic() - snapshot_started > STARTUP_TIMEOUT_S:
+            raise RuntimeError("no snapshot was written")
+        time.sleep(0.1)
+    snapshot = snapshot_files(server.data_dir)[-1]
+    snapshot_s = time.monotonic() - snapshot_started
+    stop_s = server.stop()
+    server.extra_args = no_snapshots
+    start_s = server.start()
+    rows.append({"entries": entries, "snapshot": "yes", "start_s": start_s, "stop_s": stop_s,
+                 "snapshot_bytes": snapshot.stat().st_size, "snapshot_s": snapshot_s,
+                 "data_bytes": data_dir_bytes(server.data_dir), "rss": server.rss_bytes()})
+    print(f"  recovery {entries:>10,} entries, snapshot ({snapshot.stat().st_size / 2**20:.1f} MiB): "
+          f"{start_s:.2f} s to /health", flush=True)
+    server.stop()
+    return rows
+
+
+# -- report ------------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, str]:
+    model = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+    return {
+        "cpu": model, "cores": str(os.cpu_count()), "memory": f"{mem_kib / 2**20:.1f} GiB",
+        "commit": commit, "dirty": "yes (uncommitted changes in tracked files)" if dirty else "no",
+        "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "python": sys.version.split()[0], "wrk": wrk_version.strip(),
+        "load": Path("/proc/loadavg").read_text().split()[0],
+    }
+
+
+def _ms(us: float) -> str:
+    return f"{us / 1000:.2f}"
+
+
+def render(plan: Plan, info: dict[str, str], rows: list[Row], notes: list[str],
+           memory: list[dict[str, Any]], recovery: list[dict[str, Any]], memory_notes: list[str],
+           profile_text: str | None) -> str:
+    out = [f"# Tally benchmark {info['date'][:10]} ({info['commit']}){' — SMOKE (tiny sizes)' if plan.smoke else ''}", ""]
+    out += ["| machine | value |", "| --- | --- |",
+            f"| CPU | {info['cpu']}, {info['cores']} cores |", f"| memory | {info['memory']} |",
+            f"| commit | {info['commit']} (dirty: {info['dirty']}) |", f"| date | {info['date']} |",
+            f"| Python / wrk | {info['python']} / {info['wrk']} |",
+            f"| 1-min load at start | {info['load']} |",
+            f"| load | wrk -t{WRK_THREADS}, {', '.join(map(str, plan.connections))} connections, "
+            f"{plan.duration_s} s per row{f' after a {plan.warmup_s} s warm-up at {max(plan.connections)}' if plan.warmup_s else ''}; "
+            f"hot = 1 customer, spread = {plan.spread_customers:,} customers (uniform random) |",
+            f"| Tally | `tally serve` defaults (durable: fsync per group commit), "
+            f"{'a fresh data dir per scenario' if plan.fresh_tally_per_scenario else 'one data dir for all scenarios'} |", ""]
+    out += ["## Throughput and latency", "",
+            "| scenario | conns | req/s | ops/s | p50 ms | p90 ms | p99 ms | non-2xx | sock err | server CPU | wrk CPU | vs bare | vs Velobase (mid) |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    bare = {(r.scenario.kind, r.connections): r.result["rps"] for r in rows if r.scenario.server == "baseline"}
+    for row in rows:
+        res, sc = row.result, row.scenario
+        ops = res["rps"] / sc.requests_per_op
+        ratio_bare = "—"
+        if sc.server == "tally" and (sc.kind, row.connections) in bare:
+            ratio_bare = f"{res['rps'] / bare[(sc.kind, row.connections)]:.2f}×"
+        ratio_velo = "—"
+        if sc.name in VELOBASE_OPS:
+            low, high = VELOBASE_OPS[sc.name]
+            ratio_velo = f"{ops / ((low + high) / 2):,.0f}×"
+        out.append(f"| {sc.label} | {row.connections} | {res['rps']:,.0f} | {ops:,.0f} | {_ms(res['p50_us'])} | "
+                   f"{_ms(res['p90_us'])} | {_ms(res['p99_us'])} | {res['non2xx']} | {res['socket_errors']} | "
+                   f"{res['server_cpu_pct']:.0f} % | {res['wrk_cpu_pct']:.0f} % | {ratio_bare} | {ratio_velo} |")
+    out += ["", "- ops/s: logical operations; a freeze + consume pair is 2 requests, so pairs/s = req/s ÷ 2.",
+            "- vs bare: Tally req/s ÷ the bare aiohttp baseline's req/s (POST or GET) at the same connections, same run.",
+            "- vs Velobase (mid): ops/s ÷ the midpoint of the Velobase OSS range (velobase-oss-observed.md §4, 64 conns): "
+            + "; ".join(f"{k} {lo:g}–{hi:g} → {(lo + hi) / 2:g}/s" for k, (lo, hi) in VELOBASE_OPS.items()) + ".",
+            "- CPU: % of one core over the row (2 cores in all); latency is wrk's closed-loop service time."]
+    out += [f"- {n}" for n in notes]
+    out += ["", *render_targets(rows, memory, bare)]
+    if memory:
+        out += ["", "## Memory (idle customers, one deposit each)", "",
+                "| customers | funding time | deposits/s | server RSS | RSS − empty | bytes / customer |",
+                "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for m in memory:
+            out.append(f"| {m['customers']:,} | {m['seconds']:.1f} s (+{m['step']:,}) | {m['rate']:,.0f} | "
+                       f"{m['rss'] / 2**20:,.1f} MiB | {(m['rss'] - m['rss_empty']) / 2**20:,.1f} MiB | "
+                       f"{m['per_customer']:,.0f} |")
+        out += ["", f"- RSS from /proc/<pid>/status VmRSS, 1 s after funding; empty server: "
+                f"{memory[0]['rss_empty'] / 2**20:.1f} MiB. Funding: wrk -t2 -c64 with bench/lua/fund.lua "
+                f"(unique customer ids and idempotency keys). Each customer also holds its one ledger entry."]
+    if recovery:
+        out += ["", "## Recovery (SIGTERM, start again, time until GET /health is 200)", "",
+                "| ledger entries | from | start → /health 200 | SIGTERM → exit | data dir | RSS after | notes |",
+                "| ---: | --- | ---: | ---: | ---: | ---: | --- |"]
+        for r in recovery:
+            note = "EXTRAPOLATED" if r.get("extrapolated") else ""
+            if r.get("snapshot_bytes"):
+                note = f"snapshot {r['snapshot_bytes'] / 2**20:,.1f} MiB, written {r['snapshot_s']:.1f} s after the trigger"
+            source = "snapshot + WAL tail" if r["snapshot"] == "yes" else "full WAL replay"
+            stop = "—" if r["stop_s"] is None else f"{r['stop_s']:.2f} s"
+            size = "—" if not r["data_bytes"] else f"{r['data_bytes'] / 2**20:,.0f} MiB"
+            rss = "—" if not r["rss"] else f"{r['rss'] / 2**20:,.0f} MiB"
+            out.append(f"| {r['entries']:,} | {source} | {r['start_s']:.2f} s | {stop} | {size} | {rss} | {note} |")
+        out += ["", "- Ledger: the memory run's customers, one deposit each (plus a few bootstrap records); "
+                "snapshots off (`--snapshot-interval-records 0 --snapshot-interval-s 0`) except to take one: "
+                "restart with `--snapshot-interval-s 1`, one deposit, wait for `snapshot-*.snap`, SIGTERM.",
+                "- 'full WAL replay' deletes snapshot files first (segments are kept by default, so the WAL "
+                "alone rebuilds the state)."]
+        out += [f"- {n}" for n in memory_notes]
+    if profile_text:
+        out += ["", "## Profile", "", profile_text.replace("# py-spy", "### py-spy")]
+    return "\n".join(out) + "\n"
+
+
+def render_targets(rows: list[Row], memory: list[dict[str, Any]], bare: dict[tuple[str, int], float]) -> list[str]:
+    out = ["## Targets (reported, not asserted)", "", "| target | measured | met |", "| --- | --- | --- |"]
+    low, high = VELOBASE_OPS["deduct_hot"]
+    mid = (low + high) / 2
+    for row in rows:
+        if row.scenario.name != "deduct_hot":
+            continue
+        rps = row.result["rps"]
+        out.append(f"| hot deduct ≥ 100× Velobase ({100 * mid:,.0f}/s), {row.connections} conns | "
+                   f"{rps:,.0f}/s = {rps / mid:,.0f}× | {'yes' if rps >= 100 * mid else 'NO'} |")
+        base = bare.get(("post", row.connections))
+        if base:
+            out.append(f"| hot deduct ≥ 60 % of bare POST, {row.connections} conns | {100 * rps / base:.0f} % "
+                       f"({rps:,.0f} / {base:,.0f}) | {'yes' if rps >= 0.6 * base else 'NO'} |")
+    at64 = [r for r in rows if r.connections == 64 and r.scenario.server == "tally"]
+    if at64:
+        worst = max(at64, key=lambda r: r.result["p99_us"])
+        misses = [r.scenario.name for r in at64 if r.result["p99_us"] > 10_000]
+        out.append(f"| p99 ≤ 10 ms at 64 conns (every Tally row) | worst {_ms(worst.result['p99_us'])} ms "
+                   f"({worst.scenario.name}) | {'yes' if not misses else 'NO: ' + ', '.join(misses)} |")
+    if memory:
+        last = memory[-1]
+        out.append(f"| ≤ 1 KiB per idle customer | {last['per_customer']:,.0f} B at {last['customers']:,} | "
+                   f"{'yes' if last['per_customer'] <= 1024 else 'NO'} |")
+    non2xx = sum(r.result["non2xx"] for r in rows)
+    out.append(f"| no 4xx/5xx under load | {non2xx} | {'yes' if non2xx == 0 else 'NO'} |")
+    return out
+
+
+# -- main --------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, 1 s rows: a < 60 s check that it all works")
+    parser.add_argument("--out", type=Path, help="directory for the results file (default bench/results, smoke: a temp dir)")
+    parser.add_argument("--only", help=f"comma-separated scenarios (default all): {','.join(SCENARIO_NAMES)}")
+    parser.add_argument("--skip-memory", action="store_true", help="no memory/recovery section")
+    parser.add_argument("--skip-recovery", action="store_true", help="memory, but no restart timing")
+    parser.add_argument("--recovery-10m", action="store_true",
+                        help="measure recovery at 10 M entries (9 more deposit rounds; minutes) instead of extrapolating")
+    parser.add_argument("--profile", choices=SCENARIO_NAMES, help="py-spy the server under this scenario (64 conns)")
+    parser.add_argument("--duration", type=int, help="seconds per row (overrides the plan)")
+    args = parser.parse_args(argv)
+    plan = SMOKE if args.smoke else FULL
+    if args.duration:
+        plan = Plan(**{**plan.__dict__, "duration_s": args.duration})
+    if shutil.which("wrk") is None:
+        print("wrk is not installed: run bash bench/setup.sh", file=sys.stderr)
+        return 2
+    names = tuple(args.only.split(",")) if args.only else SCENARIO_NAMES
+    unknown = set(names) - set(SCENARIO_NAMES)
+    if unknown:
+        parser.error(f"unknown scenarios: {sorted(unknown)}")
+    info = machine()
+    out_dir = args.out or (Path(tempfile.mkdtemp(prefix="tally-bench-smoke-")) if plan.smoke else RESULTS_DIR)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{info['date'][:10]}-{info['commit']}{'-smoke' if plan.smoke else ''}"
+    api_key = "tly_" + secrets.token_hex(24)
+    work_dir = Path(tempfile.mkdtemp(prefix="tally-bench-"))
+    print(f"bench: {info['cpu']} x{info['cores']}, commit {info['commit']}, load {info['load']}, work dir {work_dir}", flush=True)
+    try:
+        profile_out = out_dir / f"{stem}-profile-{args.profile}.md" if args.profile else None
+        rows, notes, profile_text = run_throughput(plan, names, work_dir, api_key, args.profile, profile_out)
+        memory: list[dict[str, Any]] = []
+        recovery: list[dict[str, Any]] = []
+        memory_notes: list[str] = []
+        if not args.skip_memory:
+            memory, recovery, memory_notes = run_memory_and_recovery(
+                plan, work_dir, api_key, not args.skip_recovery, args.recovery_10m)
+    except Exception:
+        print(f"bench: failed; server logs kept in {work_dir}", file=sys.stderr)
+        raise
+    text = render(plan, info, rows, notes, memory, recovery, memory_notes, profile_text)
+    out_path = out_dir / f"{stem}.md"
+    out_path.write_text(text)
+    shutil.rmtree(work_dir, ignore_errors=True)
+    print(text)
+    print(f"bench: wrote {out_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
