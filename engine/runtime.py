@@ -110,10 +110,17 @@ class Runtime:
     # -- lifecycle -------------------------------------------------------------------------
 
     @classmethod
-    async def open(cls, config: RuntimeConfig, *, clock: Callable[[], int] = wall_clock_ms) -> Runtime:
+    async def open(
+        cls,
+        config: RuntimeConfig,
+        *,
+        clock: Callable[[], int] = wall_clock_ms,
+        log_file_factory: Callable[[Path], wal.LogFile] | None = None,
+    ) -> Runtime:
         """Lock, recover (truncating a torn tail), open the writer, start shards and timers.
 
-        Raises wal.DataDirLocked, wal.WalCorrupt, engine.recovery.RecoveryError.
+        `clock` and `log_file_factory` are seams for tests (a fake clock; a LogFile that fails
+        on purpose). Raises wal.DataDirLocked, wal.WalCorrupt, engine.recovery.RecoveryError.
         """
         config.data_dir.mkdir(parents=True, exist_ok=True)
         lock = wal.DataDirLock(config.data_dir)
@@ -132,6 +139,7 @@ class Runtime:
                 batch_records_max=config.wal_batch_records_max,
                 queue_records_max=config.wal_queue_records_max,
                 fsync=config.fsync,
+                log_file_factory=log_file_factory,
             )
         except BaseException:
             lock.release()
