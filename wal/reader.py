@@ -290,11 +290,14 @@ def verify_log(directory: Path) -> VerifyReport:
     directory = Path(directory)
     try:
         first_lsn = _oldest_lsn(directory)
-        reader = LogReader(directory, after_lsn=first_lsn - 1, truncate_torn_tail=False)
+    except WalCorrupt as error:
+        return VerifyReport(False, 0, 0, None, 0, None, error)
+    reader = LogReader(directory, after_lsn=first_lsn - 1, truncate_torn_tail=False)
+    try:
         for _ in reader:
             pass
     except WalCorrupt as error:
-        return VerifyReport(False, 0, 0, None, 0, None, error)
+        return VerifyReport(False, reader.segments, reader.records, first_lsn, reader.last_lsn, None, error)
     has_records = reader.records > 0
     return VerifyReport(
         ok=True,

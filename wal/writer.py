@@ -305,7 +305,7 @@ class WalWriter:
             ends.clear()
         else:
             cut = ends[count - 1] - self._buffer_base
-            data = bytes(self._buffer[:cut])
+            data = self._buffer[:cut]  # one copy; the loop keeps appending meanwhile
             del self._buffer[:cut]
             for _ in range(count):
                 ends.popleft()

@@ -131,7 +131,7 @@ async def test_fdatasync_failure_is_fail_stop(tmp_path):
     plan.hold.set()
     for waiter in (failed_batch, next_batch):
         with pytest.raises(WalFailed) as caught:
-            await waiter
+            await asyncio.wait_for(waiter, 10)  # a hang here means a waiter was forgotten
         assert isinstance(caught.value.__cause__, OSError)
     assert writer.failed and writer.durable_lsn == 1
     with pytest.raises(WalFailed):
@@ -155,7 +155,7 @@ async def test_write_failure_is_fail_stop(tmp_path):
     await writer.start()
     for lsn in (1, 2):
         with pytest.raises(WalFailed):
-            await writer.wait_durable(lsn)
+            await asyncio.wait_for(writer.wait_durable(lsn), 10)
     assert writer.durable_lsn == 0 and plan.fsyncs == 1
     await writer.close()
     assert list(read_log(tmp_path)) == []
@@ -170,7 +170,7 @@ async def test_torn_write_recovers_the_acknowledged_prefix_and_the_log_continues
     for lsn in range(2, 6):
         writer.append(lsn, b"lost %d" % lsn)
     with pytest.raises(WalFailed):
-        await writer.wait_durable(5)
+        await asyncio.wait_for(writer.wait_durable(5), 10)
     await writer.close()
     reader = read_log(tmp_path, truncate_torn_tail=True)
     assert list(reader) == [(1, b"acked")]
