@@ -152,6 +152,11 @@ _TYPE_ERROR_CODES: Final = {
     "expires_at": "invalid_expires_at",
     "name": "invalid_name",
     "email": "invalid_email",
+    # only "Integer value out of range": a literal of 4300+ digits
+    "amount": "amount_too_large",
+    "actual_amount": "amount_too_large",
+    "unfreeze_after_seconds": "invalid_auto_settlement_ttl",
+    "consume_after_seconds": "invalid_auto_settlement_ttl",
 }
 _UNKNOWN_FIELD_PREFIX: Final = "Object contains unknown field `"
 _ERROR_PATH = re.compile(r" - at `\$\.([A-Za-z_]+)")
@@ -166,7 +171,9 @@ def _decode(decoder: msgspec.json.Decoder, body: bytes) -> Any:
         # later in the body; malformed JSON must win. Error path only: a second, untyped parse.
         try:
             _any_decoder.decode(body)
-        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as malformed:
+        except msgspec.ValidationError:
+            pass  # well-formed; an integer literal too long for Python's int (4300+ digits)
+        except (msgspec.DecodeError, RecursionError) as malformed:
             return ClientError(400, "invalid_json", f"body is not valid JSON: {malformed}")
         return _validation_error(str(exc))
     except msgspec.DecodeError as exc:

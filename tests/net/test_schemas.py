@@ -125,6 +125,15 @@ def test_amount_over_2_53_is_too_large(literal: bytes) -> None:
         {"field": "actual_amount"})
 
 
+def test_integer_literal_too_long_for_python_int() -> None:
+    huge = b"9" * 5000  # past Python's int-from-str digit limit: msgspec refuses to build it
+    err(consume(b'{"transaction_id":"t","actual_amount":' + huge + b"}"), "amount_too_large", {"field": "actual_amount"})
+    err(deduct(b'{"customer_id":"c","transaction_id":"t","amount":-' + huge + b"}"), "amount_too_large")
+    err(freeze(b'{"customer_id":"c","transaction_id":"t","amount":1,"consume_after_seconds":' + huge + b"}"),
+        "invalid_auto_settlement_ttl", {"field": "consume_after_seconds"})
+    err(deposit(b'{"customer_id":"c","amount":1,"metadata":{"n":' + huge + b"}}"), "invalid_metadata")
+
+
 def test_missing_amount() -> None:
     err(deposit(j(customer_id="c")), "amount_must_be_positive")
     err(freeze(j(customer_id="c", transaction_id="t")), "amount_must_be_positive")
