@@ -390,3 +390,32 @@ def test_handlers_cover_the_route_table() -> None:
         ("POST", "/v1/billing/deduct"),
         ("GET", "/health"),
     ]
+
+
+async def test_fuzzed_requests_never_500(client: TestClient, fake: FakeRuntime) -> None:
+    """Seeded random bodies, paths and queries: every answer is 200 or a 4xx envelope."""
+    import random
+
+    rng = random.Random(20260407)
+    atoms: list[Any] = [None, True, 0, -1, 1, 2**53, 1.5, 1e308, "", " ", "x", "\x00", "é" * 300, [], [1], {}, {"a": []},
+                        "2026-04-07T12:00:00Z", "GRANT", "TASK", ["default"], 10**30]
+    fields = ["customer_id", "amount", "transaction_id", "wallet", "credit_type", "credit_types", "source", "starts_at",
+              "expires_at", "idempotency_key", "name", "email", "metadata", "description", "business_type",
+              "unfreeze_after_seconds", "consume_after_seconds", "actual_amount", "zzz"]
+    segments = ["c1", "%00", "%FF", "%2F", "a%2Fb", "ledger", "", "%", "%2", "%%", "+", "..", "é", "x" * 300]
+    queries = ["", "limit=5", "limit=%FF", "cursor=%00", "operation_type=GRANT", "transaction_id=", "=", "&&", "a=b",
+               "limit", "cursor=" + "c" * 600, "%FF=1"]
+    for _ in range(300):
+        if rng.random() < 0.6:
+            body = {rng.choice(fields): rng.choice(atoms) for _ in range(rng.randrange(6))}
+            raw = msgspec.json.encode(body) if rng.random() < 0.9 else bytes(rng.randrange(256) for _ in range(20))
+            resp = await client.post(rng.choice(POSTS), data=raw, headers=AUTH)
+        else:
+            path = "/v1/customers/" + "/".join(rng.choice(segments) for _ in range(rng.randrange(1, 3)))
+            if rng.random() < 0.5:
+                path += "/ledger"
+            resp = await client.get(path + "?" + rng.choice(queries), headers=AUTH)
+        assert resp.status in (200, 400, 404, 405), (resp.status, await resp.text())
+        assert resp.headers["X-Request-Id"]
+        if resp.status != 200:
+            await expect_error(resp, resp.status, (await resp.json())["error"]["code"])
