@@ -528,7 +528,8 @@ def machine() -> dict[str, str]:
 
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
     dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
-    wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+    wrk_banner = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.split()
+    wrk_version = wrk_banner[1] if len(wrk_banner) > 1 else "unknown"
     return {
         "cpu": model, "cores": str(os.cpu_count()), "memory": f"{mem_kib / 2**20:.1f} GiB",
         "commit": commit, "dirty": "yes (uncommitted changes in tracked files)" if dirty else "no",
@@ -601,7 +602,7 @@ def render(plan: Plan, info: dict[str, str], rows: list[Row], notes: list[str],
                 note = f"snapshot {r['snapshot_bytes'] / 2**20:,.1f} MiB, written {r['snapshot_s']:.1f} s after the trigger"
             source = "snapshot + WAL tail" if r["snapshot"] == "yes" else "full WAL replay"
             stop = "—" if r["stop_s"] is None else f"{r['stop_s']:.2f} s"
-            size = "—" if not r["data_bytes"] else f"{r['data_bytes'] / 2**20:,.0f} MiB"
+            size = "—" if not r["data_bytes"] else f"{r['data_bytes'] / 2**20:,.1f} MiB"
             rss = "—" if not r["rss"] else f"{r['rss'] / 2**20:,.0f} MiB"
             out.append(f"| {r['entries']:,} | {source} | {r['start_s']:.2f} s | {stop} | {size} | {rss} | {note} |")
         out += ["", "- Ledger: the memory run's customers, one deposit each (plus a few bootstrap records); "

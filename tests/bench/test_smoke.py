@@ -1,0 +1,65 @@
+"""The benchmark suite still runs end to end: `python -m bench.run --smoke` on this machine.
+
+What: every scenario row, the memory and recovery sections, written to a results file.
+How: run the suite as a subprocess (it starts its own bare baseline and `tally serve` on free
+127.0.0.1 ports, drives them with wrk, stops them by PID), then read the markdown it wrote.
+How it could fail: wrk missing (installed by bench/setup.sh; skipped if that is impossible), a
+Lua script that reuses transaction ids or sends a consume before its freeze (4xx rows), a server
+that never answers /health, or a suite that grew past its 60 s smoke budget.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.run import SCENARIOS
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOKE_TIMEOUT_S = 60
+
+
+def _ensure_wrk() -> None:
+    if shutil.which("wrk"):
+        return
+    if os.geteuid() == 0 or shutil.which("sudo"):
+        subprocess.run(["bash", str(ROOT / "bench" / "setup.sh")], capture_output=True, timeout=300)
+    if not shutil.which("wrk"):
+        pytest.skip("wrk is not installed and bench/setup.sh could not install it (needs root and apt)")
+
+
+def _throughput_rows(text: str) -> dict[str, list[str]]:
+    labels = {s.label for s in SCENARIOS}
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells and cells[0] in labels:
+            rows[cells[0]] = cells
+    return rows
+
+
+def test_smoke_run_writes_every_row_without_errors(tmp_path: Path) -> None:
+    _ensure_wrk()
+    done = subprocess.run([sys.executable, "-m", "bench.run", "--smoke", "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=SMOKE_TIMEOUT_S)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = list(tmp_path.glob("*-smoke.md"))
+    assert len(results) == 1, list(tmp_path.iterdir())
+    text = results[0].read_text()
+
+    rows = _throughput_rows(text)
+    assert set(rows) == {s.label for s in SCENARIOS}, sorted(rows)
+    header = next(line for line in text.splitlines() if line.startswith("| scenario |"))
+    columns = [c.strip() for c in header.strip().strip("|").split("|")]
+    non2xx, socket_errors, rps = columns.index("non-2xx"), columns.index("sock err"), columns.index("req/s")
+    for label, cells in rows.items():
+        assert cells[non2xx] == "0", f"{label}: {cells[non2xx]} responses >= 400"
+        assert cells[socket_errors] == "0", f"{label}: {cells[socket_errors]} socket errors"
+        assert float(cells[rps].replace(",", "")) > 0, label
+    assert "## Memory" in text and "bytes / customer" in text
+    assert "## Recovery" in text and "full WAL replay" in text and "snapshot + WAL tail" in text
