@@ -213,15 +213,25 @@ class WalWriter:
             if not idle.done():
                 idle.set_result(None)
 
-    async def wait_for_room(self) -> None:
-        while self.room() <= 0:
+    async def wait_for_room(self, records: int = 1) -> None:
+        """Return once room() >= records (re-checked after every batch); WalFailed on failure.
+
+        Always yields to the loop at least once, so a caller that loops on its own condition
+        (`while room() < n: await wait_for_room()`) cannot starve the flusher.
+        """
+        assert 1 <= records <= self.queue_records_max, records
+        waited = False
+        while self.room() < records:
             if self._failure is not None:
                 raise self._failed_error()
             room = asyncio.get_running_loop().create_future()
             self._room_waiters.append(room)
             await room
+            waited = True
         if self._failure is not None:
             raise self._failed_error()
+        if not waited:
+            await asyncio.sleep(0)
 
     async def wait_durable(self, lsn: int) -> None:
         """Return once durable_lsn >= lsn; WalFailed if the writer failed before that."""

@@ -115,6 +115,32 @@ async def test_backpressure_wal_full_and_wait_for_room(tmp_path):
     assert [lsn for lsn, _ in read_log(tmp_path)] == list(range(1, 10))
 
 
+async def test_wait_for_room_for_several_records(tmp_path):
+    gate = threading.Event()
+
+    class GatedFile(OsLogFile):
+        def fdatasync(self):
+            assert gate.wait(10)
+            super().fdatasync()
+
+    gate.set()  # the header at open
+    writer = WalWriter.open(tmp_path, next_lsn=1, batch_records_max=2, queue_records_max=8,
+                            log_file_factory=GatedFile)
+    gate.clear()
+    for lsn in range(1, 9):
+        writer.append(lsn, b"x")
+    await writer.start()
+    wanted = asyncio.create_task(writer.wait_for_room(5))
+    spins = 0
+    while writer.room() < 5 and not writer.failed:  # the caller-loop shape must not spin the loop dry
+        spins += 1
+        gate.set()
+        await writer.wait_for_room()
+    await asyncio.wait_for(wanted, 10)
+    assert writer.room() >= 5 and spins >= 1
+    await writer.close()
+
+
 async def test_fdatasync_failure_is_fail_stop(tmp_path):
     plan = FaultPlan(fail_fsync_at=3, hold=threading.Event())  # 1: header, 2: batch [1], 3: batch [2]
     writer = WalWriter.open(tmp_path, next_lsn=1, log_file_factory=plan.factory)
