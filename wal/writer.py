@@ -156,14 +156,20 @@ class WalWriter:
                      batch_records_max=batch_records_max, queue_records_max=queue_records_max,
                      fsync=fsync, log_file_factory=log_file_factory or OsLogFile)
         segments = list_segments(directory)
-        if segments:
-            first_lsn, path = segments[-1]
-            size = _check_segment_end(path, first_lsn, next_lsn)
-            if size + FRAME_OVERHEAD <= segment_size_max:
-                writer._file = writer._factory(path)
-                writer._segment_size = size
-                return writer
-        writer._create_segment(next_lsn)
+        try:
+            if segments:
+                first_lsn, path = segments[-1]
+                size = _check_segment_end(path, first_lsn, next_lsn)
+                if size + FRAME_OVERHEAD <= segment_size_max:
+                    writer._file = writer._factory(path)
+                    writer._segment_size = size
+                    return writer
+            writer._create_segment(next_lsn)
+        except BaseException:
+            if writer._file is not None:
+                writer._file.close()
+            writer._executor.shutdown()
+            raise
         return writer
 
     def _create_segment(self, first_lsn: int) -> None:
@@ -207,11 +213,8 @@ class WalWriter:
         encode_frame_into(buffer, lsn, payload)
         self._frame_ends.append(self._buffer_base + len(buffer))
         self._appended_lsn = lsn
-        idle = self._idle
-        if idle is not None:
-            self._idle = None
-            if not idle.done():
-                idle.set_result(None)
+        if self._idle is not None:
+            self._wake()
 
     async def wait_for_room(self, records: int = 1) -> None:
         """Return once room() >= records (re-checked after every batch); WalFailed on failure.

@@ -275,3 +275,10 @@ async def test_a_cancelled_waiter_does_not_disturb_the_others(tmp_path):
     await kept
     await writer.close()
     assert doomed.cancelled()
+
+
+async def test_open_fails_cleanly_when_the_header_write_fails(tmp_path):
+    plan = FaultPlan(fail_write_at=1)
+    with pytest.raises(OSError):
+        WalWriter.open(tmp_path, next_lsn=1, log_file_factory=plan.factory)
+    assert plan.fsyncs == 0
