@@ -66,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="take a snapshot after this many WAL records (0: never by count)")
     serve.add_argument("--snapshot-interval-s", type=float, default=RuntimeConfig.snapshot_interval_s,
                        help="take a snapshot after this many seconds with new records (0: never by time)")
+    serve.add_argument("--wal-segment-size-max", type=int, default=RuntimeConfig.wal_segment_size_max,
+                       help="start a new WAL segment past this many bytes")
     serve.add_argument("--prune-segments", action="store_true",
                        help="delete WAL segments a durable snapshot covers (default: keep them)")
     serve.add_argument("--unsafe-skip-fsync", action="store_true",
@@ -108,6 +110,7 @@ def _runtime_config(args: argparse.Namespace) -> RuntimeConfig:
         shard_queue_depth_max=getattr(args, "shard_queue_depth_max", RuntimeConfig.shard_queue_depth_max),
         snapshot_interval_records=getattr(args, "snapshot_interval_records", RuntimeConfig.snapshot_interval_records),
         snapshot_interval_s=getattr(args, "snapshot_interval_s", RuntimeConfig.snapshot_interval_s),
+        wal_segment_size_max=getattr(args, "wal_segment_size_max", RuntimeConfig.wal_segment_size_max),
         keep_segments=not getattr(args, "prune_segments", False),
         fsync=not getattr(args, "unsafe_skip_fsync", False),
     )
@@ -119,7 +122,7 @@ def _runtime_config(args: argparse.Namespace) -> RuntimeConfig:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from net.server import serve  # imported here: uvloop/aiohttp are only needed to serve
 
-    config = ServerConfig(host=args.host, port=args.port, data_dir=args.data_dir)
+    config = ServerConfig(host=args.host, port=args.port)
     return serve(config, _runtime_config(args), bootstrap_key=os.environ.get("TALLY_BOOTSTRAP_KEY") or None)
 
 

@@ -30,7 +30,7 @@ async def real(tmp_path: Path) -> AsyncIterator[TestClient]:
     try:
         await runtime.create_api_key("proj_a", KEY, "key_a")
         await runtime.create_api_key("proj_b", OTHER_KEY, "key_b")
-        app = create_app(ServerConfig(port=0, data_dir=tmp_path), runtime)
+        app = create_app(ServerConfig(port=0), runtime)
         async with TestClient(TestServer(app, host="127.0.0.1")) as client:
             yield client
     finally:
