@@ -677,6 +677,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="measure recovery at 10 M entries (9 more deposit rounds; minutes) instead of extrapolating")
     parser.add_argument("--profile", choices=SCENARIO_NAMES, help="py-spy the server under this scenario (64 conns)")
     parser.add_argument("--duration", type=int, help="seconds per row (overrides the plan)")
+    parser.add_argument("--readme", action="store_true",
+                        help="also replace the '## Benchmarks' section of README.md with this run's tables")
     args = parser.parse_args(argv)
     plan = SMOKE if args.smoke else FULL
     if args.duration:
@@ -713,7 +715,31 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(work_dir, ignore_errors=True)
     print(text)
     print(f"bench: wrote {out_path}")
+    if args.readme:
+        update_readme(ROOT / "README.md", text, out_path)
+        print("bench: updated the Benchmarks section of README.md")
     return 0
+
+
+def update_readme(readme: Path, text: str, out_path: Path) -> None:
+    """Replace (or append) the '## Benchmarks' section; the rest of README.md stays as it is."""
+    body = text.split("\n## Profile", 1)[0].rstrip("\n")
+    body = body.split("\n", 1)[1].lstrip("\n")  # drop the results file's own title
+    body = body.replace("\n## ", "\n### ")
+    try:
+        rel = out_path.resolve().relative_to(ROOT)
+    except ValueError:
+        rel = out_path
+    section = (f"## Benchmarks\n\nFrom `{rel}` (`.venv/bin/python -m bench.run`; how to rerun and what "
+               f"each column means: `bench/README.md`).\n\n{body}\n")
+    current = readme.read_text()
+    start = current.find("\n## Benchmarks\n")
+    if start < 0:
+        readme.write_text(current.rstrip("\n") + "\n\n" + section)
+        return
+    end = current.find("\n## ", start + 1)
+    tail = current[end:] if end >= 0 else ""
+    readme.write_text(current[:start + 1] + section + tail)
 
 
 if __name__ == "__main__":
