@@ -69,8 +69,8 @@ async def test_concurrent_appenders_share_batches(tmp_path):
     assert writer.batches < 100  # 500 records, far fewer syncs: group commit happened
     assert max(SlowCountingFile.frames_per_write) == 16  # full batches, never more
     assert sum(SlowCountingFile.frames_per_write) == 500
-    assert len(writer.fsync_latency_us) == writer.batches
-    assert writer.stats().fsync_latency_us_p50 >= 2000
+    samples = list(writer.fsync_latency_us)  # one per batch; each includes the injected 2 ms
+    assert len(samples) == writer.batches and min(samples) >= 2000
 
 
 async def test_waiters_wake_only_after_their_batch_is_synced(tmp_path):
