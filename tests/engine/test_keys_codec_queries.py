@@ -1,0 +1,130 @@
+"""API keys (CONTRACT §3.15), snapshots and digest (CONTRACT §5), lookups, timer order.
+
+Each test pins one promise with exact values; a codec or digest that drops a field, keeps a
+derived index in the hash, or depends on insertion order fails here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import msgspec
+import pytest
+
+from engine.codec import decode_state, encode_state
+from engine.commands import AutoSettle, CreateApiKey, Deposit, ExpireBuckets, Freeze, RevokeApiKey
+from engine.digest import digest
+from engine.keys import hash_api_key, keys_match
+from engine.ledger import apply, due_commands
+from engine.queries import (
+    customer_count,
+    customer_last_lsn,
+    customer_view,
+    find_api_key,
+    ledger_page,
+    list_api_keys,
+    transaction_owner,
+)
+from engine.results import Rejected
+from engine.state import ApiKey, LedgerState
+from tests.engine.helpers import P, T0_MS, Driver
+
+T = T0_MS
+
+
+def test_3_15_key_hash_is_sha256_hex_and_compare_is_exact():
+    assert hash_api_key("secret") == hashlib.sha256(b"secret").hexdigest()
+    assert keys_match(hash_api_key("a"), hash_api_key("a"))
+    assert not keys_match(hash_api_key("a"), hash_api_key("b"))
+
+
+def test_3_15_create_and_revoke_api_key():
+    d = Driver()
+    d.ok(CreateApiKey(at_ms=T, project="default", key_id="key_1", key_hash="h1"))
+    assert "default" in d.state.projects and customer_count(d.state) == 0
+    assert find_api_key(d.state, "h1") == ApiKey("key_1", "h1", "default", False)
+    assert d.rejected(CreateApiKey(at_ms=T, project="x", key_id="key_1", key_hash="h2")).code == "api_key_exists"
+    d.ok(RevokeApiKey(at_ms=T, key_id="key_1"))
+    assert find_api_key(d.state, "h1").revoked is True
+    assert d.run(RevokeApiKey(at_ms=T, key_id="key_1")).logged is False
+    assert d.rejected(RevokeApiKey(at_ms=T, key_id="nope")).status == 404
+    assert find_api_key(d.state, "zz") is None
+    assert list_api_keys(d.state) == [ApiKey("key_1", "h1", "default", True)]
+    assert d.state.last_lsn == 2
+
+
+def test_3_15_projects_are_isolated():
+    d = Driver()
+    d.ok(Deposit(at_ms=T, project="a", customer_id="c", amount=5))
+    d.ok(Freeze(at_ms=T, project="a", customer_id="c", amount=1, transaction_id="t"))
+    assert customer_view(d.state, "b", "c", T).code == "customer_not_found"
+    assert transaction_owner(d.state, "a", "t") == "c"
+    assert transaction_owner(d.state, "b", "t") is None
+    page = ledger_page(d.state, "a", "c", limit=1, cursor=None, operation_type=None, transaction_id=None)
+    d.ok(Deposit(at_ms=T, project="b", customer_id="c", amount=5))
+    d.ok(Deposit(at_ms=T, project="b", customer_id="c", amount=5))
+    other = ledger_page(d.state, "b", "c", limit=1, cursor=page.next_cursor, operation_type=None, transaction_id=None)
+    assert isinstance(other, Rejected) and other.code == "invalid_cursor"
+    assert customer_last_lsn(d.state, "a", "c") == 2 and customer_last_lsn(d.state, "b", "c") == 4
+    assert customer_last_lsn(d.state, "b", "nobody") == 0
+
+
+def _busy_history() -> Driver:
+    d = Driver()
+    d.ok(CreateApiKey(at_ms=T, project=P, key_id="k", key_hash="h"))
+    for n in range(30):  # more than INDEX_ENTRIES_MIN entries for c0
+        cid = f"c{n % 3}"
+        d.ok(Deposit(at_ms=T + n, project=P, customer_id=cid, amount=100, expires_at_ms=T + 50_000 + n,
+                     idempotency_key=f"k{n}", metadata={"z": 1, "a": [n]}))  # fmt: skip
+        d.ok(Freeze(at_ms=T + n, project=P, customer_id=cid, amount=7, transaction_id=f"t{n}", unfreeze_after_s=60))
+    return d
+
+
+def test_5_codec_round_trip_keeps_digest_and_rebuilds_derived_indexes():
+    d = _busy_history()
+    restored = decode_state(encode_state(d.state))
+    assert digest(restored) == digest(d.state)
+    assert restored.key_hash_by_id == {"k": "h"}
+    assert transaction_owner(restored, P, "t4") == "c1"
+    assert due_commands(restored, P, "c0", T + 10**9) == due_commands(d.state, P, "c0", T + 10**9)
+    args = dict(limit=5, cursor=None, operation_type="FREEZE", transaction_id=None)
+    assert ledger_page(restored, P, "c0", **args) == ledger_page(d.state, P, "c0", **args)
+    # The restored state keeps working exactly like the original.
+    cmd = ExpireBuckets(at_ms=T + 50_010, project=P, customer_id="c0")
+    apply(restored, restored.last_lsn + 1, cmd)
+    apply(d.state, d.state.last_lsn + 1, cmd)
+    assert digest(restored) == digest(d.state)
+
+
+def test_5_digest_ignores_derived_state_and_customer_insertion_order():
+    a, b = LedgerState(), LedgerState()
+    apply(a, 1, Deposit(at_ms=T, project=P, customer_id="x", amount=1))
+    apply(a, 2, Deposit(at_ms=T, project=P, customer_id="y", amount=1))
+    apply(b, 1, Deposit(at_ms=T, project=P, customer_id="x", amount=1))
+    apply(b, 2, Deposit(at_ms=T, project=P, customer_id="y", amount=1))
+    b.projects[P].customers = dict(reversed(list(b.projects[P].customers.items())))
+    b.due_heap.append((1, "junk", "junk"))
+    assert digest(a) == digest(b)
+    apply(b, 3, Deposit(at_ms=T, project=P, customer_id="y", amount=1))
+    assert digest(a) != digest(b)
+
+
+def test_5_decode_rejects_garbage():
+    with pytest.raises((msgspec.DecodeError, msgspec.ValidationError)):
+        decode_state(b"\x93garbage")
+
+
+def test_6_timers_at_the_same_ms_come_expiry_first_in_due_order():
+    d = Driver()
+    d.ok(Deposit(at_ms=T, project=P, customer_id="c", amount=100, expires_at_ms=T + 5000))
+    d.ok(Deposit(at_ms=T, project=P, customer_id="c", amount=100, expires_at_ms=T + 5000))
+    d.ok(Deposit(at_ms=T, project=P, customer_id="c", amount=100, expires_at_ms=T + 3000))
+    d.ok(Freeze(at_ms=T, project=P, customer_id="c", amount=150, transaction_id="f", unfreeze_after_s=5))
+    assert due_commands(d.state, P, "c", T + 5000) == [
+        ExpireBuckets(at_ms=T + 3000, project=P, customer_id="c"),
+        ExpireBuckets(at_ms=T + 5000, project=P, customer_id="c"),
+        AutoSettle(at_ms=T + 5000, project=P, customer_id="c", transaction_id="f"),
+    ]
+    d.tick("c", T + 5000)
+    bucket_states = [(b.used, b.frozen, b.expired) for b in d.state.projects[P].customers["c"].buckets]
+    assert bucket_states == [(0, 0, 100), (0, 0, 100), (0, 0, 100)]  # all returned credit written off
