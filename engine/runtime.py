@@ -355,8 +355,12 @@ class Runtime:
     async def wait_for_log_room(self, items: int) -> None:
         """Called by a shard before a batch: keep the WAL queue bounded (backpressure)."""
         needed = items + LOG_ROOM_PER_ITEM_MIN
-        while self._writer.room() < needed and not self._writer.failed:
-            await self._writer.wait_for_room()
+        if self._writer.room() >= needed or self._writer.failed:
+            return
+        try:
+            await self._writer.wait_for_room(needed)
+        except wal.WalFailed:
+            return  # the shard's items each fail with storage_unavailable
 
     # -- background tasks ----------------------------------------------------------------------
 
@@ -408,10 +412,16 @@ class Runtime:
             await self._wait_durable(lsn)
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(None, wal.write_snapshot, self.config.data_dir, lsn, payload)
-            if not self.config.keep_segments:
-                await loop.run_in_executor(None, wal.prune_segments, self.config.data_dir, lsn)
+            await loop.run_in_executor(None, self._prune, self._snapshot_lsn)
             self._snapshot_lsn = lsn
             self._snapshot_at_s = time.monotonic()
             return lsn
         finally:
             self._snapshot_running = False
+
+    def _prune(self, previous_snapshot_lsn: int) -> None:
+        """Keep two snapshots; delete segments only up to the OLDER one, so that if the newest
+        snapshot is ever found damaged, recovery can still start from the older one + the WAL."""
+        wal.prune_snapshots(self.config.data_dir, keep=2)
+        if not self.config.keep_segments and previous_snapshot_lsn > 0:
+            wal.prune_segments(self.config.data_dir, previous_snapshot_lsn)
