@@ -564,6 +564,9 @@ def _deposit_identity(state: LedgerState, command: Deposit) -> DepositRecord | R
 
 
 def _deposit(state: LedgerState, lsn: int, command: Deposit) -> Applied | Rejected:
+    """One bucket per deposit; creates the customer on first deposit. `name`, `email` and
+    `metadata` are taken only when the customer is created (velobase-api §1A.1), later deposits
+    leave them as they are."""
     assert 1 <= command.amount <= AMOUNT_MAX  # CONTRACT §3.1, checked by net/
     assert command.wallet and command.source
     if (

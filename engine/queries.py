@@ -143,8 +143,11 @@ def ledger_page(
     customer = _customer(state, project, customer_id)
     if customer is None:
         return _not_found(customer_id)
-    assert 1 <= limit <= LEDGER_PAGE_SIZE_MAX  # net/ answers invalid_limit
-    assert operation_type is None or operation_type in OPERATION_TYPES  # invalid_operation_type
+    # net/ checks these first; answering here too keeps any caller from reaching a 500.
+    if not 1 <= limit <= LEDGER_PAGE_SIZE_MAX:
+        return Rejected(400, "invalid_limit", f"limit must be 1..{LEDGER_PAGE_SIZE_MAX}")
+    if operation_type is not None and operation_type not in OPERATION_TYPES:
+        return Rejected(400, "invalid_operation_type", "unknown operation_type")
     binding = _cursor_binding(project, customer_id, operation_type, transaction_id)
     positions = _positions(customer, operation_type, transaction_id)
     entries = customer.entries

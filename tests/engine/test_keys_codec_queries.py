@@ -128,3 +128,11 @@ def test_6_timers_at_the_same_ms_come_expiry_first_in_due_order():
     d.tick("c", T + 5000)
     bucket_states = [(b.used, b.frozen, b.expired) for b in d.state.projects[P].customers["c"].buckets]
     assert bucket_states == [(0, 0, 100), (0, 0, 100), (0, 0, 100)]  # all returned credit written off
+
+
+def test_7_9_bad_limit_or_operation_type_is_400_not_a_crash():
+    d = Driver()
+    d.ok(Deposit(at_ms=T, project=P, customer_id="c", amount=1))
+    for limit, op, code in ((0, None, "invalid_limit"), (101, None, "invalid_limit"), (5, "DEPOSIT", "invalid_operation_type")):
+        r = ledger_page(d.state, P, "c", limit=limit, cursor=None, operation_type=op, transaction_id=None)
+        assert isinstance(r, Rejected) and (r.status, r.code) == (400, code)
