@@ -12,6 +12,7 @@ from aiohttp import web
 from net.config import ServerConfig
 from net.errors import error_middleware
 from net.handlers import Handlers, Runtime
+from net.openapi import OPENAPI_PATH, openapi_json
 
 RUNTIME: Final = web.AppKey("runtime", Runtime)
 CONFIG: Final = web.AppKey("config", ServerConfig)
@@ -29,6 +30,7 @@ def routes(handlers: Handlers) -> list[web.RouteDef]:
         web.post("/v1/billing/unfreeze", handlers.unfreeze),
         web.post("/v1/billing/deduct", handlers.deduct),
         web.get("/health", handlers.health),
+        web.get(OPENAPI_PATH, openapi_json),  # no auth (net/openapi.py)
     ]
 
 

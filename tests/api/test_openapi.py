@@ -1,0 +1,143 @@
+"""net/openapi.py: the document and the app's route table agree both ways, and it is served.
+
+What: every (method, path) of net.app's route table is documented and every documented operation
+resolves in the app to a real handler (not 404/405); every $ref resolves; every operation has
+the error envelope for 401 unless it is public; the served /openapi.json is the document.
+How it could fail: a route added to net/app.py without documenting it, or a documented path the
+router does not serve.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
+
+from net import openapi
+from net.app import create_app
+from net.config import ServerConfig
+from net.handlers import Handlers
+from tests.api.harness import Server, request
+from tests.net.conftest import FakeRuntime
+
+METHODS = ("get", "post", "put", "patch", "delete")
+
+
+def _app() -> web.Application:
+    return create_app(ServerConfig(), FakeRuntime())
+
+
+def _documented() -> set[tuple[str, str]]:
+    doc = openapi.document()
+    return {(method.upper(), path) for path, item in doc["paths"].items() for method in item if method in METHODS}
+
+
+def _route_table(app: web.Application) -> set[tuple[str, str]]:
+    out = set()
+    for route in app.router.routes():
+        info = route.resource.get_info()
+        path = info.get("path") or re.sub(r"\{(\w+):[^}]*\}", r"{\1}", info["formatter"])
+        if route.method == "HEAD":  # aiohttp adds HEAD beside every GET (allow_head)
+            continue
+        out.add((route.method, path))
+    return out
+
+
+def test_every_route_is_documented():
+    app = _app()
+    table = _route_table(app)
+    assert table, "empty route table"
+    documented = _documented()
+    for method, path in table:
+        assert path in openapi.ROUTE_DOC_PATHS, f"route {method} {path} has no entry in ROUTE_DOC_PATHS"
+        for doc_path in openapi.ROUTE_DOC_PATHS[path]:
+            assert (method, doc_path) in documented, f"{method} {path} is not documented as {doc_path}"
+
+
+def test_every_head_route_has_a_get_twin():
+    app = _app()
+    heads = {r.resource.canonical for r in app.router.routes() if r.method == "HEAD"}
+    gets = {r.resource.canonical for r in app.router.routes() if r.method == "GET"}
+    assert heads == gets
+
+
+def _sample(path: str) -> str:
+    return path.replace("{customer_id}", "cust%2Fone")
+
+
+@pytest.mark.parametrize(("method", "path"), sorted(_documented()))
+async def test_every_documented_operation_is_routed(method, path):
+    app = _app()
+    match = await app.router.resolve(make_mocked_request(method, _sample(path), app=app))
+    assert match.http_exception is None, (method, path, match.http_exception)
+    # and back: the route that serves it maps to this documented path
+    info = match.route.resource.get_info()
+    route_path = info.get("path") or re.sub(r"\{(\w+):[^}]*\}", r"{\1}", info["formatter"])
+    assert path in openapi.ROUTE_DOC_PATHS[route_path]
+    handler = match.route.handler
+    assert handler is openapi.openapi_json or isinstance(getattr(handler, "__self__", None), Handlers)
+
+
+def _refs(node: Any):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref":
+                yield value
+            else:
+                yield from _refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _refs(value)
+
+
+def test_document_shape():
+    doc = openapi.document()
+    assert doc["openapi"].startswith("3.1.")
+    components = doc["components"]["schemas"]
+    for ref in _refs(doc):
+        assert ref.startswith("#/components/schemas/") and ref.rsplit("/", 1)[1] in components, ref
+    public = {"/health", "/openapi.json"}
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            statuses = set(op["responses"])
+            assert "200" in statuses
+            if path in public:
+                assert op["security"] == []
+                continue
+            assert "security" not in op  # the global bearer scheme applies
+            assert {"400", "401", "503"} <= statuses, (method, path)
+            if method == "post":
+                assert "413" in statuses
+                body = op["requestBody"]["content"]["application/json"]["schema"]
+                assert body["additionalProperties"] is False and body["required"]
+    # 200 bodies come from engine.results and allow no extra field
+    for name in ("DepositResponse", "FreezeResponse", "ConsumeResponse", "UnfreezeResponse", "DeductResponse",
+                 "CustomerResponse", "LedgerPage", "Detail", "Account", "Wallet", "WalletSource", "Balance", "LedgerEntryView"):
+        assert components[name]["additionalProperties"] is False, name
+    assert doc["components"]["securitySchemes"]["bearerAuth"] == {
+        "type": "http", "scheme": "bearer", "description": "A project's API key."
+    }
+
+
+def test_document_is_accepted_by_schemathesis():
+    schemathesis = pytest.importorskip("schemathesis")
+    schema = schemathesis.openapi.from_dict(openapi.document())
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert {(op.method.upper(), op.path) for op in operations} == _documented()
+
+
+def test_served_document(tmp_path):
+    server = Server(tmp_path / "data").start()
+    try:
+        reply = request(server.port, "GET", "/openapi.json", key=None)
+        assert reply.status == 200
+        assert reply.headers["content-type"].startswith("application/json")
+        assert reply.headers["x-request-id"]
+        assert msgspec.json.decode(reply.body) == msgspec.json.decode(openapi.document_bytes())
+        assert reply.json() == openapi.document()
+    finally:
+        server.kill()
