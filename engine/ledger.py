@@ -77,18 +77,6 @@ from engine.types import AMOUNT_MAX, CONSUME_AFTER_S_MAX, UNFREEZE_AFTER_S_MAX
 NOT_LOGGED = Applied(None, False)
 Parts = list[tuple[Bucket, int]]
 
-_format_memo: tuple[int, str] = (0, format_ms(0))  # one batch stamps many commands with one ms
-
-
-def fmt_ms(ms: int) -> str:
-    """`format_ms` with a one-entry memo: a pure cache, swapped as one tuple (thread-safe)."""
-    global _format_memo
-    memo = _format_memo
-    if memo[0] != ms:
-        memo = _format_memo = (ms, format_ms(ms))
-    return memo[1]
-
-
 def apply(state: LedgerState, lsn: int, command: Command) -> Applied | Rejected:
     """Apply one command stamped for `lsn` (= state.last_lsn + 1). See the module docstring."""
     assert lsn == state.last_lsn + 1, (lsn, state.last_lsn)
@@ -290,7 +278,7 @@ def _deduct(state: LedgerState, lsn: int, command: Deduct) -> Applied | Rejected
         transaction_id=transaction_id,
         deducted_amount=command.amount,
         deduct_details=details,
-        deducted_at=fmt_ms(at_ms),
+        deducted_at=format_ms(at_ms),
         is_idempotent_replay=False,
     )
     return Applied(body, True)
@@ -301,7 +289,7 @@ def deduct_response(customer: CustomerState, record: DeductRecord, replay: bool)
         transaction_id=record.transaction_id,
         deducted_amount=record.amount,
         deduct_details=_details(customer, record.parts),
-        deducted_at=fmt_ms(record.at_ms),
+        deducted_at=format_ms(record.at_ms),
         is_idempotent_replay=replay,
     )
 
@@ -367,8 +355,8 @@ def freeze_response(customer: CustomerState, record: FreezeRecord, replay: bool)
         transaction_id=record.transaction_id,
         frozen_amount=record.amount,
         freeze_details=_details(customer, record.allocation),
-        unfreeze_after=None if record.unfreeze_after_ms is None else fmt_ms(record.unfreeze_after_ms),
-        consume_after=None if record.consume_after_ms is None else fmt_ms(record.consume_after_ms),
+        unfreeze_after=None if record.unfreeze_after_ms is None else format_ms(record.unfreeze_after_ms),
+        consume_after=None if record.consume_after_ms is None else format_ms(record.consume_after_ms),
         is_idempotent_replay=replay,
     )
 
@@ -486,7 +474,7 @@ def consume_response(customer: CustomerState, record: FreezeRecord, replay: bool
         returned_amount=returned if returned > 0 else None,  # CONTRACT §3.7: omitted when 0
         overage_amount=record.overage_amount if record.overage_amount > 0 else None,
         consume_details=_details(customer, record.settle_parts),
-        consumed_at=fmt_ms(record.settled_at_ms),
+        consumed_at=format_ms(record.settled_at_ms),
         is_idempotent_replay=replay,
     )
 
@@ -528,7 +516,7 @@ def unfreeze_response(customer: CustomerState, record: FreezeRecord, replay: boo
         transaction_id=record.transaction_id,
         unfrozen_amount=record.amount,
         unfreeze_details=_details(customer, record.allocation),
-        unfrozen_at=fmt_ms(record.settled_at_ms),
+        unfrozen_at=format_ms(record.settled_at_ms),
         is_idempotent_replay=replay,
     )
 
@@ -644,8 +632,8 @@ def deposit_response(customer_id: str, record: DepositRecord, replay: bool) -> D
         credit_type=record.wallet,
         total_amount=record.wallet_total,
         added_amount=record.amount,
-        starts_at=None if record.starts_at_ms is None else fmt_ms(record.starts_at_ms),
-        expires_at=None if record.expires_at_ms is None else fmt_ms(record.expires_at_ms),
+        starts_at=None if record.starts_at_ms is None else format_ms(record.starts_at_ms),
+        expires_at=None if record.expires_at_ms is None else format_ms(record.expires_at_ms),
         record_id=f"le_{record.lsn}_0",
         is_idempotent_replay=replay,
     )

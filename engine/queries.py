@@ -21,7 +21,7 @@ from typing import Final
 
 import msgspec
 
-from engine.ledger import fmt_ms
+from engine.timefmt import format_ms
 from engine.results import (
     Account,
     Balance,
@@ -85,7 +85,7 @@ def customer_view(state: LedgerState, project: str, customer_id: str, now_ms: in
         balance=balance,
         accounts=accounts,
         wallets=wallets,
-        created_at=fmt_ms(customer.created_at_ms),
+        created_at=format_ms(customer.created_at_ms),
     )
 
 
@@ -94,7 +94,7 @@ def _lsn(bucket: Bucket) -> int:
 
 
 def _fmt_or_none(ms: int | None) -> str | None:
-    return None if ms is None else fmt_ms(ms)
+    return None if ms is None else format_ms(ms)
 
 
 def _wallet(sources: dict[str, list[Bucket]]) -> Wallet:
@@ -206,7 +206,7 @@ def _entry_view(entry: LedgerEntry) -> LedgerEntryView:
         description=entry.description,
         account_id=f"acc_{entry.bucket_lsn}",
         status="COMPLETED",
-        created_at=fmt_ms(entry.created_at_ms),
+        created_at=format_ms(entry.created_at_ms),
     )
 
 
