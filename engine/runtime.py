@@ -41,6 +41,7 @@ log = logging.getLogger("tally.runtime")
 # command plus the customer's due timers, which are few; a breach is a broken bound (fail-stop).
 LOG_ROOM_PER_ITEM_MIN = 64
 TIMER_POLL_INTERVAL_S_MAX = 1.0
+TIMER_RETRY_INTERVAL_S = 0.005
 
 
 @dataclass(frozen=True)
@@ -260,7 +261,8 @@ class Runtime:
         """Log a new key for `project` (created if new) and wait until it is durable."""
         command = CreateApiKey(at_ms=self.clock_ms(), project=project, key_id=key_id, key_hash=hash_api_key(key))
         result = await self.submit(command)
-        assert isinstance(result, Applied), result
+        if isinstance(result, Rejected):
+            raise ValueError(result.message)  # a key id or key hash that already exists
 
     async def fire_due_timers(self) -> None:
         """Apply (and log) every timer due now, customer by customer, and wait until durable."""
@@ -370,7 +372,8 @@ class Runtime:
             now_ms = self.clock_ms()
             if due_ms is not None and due_ms <= now_ms:
                 await self.fire_due_timers()
-                await asyncio.sleep(0)
+                # A customer whose shard was too busy stays due; don't spin on it.
+                await asyncio.sleep(TIMER_RETRY_INTERVAL_S)
                 continue
             delay_s = TIMER_POLL_INTERVAL_S_MAX
             if due_ms is not None:
