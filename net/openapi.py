@@ -400,7 +400,7 @@ _TIME_FIELDS: Final = frozenset(
 _POSITIVE_FIELDS: Final = {
     "Detail": {"amount"},
     "LedgerEntryView": {"amount"},
-    "DepositResponse": {"added_amount", "total_amount"},
+    "DepositResponse": {"added_amount"},  # total_amount counts only live buckets: may be 0
     "FreezeResponse": {"frozen_amount"},
     "DeductResponse": {"deducted_amount"},
     "UnfreezeResponse": {"unfrozen_amount"},

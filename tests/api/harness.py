@@ -171,7 +171,10 @@ def state_of(port: int, customers: list[str], key: str = API_KEY) -> dict[str, A
     out: dict[str, Any] = {}
     for customer_id in customers:
         reply = request(port, "GET", customer_path(customer_id), key=key)
-        out[customer_id] = {"status": reply.status, "body": reply.json(), "ledger": full_ledger(port, customer_id, key) if reply.status == 200 else None}
+        if reply.status == 200:
+            out[customer_id] = {"status": 200, "body": reply.json(), "ledger": full_ledger(port, customer_id, key)}
+        else:  # an error body carries a fresh request_id: compare the status and code only
+            out[customer_id] = {"status": reply.status, "code": reply.code}
     return out
 
 

@@ -1,0 +1,324 @@
+"""Schemathesis (PyPI) against a real `tally serve` on 127.0.0.1, driven by GET /openapi.json.
+
+What: cases generated from the served OpenAPI document, valid (positive) and schema-violating
+(negative), for every operation. Checked on every response: never a 5xx; status code, content
+type, headers and body conform to the document (schemathesis' own checks); negative data is
+rejected with a 4xx; positive data with a good key is accepted, or refused only by a business rule
+(customer_not_found, insufficient_balance, ...) or by one of the few cross-field rules JSON Schema
+cannot say (listed in POSITIVE_REFUSALS), never by a shape error. A second run sends only
+requests that must be refused (negative cases, and positive cases with a missing or unknown key)
+and compares every seeded customer (GET + full ledger) and the `tally replay` digest before and
+after: a refused request must change nothing.
+
+How: schemathesis' Python API (`operation.as_strategy`) under a plain Hypothesis `@given`, so it
+never meets pytest-asyncio; a share of positive cases is pointed at seeded customers and
+transactions so that they reach real state. CI mode runs a bounded number of cases (about
+CI_CASES); TALLY_LONG=1 runs at least LONG_CASES. The case count and the 5xx count are printed.
+How it could fail: a 500 on odd input, a response the document does not describe (an extra field,
+an undocumented status or code, a malformed timestamp), a schema-invalid request that the server
+accepts, a schema-valid one it refuses for its shape, or a refused request that left a trace.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+import requests
+
+schemathesis = pytest.importorskip("schemathesis")
+from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.errors import HypothesisException  # noqa: E402
+from schemathesis import GenerationMode  # noqa: E402
+from schemathesis.checks import not_a_server_error  # noqa: E402
+from schemathesis.specs.openapi.checks import (  # noqa: E402
+    content_type_conformance,
+    negative_data_rejection,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from tests.api.harness import API_KEY, Server, deposit, replay, request, state_of  # noqa: E402
+
+LONG = os.environ.get("TALLY_LONG") == "1"
+CI_CASES = 1500
+LONG_CASES = 10_000
+CASES = LONG_CASES if LONG else CI_CASES
+RUN_SEED = int(os.environ.get("TALLY_FUZZ_SEED", random.randrange(2**32)))
+
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    negative_data_rejection,
+]
+SEEDED_CUSTOMERS = ["fuzz_a", "fuzz/b %2F ü", "fuzz_c"]
+SEEDED_TRANSACTIONS = [f"fuzz_t{i}" for i in range(60)]  # freezes of 1, on SEEDED_CUSTOMERS[i % 3]
+# Codes a schema-valid request may get: business rules, existence, conflicts, and the cross-field
+# rules the document can only state in prose (net/openapi.py module doc).
+POSITIVE_REFUSALS = frozenset(
+    {
+        "customer_not_found",
+        "insufficient_balance",
+        "insufficient_balance_in_selected_credit_types",
+        "no_consumable_freeze_records",
+        "freeze_records_already_consumed",
+        "freeze_auto_unfrozen",
+        "no_unfreezable_records",
+        "transaction_conflict",
+        "invalid_cursor",  # a well-formed cursor that no listing made
+        "amount_too_large",  # a sum past 2^53-1
+        "invalid_datetime_range",  # expires_at <= starts_at
+        "invalid_wallet_selection",  # deposit wallet != credit_type
+        "idempotency_key_mismatch",  # header != body key
+        "invalid_metadata",  # size, depth, integer range
+        "invalid_starts_at",  # date-time of year 0000/10000 after offset, leap second
+        "invalid_expires_at",
+    }
+)
+
+
+@dataclass
+class Tally:
+    cases: int = 0
+    parser_refusals: int = 0
+    statuses: collections.Counter[tuple[str, str, int, str | None]] = field(default_factory=collections.Counter)
+    failures: dict[str, str] = field(default_factory=dict)  # first report per distinct problem
+
+    @property
+    def server_errors(self) -> int:
+        return sum(n for (_, _, status, _), n in self.statuses.items() if status >= 500)
+
+    def fail(self, key: str, report: str) -> None:
+        self.failures.setdefault(key, report)
+
+
+def _code(response: Any) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    error = body.get("error") if isinstance(body, dict) else None
+    return error.get("code") if isinstance(error, dict) else None
+
+
+def _operations(served: dict[str, Any]) -> list[Any]:
+    schema = schemathesis.openapi.from_dict(served)
+    return [result.ok() for result in schema.get_all_operations()]
+
+
+_ENCODED: dict[int, tuple[Any, str]] = {}  # id(case) -> (case, the value it was encoded to)
+
+
+def _encode_path(case: Any) -> None:
+    """Percent-encode the customer id as the SDKs do (schemathesis puts it into the path raw, so
+    `/`, `?`, `#`, `%` and `..` would change which resource is asked for). Once per case object:
+    Hypothesis may hand the same object over again."""
+    value = case.path_parameters.get("customer_id") if case.path_parameters else None
+    if not isinstance(value, str):
+        return
+    seen = _ENCODED.get(id(case))
+    if seen is not None and seen[0] is case and seen[1] == value:
+        return
+    encoded = quote(value, safe="")
+    case.path_parameters["customer_id"] = encoded
+    _ENCODED[id(case)] = (case, encoded)
+
+
+def _point_at_seeded(case: Any, pick: int) -> None:
+    """Swap valid ids for seeded ones (positive cases only: the case stays schema-valid)."""
+    if pick == 0:
+        return
+    customer = SEEDED_CUSTOMERS[pick % len(SEEDED_CUSTOMERS)]
+    transaction = SEEDED_TRANSACTIONS[pick]
+    if case.path_parameters and "customer_id" in case.path_parameters:
+        case.path_parameters["customer_id"] = customer
+    if isinstance(case.body, dict):
+        if "customer_id" in case.body:
+            case.body["customer_id"] = customer
+        if "transaction_id" in case.body and pick % 4 != 1:
+            case.body["transaction_id"] = transaction
+
+
+def _run(
+    operation: Any,
+    mode: GenerationMode,
+    examples: int,
+    tally: Tally,
+    on_response: Any,
+    *,
+    headers: dict[str, str] | None,
+    session: requests.Session,
+    base_url: str,
+) -> None:
+    @seed(RUN_SEED)
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        derandomize=False,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=operation.as_strategy(generation_mode=mode), pick=st.integers(0, len(SEEDED_TRANSACTIONS) - 1))
+    def one(case: Any, pick: int) -> None:
+        if mode is GenerationMode.POSITIVE and headers is AUTH:
+            _point_at_seeded(case, pick)
+        _encode_path(case)
+        response = case.call(base_url=base_url, session=session, headers=headers, timeout=15)
+        tally.cases += 1
+        code = _code(response)
+        tally.statuses[(operation.label, mode.value, response.status_code, code)] += 1
+        if response.status_code == 400 and response.headers.get("Content-Type", "").startswith("text/plain"):
+            # aiohttp's HTTP parser refused the request before the app saw it (request line or a
+            # header over 8190 bytes): no envelope is possible there. Only accepted when so.
+            tally.parser_refusals += 1
+            too_long = len(response.request.url) > 8000 or any(len(str(v)) > 8000 for v in response.request.headers.values())
+            if not too_long:
+                tally.fail(f"{operation.label} parser 400", f"{response.text[:300]} url={response.request.url[:300]}")
+            return
+        on_response(case, response, code)
+        try:
+            case.validate_response(
+                response,
+                checks=CHECKS,
+                headers=headers,
+                transport_kwargs={"base_url": base_url, "session": session, "headers": headers},
+            )
+        except BaseException as exc:  # FailureGroup is a BaseExceptionGroup; keep going, report all
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            title = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            tally.fail(f"{operation.label} {mode.value} {response.status_code} {code} {title}", str(exc)[:3000])
+
+    try:
+        one()
+    except HypothesisException as exc:  # e.g. no negative case exists for an operation without inputs
+        if mode is GenerationMode.POSITIVE:
+            raise
+        tally.fail(f"{operation.label} {mode.value} generation", repr(exc)) if "Unsatisfiable" not in repr(exc) else None
+
+
+def _seed(server: Server) -> None:
+    port = server.port
+    deposit(port, "fuzz_a", 1_000_000)
+    deposit(port, "fuzz_a", 5_000, wallet="promo", source="campaign")
+    deposit(port, "fuzz/b %2F ü", 300, expires_at="2999-01-01T00:00:00Z")
+    deposit(port, "fuzz_c", 100)
+    for i, transaction in enumerate(SEEDED_TRANSACTIONS):
+        customer = SEEDED_CUSTOMERS[i % len(SEEDED_CUSTOMERS)]
+        reply = request(port, "POST", "/v1/billing/freeze", body={"customer_id": customer, "amount": 1, "transaction_id": transaction})
+        assert reply.status == 200, reply.body
+
+
+def _report(tally: Tally, capsys: Any, title: str, started: float) -> None:
+    with capsys.disabled():
+        print(
+            f"\n[fuzz] {title}: {tally.cases} cases, {tally.server_errors} responses >= 500, "
+            f"{tally.parser_refusals} refused by the HTTP parser, {len(tally.failures)} distinct failures, seed {RUN_SEED}, {time.monotonic() - started:.1f}s"
+        )
+
+
+def _budget(operations: list[Any], total: int) -> dict[tuple[str, GenerationMode], int]:
+    """Cases per (operation, mode): the trivial public operations get few."""
+    heavy = [op for op in operations if op.path not in ("/health", "/openapi.json")]
+    per = max(5, total // (2 * len(heavy)) + 10)
+    out = {}
+    for op in operations:
+        trivial = op not in heavy
+        out[(op.label, GenerationMode.POSITIVE)] = 3 if trivial else per
+        out[(op.label, GenerationMode.NEGATIVE)] = 0 if trivial else per
+    return out
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    process = Server(tmp_path / "data").start()
+    try:
+        yield process
+    finally:
+        process.kill()
+
+
+def _served(server: Server) -> dict[str, Any]:
+    reply = request(server.port, "GET", "/openapi.json", key=None)
+    assert reply.status == 200
+    return reply.json()
+
+
+def test_fuzz_every_operation(server, capsys):
+    started = time.monotonic()
+    _seed(server)
+    operations = _operations(_served(server))
+    budget = _budget(operations, CASES)
+    tally = Tally()
+
+    def on_response(case: Any, response: Any, code: str | None) -> None:
+        mode = case.meta.generation.mode if case.meta is not None else None
+        if mode is GenerationMode.POSITIVE and response.status_code >= 400 and code not in POSITIVE_REFUSALS:
+            tally.fail(
+                f"{case.operation.label} positive refused {response.status_code} {code}",
+                f"schema-valid request refused: {response.status_code} {response.text[:500]}\n"
+                f"body={case.body!r} path={case.path_parameters!r} query={case.query!r} headers={case.headers!r}",
+            )
+
+    with requests.Session() as session:
+        for op in operations:
+            for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+                examples = budget[(op.label, mode)]
+                if examples:
+                    _run(op, mode, examples, tally, on_response, headers=AUTH, session=session, base_url=server.base_url)
+    _report(tally, capsys, "all operations", started)
+    assert tally.server_errors == 0, {k: n for k, n in tally.statuses.items() if k[2] >= 500}
+    assert not tally.failures, "\n\n".join(f"== {key}\n{text}" for key, text in list(tally.failures.items())[:15])
+    assert tally.cases >= (LONG_CASES if LONG else CI_CASES // 2), tally.cases
+    # every operation answered at least one 200 and one 4xx
+    for op in operations:
+        statuses = {status for (label, _, status, _) in tally.statuses if label == op.label}
+        assert 200 in statuses, (op.label, statuses)
+        if op.path not in ("/health", "/openapi.json"):
+            assert any(400 <= status < 500 for status in statuses), (op.label, statuses)
+
+
+def test_refused_requests_change_nothing(server, capsys):
+    started = time.monotonic()
+    _seed(server)
+    customers = [*SEEDED_CUSTOMERS, "fuzz_never"]
+    before = state_of(server.port, customers)
+    digest_before = replay(server.data_dir)
+    operations = [op for op in _operations(_served(server)) if op.path not in ("/health", "/openapi.json")]
+    per = max(5, (CASES // 3) // (3 * len(operations)))
+    tally = Tally()
+
+    def must_refuse(case: Any, response: Any, code: str | None) -> None:
+        if not 400 <= response.status_code < 500:
+            tally.fail(
+                f"{case.operation.label} not refused {response.status_code} {code}",
+                f"{response.status_code} {response.text[:500]}\nbody={case.body!r} path={case.path_parameters!r} query={case.query!r}",
+            )
+
+    with requests.Session() as session:
+        for op in operations:
+            _run(op, GenerationMode.NEGATIVE, per, tally, must_refuse, headers=AUTH, session=session, base_url=server.base_url)
+            for bad in ({"Authorization": "Bearer vb_live_unknown_key"}, {"Authorization": "Basic abc"}):
+                _run(op, GenerationMode.POSITIVE, per, tally, must_refuse, headers=bad, session=session, base_url=server.base_url)
+    after = state_of(server.port, customers)
+    digest_after = replay(server.data_dir)
+    _report(tally, capsys, "refused requests", started)
+    assert tally.server_errors == 0
+    assert not tally.failures, "\n\n".join(f"== {key}\n{text}" for key, text in list(tally.failures.items())[:15])
+    assert after == before
+    assert digest_after == digest_before
+    assert before["fuzz_never"]["status"] == 404
