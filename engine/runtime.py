@@ -102,6 +102,7 @@ class Runtime:
             for index in range(config.shard_count)
         ]
         self._tasks: list[asyncio.Task[None]] = []
+        self._resolvers: set[asyncio.Task[None]] = set()
         self._failure: BaseException | None = None
         self._snapshot_lsn = recovered.snapshot_lsn
         self._snapshot_at_s = time.monotonic()
@@ -182,6 +183,7 @@ class Runtime:
         for shard in self._shards:
             await shard.stop()
         await self._writer.close()
+        await asyncio.gather(*self._resolvers, return_exceptions=True)  # answer the last batch
         self._lock.release()
 
     def fail_stop(self, error: BaseException) -> None:
@@ -219,9 +221,7 @@ class Runtime:
             if customer_id is not None:
                 command = msgspec.structs.replace(command, customer_id=customer_id)
         shard = self._shard_for(project, customer_id)
-        result, wait_lsn = await shard.submit(lambda: self._apply_write(command))
-        await self._wait_durable(wait_lsn)
-        return result
+        return await shard.submit(lambda: self._apply_write(command))
 
     async def get_customer(self, project: str, customer_id: str) -> CustomerResponse | Rejected:
         def read() -> tuple[Any, int]:
@@ -281,8 +281,7 @@ class Runtime:
                 pass  # shard busy: the customer's next command or read applies these timers first
         for future in futures:
             try:
-                _, wait_lsn = await future
-                await self._wait_durable(wait_lsn)
+                await future
             except Unavailable:
                 return
 
@@ -342,9 +341,26 @@ class Runtime:
         return self._shards[zlib.crc32(key) % len(self._shards)]
 
     async def _read(self, project: str, customer_id: str, read: Callable[[], tuple[Any, int]]) -> Any:
-        result, wait_lsn = await self._shard_for(project, customer_id).submit(read)
-        await self._wait_durable(wait_lsn)
-        return result
+        return await self._shard_for(project, customer_id).submit(read)
+
+    def resolve_when_durable(self, lsn: int, waiting: list[tuple[asyncio.Future[Any], Any]]) -> None:
+        """Called by a shard after a batch: answer these futures once the WAL is durable to `lsn`."""
+        task = asyncio.get_running_loop().create_task(self._resolve_when_durable(lsn, waiting))
+        # The loop keeps only a weak reference to a task: hold it until it is done.
+        self._resolvers.add(task)
+        task.add_done_callback(self._resolvers.discard)
+
+    async def _resolve_when_durable(self, lsn: int, waiting: list[tuple[asyncio.Future[Any], Any]]) -> None:
+        try:
+            await self._wait_durable(lsn)
+        except Unavailable as error:
+            for future, _ in waiting:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        for future, result in waiting:
+            if not future.done():
+                future.set_result(result)
 
     async def _wait_durable(self, lsn: int) -> None:
         if lsn <= self._writer.durable_lsn:

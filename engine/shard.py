@@ -3,8 +3,9 @@
 Each shard is one asyncio task draining a bounded queue of work items in batches. Per item it
 applies the customer's due timers first (CONTRACT §7.3), then the command or read, appends every
 state change to the WAL (`WalWriter.append` only buffers; the group commit is the writer's job)
-and resolves the item's future with `(result, wait_lsn)`. The caller then waits until the WAL is
-durable up to `wait_lsn` before it answers, so no response shows state a crash could lose.
+and returns `(result, wait_lsn)`. The item's future is resolved with `result` only once the WAL is
+durable up to `wait_lsn` (one durability waiter per batch, not per request), so no response shows
+state a crash could lose.
 
 Why a queue per shard when everything runs on one event loop: the queue is the bound (a full
 queue is 503 `overloaded`, not unbounded memory) and the batch is the unit of work: one wake-up
@@ -35,7 +36,7 @@ class Shard:
         self.index = index
         self._queue_depth_max = queue_depth_max
         self._batch_size_max = batch_size_max
-        self._items: collections.deque[tuple[WorkFn, asyncio.Future[tuple[Any, int]]]] = collections.deque()
+        self._items: collections.deque[tuple[WorkFn, asyncio.Future[Any]]] = collections.deque()
         self._wakeup: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -44,12 +45,12 @@ class Shard:
         assert self._task is None
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"tally-shard-{self.index}")
 
-    def submit(self, work: WorkFn) -> asyncio.Future[tuple[Any, int]]:
+    def submit(self, work: WorkFn) -> asyncio.Future[Any]:
         if self._stopping:
             raise Unavailable("overloaded", "server is shutting down")
         if len(self._items) >= self._queue_depth_max:
             raise Unavailable("overloaded", "shard queue is full; retry, or raise --shard-queue-depth-max")
-        future: asyncio.Future[tuple[Any, int]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._items.append((work, future))
         if self._wakeup is not None and not self._wakeup.done():
             self._wakeup.set_result(None)
@@ -79,10 +80,13 @@ class Shard:
 
     def _run_batch(self) -> None:
         items = self._items
+        durable_lsn = self._runtime.durable_lsn
+        waiting: list[tuple[asyncio.Future[Any], Any]] = []
+        wait_lsn_max = 0
         for _ in range(min(len(items), self._batch_size_max)):
             work, future = items.popleft()
             try:
-                outcome = work()
+                result, wait_lsn = work()
             except Unavailable as error:
                 if not future.done():
                     future.set_exception(error)
@@ -92,5 +96,11 @@ class Shard:
                 if not future.done():
                     future.set_exception(Unavailable("storage_unavailable", "internal invariant failed"))
                 continue
-            if not future.done():
-                future.set_result(outcome)
+            if wait_lsn <= durable_lsn:
+                if not future.done():
+                    future.set_result(result)
+            else:
+                waiting.append((future, result))
+                wait_lsn_max = max(wait_lsn_max, wait_lsn)
+        if waiting:
+            self._runtime.resolve_when_durable(wait_lsn_max, waiting)
