@@ -49,6 +49,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (wal.WalCorrupt, RecoveryError) as error:
         print(f"tally: refusing to start: {error}", file=sys.stderr)
         return EXIT_BAD
+    except ValueError as error:  # e.g. `keys create` colliding with an existing key id
+        print(f"tally: {error}", file=sys.stderr)
+        return EXIT_BAD
+    except OSError as error:  # e.g. the port is taken, the data dir is not writable
+        print(f"tally: {error}", file=sys.stderr)
+        return EXIT_BAD
 
 
 def _parser() -> argparse.ArgumentParser:
