@@ -23,6 +23,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +92,7 @@ class Op:
     response: dict[str, Any] | None = None  # the original body (flag as first received)
     sends: int = 0
     replays_verified: int = 0
+    first_sent: float | None = None  # time.monotonic() of the first send
 
     def describe(self) -> str:
         return f"op#{self.seq} {self.kind} {self.path} {json.dumps(self.body)} -> {self.status} {self.response}"
@@ -107,6 +109,7 @@ class History:
     violations: list[str] = field(default_factory=list)
     server_errors: list[str] = field(default_factory=list)  # any 5xx other than 503 storage/overload
     counter: int = 0
+    sends: list[tuple[float, float, int | None, str | None]] = field(default_factory=list)  # (sent, answered, status, code)
 
     def new(self, kind: str, path: str, body: dict[str, Any], customer: str, key: str) -> Op:
         op = Op(len(self.ops), kind, path, body, customer, key)
@@ -133,6 +136,9 @@ class History:
 async def send(session: aiohttp.ClientSession, base_url: str, op: Op, history: History) -> tuple[int | None, Any]:
     """One POST of the op's request; returns (status, json body) or (None, exception)."""
     op.sends += 1
+    sent_at = time.monotonic()
+    if op.first_sent is None:
+        op.first_sent = sent_at
     try:
         async with session.post(
             base_url + op.path,
@@ -143,9 +149,12 @@ async def send(session: aiohttp.ClientSession, base_url: str, op: Op, history: H
             raw = await response.read()
             status = response.status
     except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError, OSError) as error:
+        history.sends.append((sent_at, time.monotonic(), None, None))
         return None, error
     try:
         body = json.loads(raw)
+        code = body.get("error", {}).get("code") if isinstance(body, dict) else None
+        history.sends.append((sent_at, time.monotonic(), status, code))
     except ValueError:
         history.violations.append(f"{op.describe()}: status {status} with a non-JSON body {raw[:200]!r}")
         return status, None
