@@ -14,7 +14,7 @@ segments put kills before, during and after snapshots and rotations.
 How it could fail: a lost acked write, a half-applied one, a replay with a different body, a
 digest that changes without writes, a 500, a server that does not come back.
 Seeded: TALLY_SEED=<n> reruns a campaign's choices (timing still varies); the seed is printed.
-CI: 10 kills. TALLY_LONG=1: 100 kills.
+CI: 10 kills. TALLY_LONG=1: 100 kills (4 epochs of 25, each on a fresh data dir).
 """
 
 from __future__ import annotations
@@ -40,8 +40,11 @@ from tests.reliability.harness import (
 from tests.system.server import TallyProcess
 
 KILLS = 100 if LONG else 10
+# Long mode runs 4 epochs of 25 kills, each on a fresh data dir and history, so the full check
+# after every kill (which reads every ledger) stays bounded instead of growing for 100 kills.
+EPOCH_KILLS = 25
 WORKERS = 12
-LOAD_S = (0.2, 1.5)
+LOAD_S = (0.1, 1.0) if LONG else (0.2, 1.5)
 SERVE_ARGS = ("--snapshot-interval-records", "200", "--wal-segment-size-max", str(256 * 1024))
 
 
@@ -53,12 +56,18 @@ async def test_crash_campaign(tmp_path: Path) -> None:
     seed = seed_from_env()
     print(f"\ncrash campaign seed={seed} kills={KILLS}")
     try:
-        await _campaign(tmp_path / "data", seed)
+        totals: dict[str, int] = {}
+        for epoch, kills in enumerate(range(0, KILLS, EPOCH_KILLS)):
+            done = await _campaign(tmp_path / f"data{epoch}", seed + epoch, min(EPOCH_KILLS, KILLS - kills))
+            for name, value in done.items():
+                totals[name] = totals.get(name, 0) + value
+        print(f"crash campaign seed={seed} all epochs: {totals}")
+        assert totals["kills"] == KILLS
     except BaseException as error:
         raise AssertionError(f"crash campaign failed with seed={seed} (rerun: TALLY_SEED={seed}): {error}") from error
 
 
-async def _campaign(data_dir: Path, seed: int) -> None:
+async def _campaign(data_dir: Path, seed: int, kills: int) -> dict[str, int]:
     rng = random.Random(seed)
     history = History(prefix=f"cr{seed:x}")
     workload = Workload(history, rng)
@@ -69,7 +78,7 @@ async def _campaign(data_dir: Path, seed: int) -> None:
     connector = aiohttp.TCPConnector(limit=64)
     async with aiohttp.ClientSession(connector=connector) as session:
         try:
-            for round_ in range(KILLS):
+            for round_ in range(kills):
                 stop = asyncio.Event()
                 load = asyncio.create_task(workload.run(session, server.base_url, stop, WORKERS))
                 await asyncio.sleep(rng.uniform(*LOAD_S))
@@ -98,7 +107,7 @@ async def _campaign(data_dir: Path, seed: int) -> None:
                 totals["resolved_applied"] += stats.unknown_resolved_applied
                 totals["resolved_fresh"] += stats.unknown_resolved_fresh
                 totals["resolved_rejected"] += stats.unknown_resolved_rejected
-                print(f"kill {round_ + 1}/{KILLS}: lsn={first['last_lsn']} snapshot_lsn={first['snapshot_lsn']} "
+                print(f"kill {round_ + 1}/{kills}: lsn={first['last_lsn']} snapshot_lsn={first['snapshot_lsn']} "
                       f"torn={'yes' if first['torn_tail'] else 'no'} ops={len(history.ops)} {history.counts()} "
                       f"entries={stats.entries} replays={stats.replays_sent}")
 
@@ -115,9 +124,11 @@ async def _campaign(data_dir: Path, seed: int) -> None:
             if server is not None:
                 server.kill()
     counts = history.counts()
-    assert totals["kills"] == KILLS
-    assert counts.get("acked", 0) > 100 * KILLS // 10, counts  # the load really ran
+    assert totals["kills"] == kills
+    assert counts.get("acked", 0) > 50 * kills, counts  # the load really ran
     assert totals["snapshots_seen"] >= 1, "no snapshot was ever written"
+    totals.update(ops=len(history.ops), acked=counts.get("acked", 0), rejected=counts.get("rejected", 0))
     print(f"crash campaign seed={seed}: {totals} ops={len(history.ops)} {counts} "
           f"segments={len(list(data_dir.glob('wal-*.log')))} torn_files={len(list(data_dir.glob('*.torn-*')))} "
           f"final_lsn={final['last_lsn']} elapsed={time.monotonic() - began:.1f}s")
+    return totals
