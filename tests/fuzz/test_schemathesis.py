@@ -64,7 +64,10 @@ CHECKS = [
     negative_data_rejection,
 ]
 SEEDED_CUSTOMERS = ["fuzz_a", "fuzz/b %2F ü", "fuzz_c"]
-SEEDED_TRANSACTIONS = [f"fuzz_t{i}" for i in range(60)]  # freezes of 1, on SEEDED_CUSTOMERS[i % 3]
+SEEDED_FREEZES = 60
+# Open freezes of 1 on SEEDED_CUSTOMERS[i % 3]; renewed before each operation (_reseed), since
+# fuzzed consumes and unfreezes settle them.
+SEEDED_TRANSACTIONS: list[str] = []
 # Codes a schema-valid request may get: business rules, existence, conflicts, and the cross-field
 # rules the document can only state in prose (net/openapi.py module doc).
 POSITIVE_REFUSALS = frozenset(
@@ -174,7 +177,7 @@ def _run(
         phases=[Phase.generate],
         suppress_health_check=list(HealthCheck),
     )
-    @given(case=operation.as_strategy(generation_mode=mode), pick=st.integers(0, len(SEEDED_TRANSACTIONS) - 1))
+    @given(case=operation.as_strategy(generation_mode=mode), pick=st.integers(0, SEEDED_FREEZES - 1))
     def one(case: Any, pick: int) -> None:
         if seeding and mode is GenerationMode.POSITIVE:
             _point_at_seeded(case, pick)
@@ -219,6 +222,14 @@ def _seed(server: Server) -> None:
     deposit(port, "fuzz_a", 5_000, wallet="promo", source="campaign")
     deposit(port, "fuzz/b %2F ü", 300, expires_at="2999-01-01T00:00:00Z")
     deposit(port, "fuzz_c", 100)
+    _reseed(server, 0)
+
+
+def _reseed(server: Server, round_: int) -> None:
+    port = server.port
+    for customer in SEEDED_CUSTOMERS:
+        deposit(port, customer, SEEDED_FREEZES)
+    SEEDED_TRANSACTIONS[:] = [f"fuzz_r{round_}_t{i}" for i in range(SEEDED_FREEZES)]
     for i, transaction in enumerate(SEEDED_TRANSACTIONS):
         customer = SEEDED_CUSTOMERS[i % len(SEEDED_CUSTOMERS)]
         reply = request(port, "POST", "/v1/billing/freeze", body={"customer_id": customer, "amount": 1, "transaction_id": transaction})
@@ -277,7 +288,8 @@ def test_fuzz_every_operation(server, capsys):
             )
 
     with requests.Session() as session:
-        for op in operations:
+        for round_, op in enumerate(operations, start=1):
+            _reseed(server, round_)
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
                 examples = budget[(op.label, mode)]
                 if examples:
