@@ -48,7 +48,9 @@ class Server(TallyProcess):
                 resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
         with open(self.log_path, "ab") as log_file:
-            self.proc = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec)
+            self.proc = subprocess.Popen(
+                command, stdout=log_file, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec if limit is not None else None
+            )
         self._wait_healthy()
         return self
 
