@@ -186,7 +186,8 @@ def _run(
         tally.cases += 1
         code = _code(response)
         tally.statuses[(operation.label, mode.value, response.status_code, code)] += 1
-        if response.status_code == 400 and response.headers.get("Content-Type", "").startswith("text/plain"):
+        content_type = (response.headers.get("content-type") or [""])[0]  # lower-case keys, list values
+        if response.status_code == 400 and content_type.startswith("text/plain"):
             # aiohttp's HTTP parser refused the request before the app saw it (request line or a
             # header over 8190 bytes): no envelope is possible there. Only accepted when so.
             tally.parser_refusals += 1
