@@ -346,3 +346,14 @@ async def test_concurrent_freeze_burst(srv):
     assert post(srv, "/v1/billing/unfreeze", transaction_id=some_winner)[0] == 200
     status, body = post(srv, "/v1/billing/freeze", customer_id="burst_c", amount=10, transaction_id=loser)
     assert status == 200 and body["is_idempotent_replay"] is False
+
+
+def test_early_years_are_zero_padded(srv):
+    """RFC 3339 needs four year digits: years before 1000 echo as 0431, 0001 (found by the fuzzer:
+    strftime("%Y") gives "431" on glibc)."""
+    body = deposit(srv.port, "y_c", 5, starts_at="0001-01-01T00:00:00Z", expires_at="0431-06-28T00:42:43.5+00:00")
+    assert (body["starts_at"], body["expires_at"]) == ("0001-01-01T00:00:00.000Z", "0431-06-28T00:42:43.500Z")
+    deposit(srv.port, "y_c", 5, starts_at="0999-12-31T23:59:59.999-01:00")
+    status, view = get(srv, "y_c")
+    assert status == 200
+    assert [a["starts_at"] for a in view["accounts"]] == ["1000-01-01T00:59:59.999Z"]
