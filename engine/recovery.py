@@ -38,7 +38,7 @@ class Recovered:
     snapshot_lsn: int  # 0 when no snapshot was used
     records_replayed: int  # WAL records applied after the snapshot
     torn: Any  # wal's torn-tail report, or None
-    snapshots_skipped: tuple[str, ...]  # damaged snapshots passed over (an older one was used)
+    snapshots_skipped: tuple[wal.WalCorrupt, ...]  # damaged snapshots passed over (an older one was used)
 
 
 def recover(
@@ -56,11 +56,11 @@ def recover(
     if snapshot is None:
         state = LedgerState()
         snapshot_lsn = 0
-        skipped: tuple[str, ...] = ()
+        skipped: tuple[wal.WalCorrupt, ...] = ()
     else:
         state = decode_state(snapshot.payload)
         snapshot_lsn = snapshot.lsn
-        skipped = tuple(str(path) for path in getattr(snapshot, "skipped", ()) or ())
+        skipped = snapshot.skipped
         assert state.last_lsn == snapshot.lsn, (state.last_lsn, snapshot.lsn)
     reader = wal.read_log(data_dir, after_lsn=snapshot_lsn, truncate_torn_tail=truncate_torn_tail)
     replayed = 0

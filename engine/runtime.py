@@ -134,6 +134,9 @@ class Runtime:
             )
             if recovered.torn is not None:
                 log.warning("truncated a torn WAL tail: %s", recovered.torn)
+            for damaged in recovered.snapshots_skipped:
+                log.warning("damaged snapshot set aside (started from an older one): %s", damaged)
+                wal.quarantine_snapshot(damaged.path)
             writer = wal.WalWriter.open(
                 config.data_dir,
                 next_lsn=recovered.state.last_lsn + 1,

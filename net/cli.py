@@ -231,7 +231,11 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         except (msgspec.DecodeError, msgspec.ValidationError) as error:
             command = {"undecodable": str(error)}
         line = msgspec.json.encode({"lsn": frame.lsn, "segment": frame.path.name, "offset": frame.offset, "command": command})
-        out.write(line.decode() + "\n")
+        try:
+            out.write(line.decode() + "\n")
+        except BrokenPipeError:  # `tally inspect | head`: the reader has what it wanted
+            sys.stderr.close()
+            return EXIT_OK
     return EXIT_OK
 
 

@@ -141,6 +141,15 @@ def load_newest_snapshot(directory: Path) -> Snapshot | None:
     return None
 
 
+def quarantine_snapshot(path: Path) -> Path:
+    """Rename a damaged snapshot to `<name>.damaged` (kept for inspection, never loaded again)
+    so that retention (`prune_snapshots`) counts only sound snapshots. Fsyncs the directory."""
+    target = path.with_name(path.name + ".damaged")
+    os.rename(path, target)
+    fsync_directory(path.parent)
+    return target
+
+
 def prune_segments(directory: Path, upto_lsn: int) -> list[Path]:
     """Delete segments whose every record is <= upto_lsn, oldest first; never the newest one.
 
