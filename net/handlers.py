@@ -86,7 +86,10 @@ class Handlers:
         runtime = self._runtime
         project = authenticate(request, runtime)
         body = await request.read()
-        idempotency_header = request.headers.get("Idempotency-Key")
+        idempotency_headers = request.headers.getall("Idempotency-Key", ())
+        if len(idempotency_headers) > 1:  # two keys for one deposit: refuse rather than guess
+            raise ClientError(400, "idempotency_key_mismatch", "more than one Idempotency-Key header")
+        idempotency_header = idempotency_headers[0] if idempotency_headers else None
         return await self._submit(schemas.parse_deposit(body, project, runtime.clock_ms(), idempotency_header))
 
     async def freeze(self, request: web.Request) -> web.Response:

@@ -9,6 +9,7 @@ response lacks X-Request-Id, or if an input produces a 500.
 from typing import Any
 
 import msgspec
+import multidict
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -189,6 +190,15 @@ async def test_idempotency_key_header(client: TestClient, fake: FakeRuntime) -> 
                              headers={**AUTH, "Idempotency-Key": "hdr"})
     assert resp.status == 200
     assert fake.commands[0].idempotency_key == "hdr"
+
+
+async def test_two_idempotency_key_headers_are_refused(client: TestClient, fake: FakeRuntime) -> None:
+    headers = multidict.CIMultiDict(AUTH)
+    headers.add("Idempotency-Key", "a")
+    headers.add("Idempotency-Key", "b")
+    resp = await client.post("/v1/customers/deposit", data=j(customer_id="c", amount=1), headers=headers)
+    await expect_error(resp, 400, "idempotency_key_mismatch")
+    assert not fake.touched()
 
 
 async def test_body_over_limit_is_413(client: TestClient, fake: FakeRuntime) -> None:
