@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import time
 import zlib
 from dataclasses import dataclass
@@ -419,27 +421,52 @@ class Runtime:
         return bool(config.snapshot_interval_s) and elapsed_s >= config.snapshot_interval_s
 
     async def take_snapshot(self) -> int:
-        """Write the full state at the current LSN; returns that LSN.
+        """Write the full state at the current LSN without stopping writes; returns that LSN.
 
-        The state is encoded on the loop (a consistent cut between two applies), then written
-        only after the WAL is durable up to that LSN: a snapshot must never hold a change the
-        log could still lose, or the next append would leave an LSN gap.
+        A consistent cut between two applies, for free: fork. The child holds a copy-on-write
+        image of the state at exactly `lsn`, encodes it and writes `<snapshot>.tmp` (fsync'd)
+        while the parent keeps serving. The parent publishes it (rename + directory fsync) only
+        after the child succeeded AND the WAL is durable up to `lsn`: a snapshot must never hold
+        a change the log could still lose, or the next append would leave an LSN gap.
         """
         if self._snapshot_running:
             return self._snapshot_lsn
         self._snapshot_running = True
         try:
             lsn = self.state.last_lsn
-            payload = encode_state(self.state)
-            await self._wait_durable(lsn)
             loop = asyncio.get_running_loop()
-            await loop.run_in_executor(None, wal.write_snapshot, self.config.data_dir, lsn, payload)
+            child_pid = self._fork_snapshot_writer(lsn)
+            try:
+                await self._wait_durable(lsn)
+            finally:
+                _, status = await loop.run_in_executor(None, os.waitpid, child_pid, 0)
+            if os.waitstatus_to_exitcode(status) != 0:
+                raise RuntimeError(f"snapshot writer for lsn {lsn} failed: status {status}")
+            temporary = wal.snapshot_temporary_path(self.config.data_dir, lsn)
+            await loop.run_in_executor(None, wal.publish_snapshot, temporary)
             await loop.run_in_executor(None, self._prune, self._snapshot_lsn)
             self._snapshot_lsn = lsn
             self._snapshot_at_s = time.monotonic()
             return lsn
         finally:
             self._snapshot_running = False
+
+    def _fork_snapshot_writer(self, lsn: int) -> int:
+        """Fork; in the child, write the state as `<snapshot lsn>.tmp` and exit (0 = written)."""
+        assert self.state.last_lsn == lsn
+        child_pid = os.fork()
+        if child_pid != 0:
+            return child_pid
+        exit_code = 1
+        try:  # the child: no loop, no threads, no signals of the server's; only encode + write
+            signal.set_wakeup_fd(-1)
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, signal.SIG_DFL)
+            self._lock.forget_in_child()
+            wal.write_snapshot_temporary(self.config.data_dir, lsn, encode_state(self.state))
+            exit_code = 0
+        finally:
+            os._exit(exit_code)  # never return into the parent's code, run no atexit hooks
 
     def _prune(self, previous_snapshot_lsn: int) -> None:
         """Keep two snapshots; delete segments only up to the OLDER one, so that if the newest

@@ -6,7 +6,7 @@ Imports neither engine nor net: payloads are opaque bytes. Layout in wal/FORMAT.
 from wal.errors import DataDirLocked, WalCorrupt, WalError, WalFailed, WalFull
 from wal.lock import DataDirLock
 from wal.reader import FrameInfo, LogReader, TornTail, VerifyReport, iter_frames, read_log, verify_log
-from wal.snapshot import Snapshot, load_newest_snapshot, prune_segments, prune_snapshots, quarantine_snapshot, read_snapshot, write_snapshot
+from wal.snapshot import Snapshot, load_newest_snapshot, prune_segments, prune_snapshots, publish_snapshot, quarantine_snapshot, read_snapshot, snapshot_temporary_path, write_snapshot, write_snapshot_temporary
 from wal.writer import LogFile, OsLogFile, WalStats, WalWriter
 
 __all__ = [
@@ -29,9 +29,12 @@ __all__ = [
     "load_newest_snapshot",
     "prune_segments",
     "prune_snapshots",
+    "publish_snapshot",
     "quarantine_snapshot",
     "read_log",
     "read_snapshot",
+    "snapshot_temporary_path",
     "verify_log",
     "write_snapshot",
+    "write_snapshot_temporary",
 ]

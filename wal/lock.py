@@ -51,6 +51,14 @@ class DataDirLock:
             fd, self._fd = self._fd, None
             os.close(fd)  # closing the only descriptor drops the flock
 
+    def forget_in_child(self) -> None:
+        """In a forked child: close the inherited descriptor WITHOUT unlocking (LOCK_UN would drop
+        the parent's lock too). Then the lock lives exactly as long as the parent holds it, so a
+        snapshot child outliving a killed server never blocks its restart."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
     def __enter__(self) -> DataDirLock:
         self.acquire()
         return self

@@ -78,9 +78,17 @@ def list_snapshots(directory: Path) -> list[tuple[int, Path]]:
 
 def write_snapshot(directory: Path, lsn: int, payload: bytes) -> Path:
     """Write durably (tmp, fsync, rename, fsync directory); return the final path."""
-    directory = Path(directory)
-    path = directory / snapshot_name(lsn)
-    temporary = path.with_name(path.name + ".tmp")
+    return publish_snapshot(write_snapshot_temporary(directory, lsn, payload))
+
+
+def snapshot_temporary_path(directory: Path, lsn: int) -> Path:
+    return Path(directory) / (snapshot_name(lsn) + ".tmp")
+
+
+def write_snapshot_temporary(directory: Path, lsn: int, payload: bytes) -> Path:
+    """First half of write_snapshot: the complete file under its .tmp name, fsync'd. Loading
+    ignores .tmp files, so it counts only once `publish_snapshot` renames it."""
+    temporary = snapshot_temporary_path(directory, lsn)
     head = SNAPSHOT_HEADER.pack(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, 0, lsn, len(payload), crc32c(payload), 0)
     header = head[:_HEADER_CRC_SPAN] + struct.pack("<I", crc32c(head[:_HEADER_CRC_SPAN]))
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
@@ -90,8 +98,15 @@ def write_snapshot(directory: Path, lsn: int, payload: bytes) -> Path:
         os.fsync(fd)
     finally:
         os.close(fd)
+    return temporary
+
+
+def publish_snapshot(temporary: Path) -> Path:
+    """Second half: rename `<name>.tmp` to `<name>`, then fsync the directory; the final path."""
+    assert temporary.name.endswith(".tmp"), temporary
+    path = temporary.with_name(temporary.name[: -len(".tmp")])
     os.replace(temporary, path)
-    fsync_directory(directory)
+    fsync_directory(temporary.parent)
     return path
 
 
