@@ -69,13 +69,14 @@ from engine.state import (
     FreezeRecord,
     LedgerEntry,
     LedgerState,
+    Parts,
     ProjectState,
 )
 from engine.timefmt import format_ms
 from engine.types import AMOUNT_MAX, CONSUME_AFTER_S_MAX, UNFREEZE_AFTER_S_MAX
 
 NOT_LOGGED = Applied(None, False)
-Parts = list[tuple[Bucket, int]]
+Takes = list[tuple[Bucket, int]]  # (bucket, amount) taken by one command, before it is stored
 
 def apply(state: LedgerState, lsn: int, command: Command) -> Applied | Rejected:
     """Apply one command stamped for `lsn` (= state.last_lsn + 1). See the module docstring."""
@@ -145,14 +146,14 @@ def _normalize_credit_types(credit_types: tuple[str, ...] | None) -> tuple[str, 
 
 def _allocate(
     customer: CustomerState, at_ms: int, amount: int, credit_types: tuple[str, ...] | None, wallet: str | None
-) -> Parts | int:
+) -> Takes | int:
     """CONTRACT §3.4 + §3.6: take `amount` from the selected wallets in allocation order.
 
     Returns the parts, or (not enough) the int total available in the selection. Reads only.
     """
     assert amount > 0
     assert credit_types is None or wallet is None  # CONTRACT §3.4: never both (net/ rejects)
-    parts: Parts = []
+    parts: Takes = []
     remaining = amount
     for bucket in customer.live:  # bounded: one pass over the customer's live buckets
         if wallet is not None and bucket.wallet != wallet:
@@ -190,7 +191,7 @@ def _detail(bucket: Bucket, amount: int) -> Detail:
     return Detail(account_id=f"acc_{bucket.lsn}", wallet=bucket.wallet, source=bucket.source, credit_type=bucket.wallet, amount=amount)
 
 
-def _details(customer: CustomerState, parts: list[tuple[int, int]]) -> list[Detail]:
+def _details(customer: CustomerState, parts: Parts) -> list[Detail]:
     return [_detail(customer.bucket_by_lsn(bucket_lsn), amount) for bucket_lsn, amount in parts]
 
 
@@ -271,7 +272,7 @@ def _deduct(state: LedgerState, lsn: int, command: Deduct) -> Applied | Rejected
             _entry(lsn, i, CONSUME, bucket, take, transaction_id, command.business_type, command.description, at_ms)
         )
         details.append(_detail(bucket, take))
-    stored = [(bucket.lsn, take) for bucket, take in parts]
+    stored = tuple([(bucket.lsn, take) for bucket, take in parts])
     _add_txn(project, customer, DeductRecord(transaction_id, lsn, at_ms, command.amount, credit_types, command.wallet, stored))
     _commit(state, customer, lsn)
     body = DeductResponse(
@@ -329,7 +330,7 @@ def _freeze(state: LedgerState, lsn: int, command: Freeze) -> Applied | Rejected
     consume_after_ms = None if command.consume_after_s is None else at_ms + command.consume_after_s * 1000
     record = FreezeRecord(
         command.transaction_id, lsn, at_ms, command.amount, credit_types, command.wallet, command.business_type,
-        command.description, unfreeze_after_ms, consume_after_ms, [(bucket.lsn, take) for bucket, take in parts],
+        command.description, unfreeze_after_ms, consume_after_ms, tuple([(bucket.lsn, take) for bucket, take in parts]),
     )  # fmt: skip
     _add_txn(project, customer, record)
     due_ms = unfreeze_after_ms if unfreeze_after_ms is not None else consume_after_ms
@@ -403,7 +404,7 @@ def _settle_consume(
     """CONTRACT §3.7: charge `actual` along the recorded allocation, return the tail; an excess
     (overage) is drawn from the freeze's wallet selection in the same step, or nothing happens."""
     overage = actual - record.amount if actual > record.amount else 0
-    overage_parts: Parts = []
+    overage_parts: Takes = []
     if overage > 0:
         found = _allocate(customer, at_ms, overage, record.credit_types, record.wallet)
         if type(found) is int:
@@ -412,7 +413,7 @@ def _settle_consume(
         overage_parts = found
     # Validation done; every write below succeeds.
     charged: dict[int, list] = {}  # bucket lsn -> [bucket, amount]; insertion = response order
-    returned: Parts = []
+    returned: Takes = []
     remaining = actual - overage
     for bucket_lsn, part in record.allocation:
         bucket = customer.bucket_by_lsn(bucket_lsn)
@@ -445,12 +446,12 @@ def _settle_consume(
     record.settled_at_ms = at_ms
     record.consumed_amount = actual
     record.overage_amount = overage
-    record.settle_parts = [(bucket.lsn, take) for bucket, take in charged.values()]
+    record.settle_parts = tuple([(bucket.lsn, take) for bucket, take in charged.values()])
     _commit(state, customer, lsn)
     return Applied(None if auto else consume_response(customer, record, False), True)
 
 
-def _return_credit(customer: CustomerState, lsn: int, i: int, returned: Parts, record: FreezeRecord, at_ms: int) -> None:
+def _return_credit(customer: CustomerState, lsn: int, i: int, returned: Takes, record: FreezeRecord, at_ms: int) -> None:
     """UNFREEZE entries for credit going back, then (CONTRACT §3.11) an EXPIRE entry for what
     went back into an already expired bucket: it is written off at once."""
     for bucket, amount in returned:
@@ -495,7 +496,7 @@ def _unfreeze(state: LedgerState, lsn: int, command: Unfreeze) -> Applied | Reje
 def _settle_unfreeze(
     state: LedgerState, lsn: int, customer: CustomerState, record: FreezeRecord, at_ms: int, auto: bool
 ) -> Applied:
-    returned: Parts = []
+    returned: Takes = []
     for bucket_lsn, part in record.allocation:
         bucket = customer.bucket_by_lsn(bucket_lsn)
         bucket.frozen -= part

@@ -46,6 +46,11 @@ INDEX_ENTRIES_MIN: Final = 16  # below this many entries a filtered ledger page 
 STATE_VERSION: Final = 1
 
 
+# (bucket_lsn, amount) pairs. Tuples, not lists: a record lives as long as the ledger, and the
+# garbage collector untracks tuples of ints, so millions of records add nothing to its passes.
+Parts = tuple[tuple[int, int], ...]
+
+
 class Bucket(msgspec.Struct, array_like=True, gc=False):
     """One deposit's credit (CONTRACT §3.5). Money identity: total == used + frozen + expired +
     available, with available == 0 once `is_expired` (the write-off moves it to `expired`)."""
@@ -100,13 +105,13 @@ class FreezeRecord(msgspec.Struct, tag="freeze", array_like=True, gc=False):
     description: str | None
     unfreeze_after_ms: int | None
     consume_after_ms: int | None
-    allocation: list[tuple[int, int]]  # (bucket_lsn, amount) in allocation order (§3.6)
+    allocation: Parts  # (bucket_lsn, amount) in allocation order (§3.6)
     status: int = FROZEN
     auto: bool = False  # settled by its TTL (AutoSettle), CONTRACT §3.10 / §7.2
     settled_at_ms: int | None = None
     consumed_amount: int = 0
     overage_amount: int = 0
-    settle_parts: list[tuple[int, int]] | None = None  # CONSUME or UNFREEZE parts, response order
+    settle_parts: Parts | None = None  # CONSUME or UNFREEZE parts, response order
 
 
 class DeductRecord(msgspec.Struct, tag="deduct", array_like=True, gc=False):
@@ -116,7 +121,7 @@ class DeductRecord(msgspec.Struct, tag="deduct", array_like=True, gc=False):
     amount: int
     credit_types: tuple[str, ...] | None
     wallet: str | None
-    parts: list[tuple[int, int]]  # (bucket_lsn, amount) charged, in order
+    parts: Parts  # (bucket_lsn, amount) charged, in order
 
 
 class DepositRecord(msgspec.Struct, array_like=True, gc=False):
