@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tally: data directory {args.data_dir} is held by a running server; stop it first", file=sys.stderr)
         return EXIT_USAGE
     except (wal.WalCorrupt, RecoveryError) as error:
-        print(f"tally: refusing to start: {error}", file=sys.stderr)
+        print(f"tally: damaged data, refusing to load it: {error}", file=sys.stderr)
         return EXIT_BAD
     except ValueError as error:  # e.g. `keys create` colliding with an existing key id
         print(f"tally: {error}", file=sys.stderr)
@@ -199,31 +199,44 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         "snapshot_lsn": recovered.snapshot_lsn,
         "customers": queries.customer_count(state),
         "digest": digest(state),
-        "torn_tail": None if recovered.torn is None else str(recovered.torn),
+        "torn_tail": _torn_json(recovered.torn),
     }))
     return EXIT_OK
 
 
+def _torn_json(torn: Any) -> dict[str, Any] | None:
+    """A torn tail as JSON: the normal trace of a crash mid-write (never acknowledged)."""
+    if torn is None:
+        return None
+    return {"path": str(torn.path), "offset": torn.offset, "length": torn.length, "reason": torn.reason}
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
+    """Checksums and LSN continuity of every segment, then a replay and the money invariants.
+    Prints one JSON object either way; exit 1 names the first bad file and offset."""
     report = wal.verify_log(args.data_dir)
     if not report.ok:
-        print(f"tally verify: {report}", file=sys.stderr)
+        error = report.error
+        print(f"tally verify: {error}", file=sys.stderr)
+        print(json.dumps({"ok": False, "path": str(report.path), "offset": report.offset,
+                          "reason": getattr(error, "reason", str(error)), "records_before": report.records}))
         return EXIT_BAD
     recovered = _recover_with_progress(args.data_dir)
     problems = check_invariants(recovered.state)
     if problems:
         for problem in problems[:20]:
             print(f"tally verify: invariant broken: {problem}", file=sys.stderr)
+        print(json.dumps({"ok": False, "invariants_broken": len(problems), "first": problems[0]}))
         return EXIT_BAD
     if report.torn is not None:
-        # The normal trace of a crash mid-write: never acknowledged, and `serve` cuts it off.
-        print(f"tally verify: torn tail (unacknowledged, will be truncated by serve): {report.torn}", file=sys.stderr)
+        print(f"tally verify: torn tail (unacknowledged; serve truncates it): {report.torn.path} "
+              f"offset {report.torn.offset}", file=sys.stderr)
     print(json.dumps({
         "ok": True,
         "records": report.records,
         "last_lsn": recovered.state.last_lsn,
         "digest": digest(recovered.state),
-        "torn_tail": None if report.torn is None else str(report.torn),
+        "torn_tail": _torn_json(report.torn),
     }))
     return EXIT_OK
 
@@ -232,7 +245,9 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     out = sys.stdout
     for frame in wal.iter_frames(args.data_dir):
         try:
-            command: Any = decode_command(frame.payload)
+            decoded = decode_command(frame.payload)
+            # The log stores commands as arrays (array_like); show operators named fields.
+            command: Any = {"op": type(decoded).__struct_config__.tag, **msgspec.structs.asdict(decoded)}
         except (msgspec.DecodeError, msgspec.ValidationError) as error:
             command = {"undecodable": str(error)}
         line = msgspec.json.encode({"lsn": frame.lsn, "segment": frame.path.name, "offset": frame.offset, "command": command})
