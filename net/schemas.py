@@ -452,6 +452,46 @@ def parse_deposit(body: bytes, project: str, at_ms: int, idempotency_header: str
     amount = _amount(req.amount, "amount", 1, "amount_must_be_positive")
     if type(amount) is ClientError:
         return amount
+    wallet = _deposit_wallet(req)
+    if type(wallet) is ClientError:
+        return wallet
+    key = _deposit_key(req.idempotency_key, idempotency_header)
+    if type(key) is ClientError:
+        return key
+    window = _deposit_window(req)
+    if type(window) is ClientError:
+        return window
+    error = (
+        _text(req.name, "name", NAME_LENGTH_MAX)
+        or _text(req.email, "email", EMAIL_LENGTH_MAX)
+        or _text(req.description, "description", DESCRIPTION_LENGTH_MAX)
+    )
+    if error is not None:
+        return error
+    metadata = _metadata(req.metadata)
+    if type(metadata) is ClientError:
+        return metadata
+    starts_at_ms, expires_at_ms = window  # type: ignore[misc]
+    return Deposit(
+        at_ms=at_ms,
+        project=project,
+        customer_id=req.customer_id,
+        amount=amount,
+        wallet=wallet,  # type: ignore[arg-type]
+        source="default" if req.source is None else req.source,
+        starts_at_ms=starts_at_ms,
+        expires_at_ms=expires_at_ms,
+        idempotency_key=key,  # type: ignore[arg-type]
+        name=req.name,
+        email=req.email,
+        metadata=metadata,
+        description=req.description,
+    )
+
+
+def _deposit_wallet(req: DepositRequest) -> str | ClientError:
+    """CONTRACT §3.4: `wallet`, or `credit_type` as its alias (both and different -> 400);
+    `source` checked alongside. Default "default"."""
     wallet, credit_type = req.wallet, req.credit_type
     if wallet is not None and credit_type is not None and wallet != credit_type:
         return ClientError(
@@ -467,27 +507,35 @@ def parse_deposit(body: bytes, project: str, at_ms: int, idempotency_header: str
     error = _optional_id(wallet, wallet_field) or _optional_id(req.source, "source")
     if error is not None:
         return error
-    key = req.idempotency_key
+    return "default" if wallet is None else wallet
+
+
+def _deposit_key(key: str | None, header: str | None) -> str | None | ClientError:
+    """CONTRACT §3.9: the body's idempotency_key and the Idempotency-Key header are one key."""
     error = _optional_id(key, "idempotency_key")
     if error is not None:
         return error
-    if idempotency_header is not None:
-        if not is_identifier(idempotency_header):
-            return ClientError(
-                400,
-                "invalid_identifier",
-                f"Idempotency-Key header must be 1-{ID_LENGTH_MAX} characters, not blank",
-                {"field": "Idempotency-Key"},
-            )
-        if key is None:
-            key = idempotency_header
-        elif key != idempotency_header:
-            return ClientError(
-                400,
-                "idempotency_key_mismatch",
-                "Idempotency-Key header and body idempotency_key differ",
-                {"field": "idempotency_key"},
-            )
+    if header is None:
+        return key
+    if not is_identifier(header):
+        return ClientError(
+            400,
+            "invalid_identifier",
+            f"Idempotency-Key header must be 1-{ID_LENGTH_MAX} characters, not blank",
+            {"field": "Idempotency-Key"},
+        )
+    if key is not None and key != header:
+        return ClientError(
+            400,
+            "idempotency_key_mismatch",
+            "Idempotency-Key header and body idempotency_key differ",
+            {"field": "idempotency_key"},
+        )
+    return header
+
+
+def _deposit_window(req: DepositRequest) -> tuple[int | None, int | None] | ClientError:
+    """CONTRACT §3.5, §7.5: RFC 3339 instants with an offset; expires_at after starts_at."""
     starts_at_ms = _time(req.starts_at, "starts_at")
     if type(starts_at_ms) is ClientError:
         return starts_at_ms
@@ -498,31 +546,7 @@ def parse_deposit(body: bytes, project: str, at_ms: int, idempotency_header: str
         return ClientError(
             400, "invalid_datetime_range", "expires_at must be after starts_at", {"field": "expires_at"}
         )
-    error = (
-        _text(req.name, "name", NAME_LENGTH_MAX)
-        or _text(req.email, "email", EMAIL_LENGTH_MAX)
-        or _text(req.description, "description", DESCRIPTION_LENGTH_MAX)
-    )
-    if error is not None:
-        return error
-    metadata = _metadata(req.metadata)
-    if type(metadata) is ClientError:
-        return metadata
-    return Deposit(
-        at_ms=at_ms,
-        project=project,
-        customer_id=req.customer_id,
-        amount=amount,
-        wallet="default" if wallet is None else wallet,
-        source="default" if req.source is None else req.source,
-        starts_at_ms=starts_at_ms,
-        expires_at_ms=expires_at_ms,
-        idempotency_key=key,
-        name=req.name,
-        email=req.email,
-        metadata=metadata,
-        description=req.description,
-    )
+    return starts_at_ms, expires_at_ms  # type: ignore[return-value]
 
 
 def _debit_fields(req: FreezeRequest | DeductRequest) -> ClientError | tuple[int, tuple[str, ...] | None, str | None, str]:
