@@ -229,13 +229,10 @@ class Runtime:
         return await shard.submit(lambda: self._apply_write(command))
 
     async def get_customer(self, project: str, customer_id: str) -> CustomerResponse | Rejected:
-        def read() -> tuple[Any, int]:
-            now_ms = self.clock_ms()
-            self._run_due_timers(project, customer_id, now_ms)
-            view = queries.customer_view(self.state, project, customer_id, now_ms)
-            return view, queries.customer_last_lsn(self.state, project, customer_id)
+        def view(now_ms: int) -> Any:
+            return queries.customer_view(self.state, project, customer_id, now_ms)
 
-        return await self._read(project, customer_id, read)
+        return await self._read(project, customer_id, view)
 
     async def get_ledger(
         self,
@@ -247,9 +244,8 @@ class Runtime:
         operation_type: str | None,
         transaction_id: str | None,
     ) -> LedgerPage | Rejected:
-        def read() -> tuple[Any, int]:
-            self._run_due_timers(project, customer_id, self.clock_ms())
-            page = queries.ledger_page(
+        def view(now_ms: int) -> Any:
+            return queries.ledger_page(
                 self.state,
                 project,
                 customer_id,
@@ -258,9 +254,8 @@ class Runtime:
                 operation_type=operation_type,
                 transaction_id=transaction_id,
             )
-            return page, queries.customer_last_lsn(self.state, project, customer_id)
 
-        return await self._read(project, customer_id, read)
+        return await self._read(project, customer_id, view)
 
     async def create_api_key(self, project: str, key: str, key_id: str) -> None:
         """Log a new key for `project` (created if new) and wait until it is durable."""
@@ -345,8 +340,23 @@ class Runtime:
         key = f"{project}\x00{customer_id}".encode("utf-8", "surrogatepass")
         return self._shards[zlib.crc32(key) % len(self._shards)]
 
-    async def _read(self, project: str, customer_id: str, read: Callable[[], tuple[Any, int]]) -> Any:
-        return await self._shard_for(project, customer_id).submit(read)
+    async def _read(self, project: str, customer_id: str, view: Callable[[int], Any]) -> Any:
+        """A read sees every timer due before it (CONTRACT §7.3) and waits until what it shows
+        is durable. With no timer due, it is answered right here: the state is only changed by
+        synchronous shard code on this same thread, so no half-applied command can be seen.
+        With timers due, it goes through the customer's shard, which applies and logs them."""
+        now_ms = self.clock_ms()
+        if not due_commands(self.state, project, customer_id, now_ms):
+            result = view(now_ms)
+            await self._wait_durable(queries.customer_last_lsn(self.state, project, customer_id))
+            return result
+
+        def on_shard() -> tuple[Any, int]:
+            now_ms = self.clock_ms()
+            self._run_due_timers(project, customer_id, now_ms)
+            return view(now_ms), queries.customer_last_lsn(self.state, project, customer_id)
+
+        return await self._shard_for(project, customer_id).submit(on_shard)
 
     def resolve_when_durable(self, lsn: int, waiting: list[tuple[asyncio.Future[Any], Any]]) -> None:
         """Called by a shard after a batch: answer these futures once the WAL is durable to `lsn`."""
