@@ -25,7 +25,7 @@ selection. For a consume overage, `requested` is the excess over the frozen amou
 from __future__ import annotations
 
 import heapq
-from typing import assert_never
+from typing import NamedTuple, assert_never
 
 from engine.commands import (
     AutoSettle,
@@ -245,20 +245,41 @@ def _add_txn(project: ProjectState, customer: CustomerState, record: FreezeRecor
 # -- deduct (velobase-api §1A.7) -------------------------------------------------------------
 
 
-def _deduct(state: LedgerState, lsn: int, command: Deduct) -> Applied | Rejected:
+class _NewDebit(NamedTuple):
+    """A deduct or freeze that passed existence and identity: a new transaction id."""
+
+    customer: CustomerState
+    project: ProjectState
+    credit_types: tuple[str, ...] | None
+
+
+def _new_debit(state: LedgerState, command: Deduct | Freeze, kind: type) -> _NewDebit | Applied | Rejected:
+    """CONTRACT §3.3 order for deduct and freeze: customer existence (404), then identity: a
+    known id is a replay of the stored original (in any later state; descriptive fields and TTLs
+    ignored, §3.8, §3.9) or 409. Only a new id goes on to the business rules."""
     customer = _customer(state, command.project, command.customer_id)
     if customer is None:
         return _not_found(command.customer_id)
     project = state.projects[command.project]
     credit_types = _normalize_credit_types(command.credit_types)
     record = _identity(
-        project, customer, command.transaction_id, DeductRecord, command.amount, credit_types, command.wallet
+        project, customer, command.transaction_id, kind, command.amount, credit_types, command.wallet
     )
-    if record is not None:
-        if type(record) is Rejected:
-            return record
-        assert isinstance(record, DeductRecord)
+    if record is None:
+        return _NewDebit(customer, project, credit_types)
+    if type(record) is Rejected:
+        return record
+    if isinstance(record, DeductRecord):
         return Applied(deduct_response(customer, record, True), False)
+    assert isinstance(record, FreezeRecord)
+    return Applied(freeze_response(customer, record, True), False)
+
+
+def _deduct(state: LedgerState, lsn: int, command: Deduct) -> Applied | Rejected:
+    debit = _new_debit(state, command, DeductRecord)
+    if type(debit) is not _NewDebit:
+        return debit  # type: ignore[return-value]
+    customer, project, credit_types = debit
     parts = _allocate(customer, command.at_ms, command.amount, credit_types, command.wallet)
     if type(parts) is int:
         return _insufficient(command.amount, parts, credit_types, command.wallet)
@@ -299,20 +320,10 @@ def deduct_response(customer: CustomerState, record: DeductRecord, replay: bool)
 
 
 def _freeze(state: LedgerState, lsn: int, command: Freeze) -> Applied | Rejected:
-    customer = _customer(state, command.project, command.customer_id)
-    if customer is None:
-        return _not_found(command.customer_id)
-    project = state.projects[command.project]
-    credit_types = _normalize_credit_types(command.credit_types)
-    record = _identity(
-        project, customer, command.transaction_id, FreezeRecord, command.amount, credit_types, command.wallet
-    )
-    if record is not None:
-        if type(record) is Rejected:
-            return record
-        assert isinstance(record, FreezeRecord)
-        # CONTRACT §3.8: the original freeze response in any later state; TTLs ignored (§3.9).
-        return Applied(freeze_response(customer, record, True), False)
+    debit = _new_debit(state, command, FreezeRecord)
+    if type(debit) is not _NewDebit:
+        return debit  # type: ignore[return-value]
+    customer, project, credit_types = debit
     ttl_guard = _check_ttls(command)
     if ttl_guard is not None:
         return ttl_guard
