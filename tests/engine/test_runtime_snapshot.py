@@ -62,3 +62,27 @@ async def test_data_dir_lock_is_released_with_the_server_not_the_child(tmp_path:
     again = await Runtime.open(RuntimeConfig(data_dir=tmp_path))  # would raise DataDirLocked
     assert again.state.last_lsn == 1
     await again.close()
+
+
+async def test_a_damaged_newest_snapshot_is_set_aside_and_never_counted_again(tmp_path: Path) -> None:
+    """Fallback to the older snapshot, then the damaged file leaves retention's count, so a later
+    snapshot + prune (keep=2) keeps the sound older one instead of deleting it."""
+    config = RuntimeConfig(data_dir=tmp_path, snapshot_interval_records=0, snapshot_interval_s=0)
+    runtime = await Runtime.open(config)
+    await runtime.submit(CreateApiKey(at_ms=runtime.clock_ms(), project="p", key_id="k", key_hash="h"))
+    older = await runtime.take_snapshot()
+    await runtime.submit(Deposit(at_ms=runtime.clock_ms(), project="p", customer_id="c", amount=5))
+    newest = await runtime.take_snapshot()
+    await runtime.close()
+    newest_path = tmp_path / wal.snapshot.snapshot_name(newest)
+    raw = bytearray(newest_path.read_bytes())
+    raw[-1] ^= 0xFF
+    newest_path.write_bytes(bytes(raw))
+
+    runtime = await Runtime.open(config)
+    assert runtime.recovered.snapshot_lsn == older and runtime.state.last_lsn == newest
+    assert not newest_path.exists() and newest_path.with_name(newest_path.name + ".damaged").exists()
+    await runtime.submit(Deposit(at_ms=runtime.clock_ms(), project="p", customer_id="c", amount=5))
+    latest = await runtime.take_snapshot()
+    await runtime.close()
+    assert [lsn for lsn, _ in wal.snapshot.list_snapshots(tmp_path)] == [older, latest]

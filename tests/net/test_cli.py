@@ -7,6 +7,7 @@ How it could fail: a changed output field or exit code breaks the outside checks
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import stat
@@ -14,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from engine.runtime import Runtime, RuntimeConfig
 from tests.system.server import TallyProcess
 
 TIMEOUT_S = 60
@@ -82,3 +84,21 @@ def test_replay_verify_inspect_and_a_damaged_record(tmp_path: Path) -> None:
     assert (Path(report["path"]).name, report["offset"]) == (segment.name, lines[0]["offset"])
     refused = tally("replay", "--data-dir", str(data))
     assert refused.returncode == 1 and segment.name in refused.stderr
+
+
+def test_inspect_into_a_closed_pipe_is_quiet(tmp_path: Path) -> None:
+    """More output than a pipe buffer holds, read by `head -n 1`: inspect meets a closed pipe."""
+    data = tmp_path / "data"
+
+    async def many_records() -> None:
+        runtime = await Runtime.open(RuntimeConfig(data_dir=data))
+        try:
+            await asyncio.gather(*(runtime.create_api_key("p", f"key-{i}", f"key_{i}") for i in range(2000)))
+        finally:
+            await runtime.close()
+
+    asyncio.run(many_records())
+    command = f"{sys.executable} -m net.cli inspect --data-dir {data} | head -n 1"
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert done.returncode == 0 and json.loads(done.stdout)["lsn"] == 1
+    assert "Traceback" not in done.stderr
