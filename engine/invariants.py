@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from engine.state import CONSUME, EXPIRE, FROZEN, GRANT, FreezeRecord, LedgerState
+from engine.state import CONSUME, EXPIRE, FROZEN, GRANT, CustomerState, FreezeRecord, LedgerState, entry_id
 from engine.types import AMOUNT_MAX
 
 
@@ -31,16 +31,16 @@ def check_invariants(state: LedgerState) -> list[str]:
     return problems
 
 
-def _check_customer(customer) -> list[str]:  # type: ignore[no-untyped-def]
+def _check_customer(customer: CustomerState) -> list[str]:
     sums: dict[tuple[str, int], int] = defaultdict(int)
     previous = (0, -1)
     problems = []
     for entry in customer.entries:
         sums[(entry.op, entry.bucket_lsn)] += entry.amount
         if entry.amount <= 0:
-            problems.append(f"entry le_{entry.lsn}_{entry.i} has amount {entry.amount}")
+            problems.append(f"entry {entry_id(entry.lsn, entry.i)} has amount {entry.amount}")
         if (entry.lsn, entry.i) <= previous:
-            problems.append(f"entry le_{entry.lsn}_{entry.i} out of (lsn, i) order")
+            problems.append(f"entry {entry_id(entry.lsn, entry.i)} out of (lsn, i) order")
         previous = (entry.lsn, entry.i)
     frozen: dict[int, int] = defaultdict(int)
     for record in (customer.txns or {}).values():

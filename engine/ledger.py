@@ -71,6 +71,8 @@ from engine.state import (
     LedgerState,
     Parts,
     ProjectState,
+    account_id,
+    entry_id,
 )
 from engine.timefmt import format_ms
 from engine.types import AMOUNT_MAX, CONSUME_AFTER_S_MAX, UNFREEZE_AFTER_S_MAX
@@ -188,7 +190,7 @@ def _insufficient(amount: int, available: int, credit_types: tuple[str, ...] | N
 
 
 def _detail(bucket: Bucket, amount: int) -> Detail:
-    return Detail(account_id=f"acc_{bucket.lsn}", wallet=bucket.wallet, source=bucket.source, credit_type=bucket.wallet, amount=amount)
+    return Detail(account_id=bucket.account_id, wallet=bucket.wallet, source=bucket.source, credit_type=bucket.wallet, amount=amount)
 
 
 def _details(customer: CustomerState, parts: Parts) -> list[Detail]:
@@ -638,7 +640,7 @@ def deposit_response(customer_id: str, record: DepositRecord, replay: bool) -> D
     (buckets valid at that instant; velobase-api §1A.1 [REC])."""
     return DepositResponse(
         customer_id=customer_id,
-        account_id=f"acc_{record.lsn}",
+        account_id=account_id(record.lsn),
         wallet=record.wallet,
         source=record.source,
         credit_type=record.wallet,
@@ -646,7 +648,7 @@ def deposit_response(customer_id: str, record: DepositRecord, replay: bool) -> D
         added_amount=record.amount,
         starts_at=None if record.starts_at_ms is None else format_ms(record.starts_at_ms),
         expires_at=None if record.expires_at_ms is None else format_ms(record.expires_at_ms),
-        record_id=f"le_{record.lsn}_0",
+        record_id=entry_id(record.lsn, 0),
         is_idempotent_replay=replay,
     )
 

@@ -32,7 +32,17 @@ from engine.results import (
     Wallet,
     WalletSource,
 )
-from engine.state import INDEX_ENTRIES_MIN, ApiKey, Bucket, CustomerState, LedgerEntry, LedgerState, bucket_valid_at
+from engine.state import (
+    INDEX_ENTRIES_MIN,
+    ApiKey,
+    Bucket,
+    CustomerState,
+    LedgerEntry,
+    LedgerState,
+    account_id,
+    bucket_valid_at,
+    entry_id,
+)
 from engine.types import LEDGER_PAGE_SIZE_MAX, OPERATION_TYPES
 
 CURSOR_VERSION: Final = 1
@@ -62,7 +72,7 @@ def customer_view(state: LedgerState, project: str, customer_id: str, now_ms: in
     for bucket in valid:
         accounts.append(
             Account(
-                account_id=f"acc_{bucket.lsn}", account_type="CREDIT", credit_type=bucket.wallet,
+                account_id=bucket.account_id, account_type="CREDIT", credit_type=bucket.wallet,
                 wallet=bucket.wallet, source=bucket.source, total=bucket.total, used=bucket.used,
                 frozen=bucket.frozen, available=bucket.available,
                 starts_at=_fmt_or_none(bucket.starts_at_ms), expires_at=_fmt_or_none(bucket.expires_at_ms),
@@ -195,7 +205,7 @@ def _positions(customer: CustomerState, operation_type: str | None, transaction_
 
 def _entry_view(entry: LedgerEntry) -> LedgerEntryView:
     return LedgerEntryView(
-        id=f"le_{entry.lsn}_{entry.i}",
+        id=entry_id(entry.lsn, entry.i),
         operation_type=entry.op,
         amount=entry.amount,
         wallet=entry.wallet,
@@ -204,7 +214,7 @@ def _entry_view(entry: LedgerEntry) -> LedgerEntryView:
         transaction_id=entry.transaction_id,
         business_type=entry.business_type,
         description=entry.description,
-        account_id=f"acc_{entry.bucket_lsn}",
+        account_id=account_id(entry.bucket_lsn),
         status="COMPLETED",
         created_at=format_ms(entry.created_at_ms),
     )

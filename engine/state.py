@@ -46,6 +46,16 @@ INDEX_ENTRIES_MIN: Final = 16  # below this many entries a filtered ledger page 
 STATE_VERSION: Final = 1
 
 
+def account_id(bucket_lsn: int) -> str:
+    """The wire id of the bucket created by the deposit logged at `bucket_lsn` (CONTRACT §3.5)."""
+    return f"acc_{bucket_lsn}"
+
+
+def entry_id(lsn: int, i: int) -> str:
+    """The wire id of the i-th ledger entry written by the command logged at `lsn` (§3.12)."""
+    return f"le_{lsn}_{i}"
+
+
 # (bucket_lsn, amount) pairs. Tuples, not lists: a record lives as long as the ledger, and the
 # garbage collector untracks tuples of ints, so millions of records add nothing to its passes.
 Parts = tuple[tuple[int, int], ...]
@@ -68,7 +78,7 @@ class Bucket(msgspec.Struct, array_like=True, gc=False):
 
     @property
     def account_id(self) -> str:
-        return f"acc_{self.lsn}"
+        return account_id(self.lsn)
 
     @property
     def available(self) -> int:
@@ -76,7 +86,7 @@ class Bucket(msgspec.Struct, array_like=True, gc=False):
 
 
 class LedgerEntry(msgspec.Struct, array_like=True, gc=False):
-    """One ledger line (CONTRACT §3.12); id = f"le_{lsn}_{i}", account_id = f"acc_{bucket_lsn}"."""
+    """One ledger line (CONTRACT §3.12); id = entry_id(lsn, i), account_id = account_id(bucket_lsn)."""
 
     lsn: int
     i: int
