@@ -74,7 +74,7 @@ from engine.state import (
     account_id,
     entry_id,
 )
-from engine.timefmt import format_ms
+from engine.timefmt import format_ms, format_ms_or_none
 from engine.types import AMOUNT_MAX, CONSUME_AFTER_S_MAX, UNFREEZE_AFTER_S_MAX
 
 NOT_LOGGED = Applied(None, False)
@@ -369,8 +369,8 @@ def freeze_response(customer: CustomerState, record: FreezeRecord, replay: bool)
         transaction_id=record.transaction_id,
         frozen_amount=record.amount,
         freeze_details=_details(customer, record.allocation),
-        unfreeze_after=None if record.unfreeze_after_ms is None else format_ms(record.unfreeze_after_ms),
-        consume_after=None if record.consume_after_ms is None else format_ms(record.consume_after_ms),
+        unfreeze_after=format_ms_or_none(record.unfreeze_after_ms),
+        consume_after=format_ms_or_none(record.consume_after_ms),
         is_idempotent_replay=replay,
     )
 
@@ -646,8 +646,8 @@ def deposit_response(customer_id: str, record: DepositRecord, replay: bool) -> D
         credit_type=record.wallet,
         total_amount=record.wallet_total,
         added_amount=record.amount,
-        starts_at=None if record.starts_at_ms is None else format_ms(record.starts_at_ms),
-        expires_at=None if record.expires_at_ms is None else format_ms(record.expires_at_ms),
+        starts_at=format_ms_or_none(record.starts_at_ms),
+        expires_at=format_ms_or_none(record.expires_at_ms),
         record_id=entry_id(record.lsn, 0),
         is_idempotent_replay=replay,
     )

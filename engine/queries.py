@@ -21,7 +21,7 @@ from typing import Final
 
 import msgspec
 
-from engine.timefmt import format_ms
+from engine.timefmt import format_ms, format_ms_or_none
 from engine.results import (
     Account,
     Balance,
@@ -75,7 +75,7 @@ def customer_view(state: LedgerState, project: str, customer_id: str, now_ms: in
                 account_id=bucket.account_id, account_type="CREDIT", credit_type=bucket.wallet,
                 wallet=bucket.wallet, source=bucket.source, total=bucket.total, used=bucket.used,
                 frozen=bucket.frozen, available=bucket.available,
-                starts_at=_fmt_or_none(bucket.starts_at_ms), expires_at=_fmt_or_none(bucket.expires_at_ms),
+                starts_at=format_ms_or_none(bucket.starts_at_ms), expires_at=format_ms_or_none(bucket.expires_at_ms),
             )
         )  # fmt: skip
         wallet_buckets.setdefault(bucket.wallet, {}).setdefault(bucket.source, []).append(bucket)
@@ -103,10 +103,6 @@ def _lsn(bucket: Bucket) -> int:
     return bucket.lsn
 
 
-def _fmt_or_none(ms: int | None) -> str | None:
-    return None if ms is None else format_ms(ms)
-
-
 def _wallet(sources: dict[str, list[Bucket]]) -> Wallet:
     views = [_source(name, buckets) for name, buckets in sources.items()]
     return Wallet(
@@ -128,8 +124,8 @@ def _source(name: str, buckets: list[Bucket]) -> WalletSource:
         used=sum(b.used for b in buckets),
         frozen=sum(b.frozen for b in buckets),
         available=sum(b.available for b in buckets),
-        starts_at=_fmt_or_none(starts_at_ms),
-        expires_at=_fmt_or_none(min(expiries) if expiries else None),
+        starts_at=format_ms_or_none(starts_at_ms),
+        expires_at=format_ms_or_none(min(expiries) if expiries else None),
     )
 
 
