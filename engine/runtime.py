@@ -30,7 +30,7 @@ from engine import queries
 from engine.codec import encode_state
 from engine.commands import Command, Consume, CreateApiKey, Unfreeze, encode_command
 from engine.errors import Unavailable
-from engine.keys import hash_api_key
+from engine.keys import hash_api_key, keys_match
 from engine.ledger import apply, due_commands, next_due_ms, pop_due_customers
 from engine.recovery import Recovered, recover
 from engine.results import Applied, CustomerResponse, LedgerPage, Rejected
@@ -209,8 +209,10 @@ class Runtime:
         """Bearer key -> project id, or Rejected 401 (CONTRACT §3.15)."""
         if not api_key:
             return Rejected(401, "missing_api_key", "missing API key")
-        record = queries.find_api_key(self.state, hash_api_key(api_key))
-        if record is None:
+        key_hash = hash_api_key(api_key)
+        record = queries.find_api_key(self.state, key_hash)
+        # The index finds the candidate by digest; the comparison that decides is constant-time.
+        if record is None or not keys_match(record.key_hash, key_hash):
             return Rejected(401, "invalid_api_key", "invalid API key")
         if record.revoked:
             return Rejected(401, "api_key_revoked", "API key has been revoked")
@@ -288,16 +290,6 @@ class Runtime:
     @property
     def durable_lsn(self) -> int:
         return self._writer.durable_lsn
-
-    def stats(self) -> dict[str, Any]:
-        return {
-            "last_lsn": self.state.last_lsn,
-            "durable_lsn": self._writer.durable_lsn,
-            "snapshot_lsn": self._snapshot_lsn,
-            "customers": queries.customer_count(self.state),
-            "wal_batches": getattr(self._writer, "batches", None),
-            "wal_records_flushed": getattr(self._writer, "records_flushed", None),
-        }
 
     # -- on the shard task -------------------------------------------------------------------
 
