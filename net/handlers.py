@@ -9,7 +9,7 @@ customer id may hold any character, `/` included (the SDK sends it as %2F): the 
 on literal `/`, then the id segment is percent-decoded exactly once.
 """
 
-from typing import Any, Final, Protocol
+from typing import Any, Callable, Final, Protocol
 
 import msgspec
 from aiohttp import web
@@ -53,6 +53,9 @@ _HEALTH_OK: Final = b'{"status":"ok"}'
 
 _encoder = msgspec.json.Encoder()
 
+# net.schemas.parse_<op>(body, project, at_ms) -> the command, or the 400 to answer.
+Parser = Callable[[bytes, str, int], Command | ClientError]
+
 
 def _ok(body: Any) -> web.Response:
     return web.Response(body=_encoder.encode(body), content_type=_JSON)
@@ -93,28 +96,23 @@ class Handlers:
         return await self._submit(schemas.parse_deposit(body, project, runtime.clock_ms(), idempotency_header))
 
     async def freeze(self, request: web.Request) -> web.Response:
-        runtime = self._runtime
-        project = authenticate(request, runtime)
-        body = await request.read()
-        return await self._submit(schemas.parse_freeze(body, project, runtime.clock_ms()))
+        return await self._write(request, schemas.parse_freeze)
 
     async def consume(self, request: web.Request) -> web.Response:
-        runtime = self._runtime
-        project = authenticate(request, runtime)
-        body = await request.read()
-        return await self._submit(schemas.parse_consume(body, project, runtime.clock_ms()))
+        return await self._write(request, schemas.parse_consume)
 
     async def unfreeze(self, request: web.Request) -> web.Response:
-        runtime = self._runtime
-        project = authenticate(request, runtime)
-        body = await request.read()
-        return await self._submit(schemas.parse_unfreeze(body, project, runtime.clock_ms()))
+        return await self._write(request, schemas.parse_unfreeze)
 
     async def deduct(self, request: web.Request) -> web.Response:
+        return await self._write(request, schemas.parse_deduct)
+
+    async def _write(self, request: web.Request, parse: Parser) -> web.Response:
+        """Auth (401) -> body -> parse (400) -> runtime; the shared shape of the billing writes."""
         runtime = self._runtime
         project = authenticate(request, runtime)
         body = await request.read()
-        return await self._submit(schemas.parse_deduct(body, project, runtime.clock_ms()))
+        return await self._submit(parse(body, project, runtime.clock_ms()))
 
     async def customer(self, request: web.Request) -> web.Response:
         """GET /v1/customers/{id} and GET /v1/customers/{id}/ledger, routed on the raw path."""
