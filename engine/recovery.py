@@ -12,7 +12,7 @@ from __future__ import annotations
 import gc
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import msgspec
 
@@ -38,7 +38,7 @@ class Recovered:
     state: LedgerState
     snapshot_lsn: int  # 0 when no snapshot was used
     records_replayed: int  # WAL records applied after the snapshot
-    torn: Any  # wal's torn-tail report, or None
+    torn: wal.TornTail | None  # a torn final frame that was found (and cut, when asked)
     snapshots_skipped: tuple[wal.WalCorrupt, ...]  # damaged snapshots passed over (an older one was used)
 
 

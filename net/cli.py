@@ -109,16 +109,17 @@ def _data_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, default=Path(DEFAULT_DATA_DIR))
 
 
-def _runtime_config(args: argparse.Namespace) -> RuntimeConfig:
+def _serve_runtime_config(args: argparse.Namespace) -> RuntimeConfig:
+    """The serve flags, mapped one to one; every other knob keeps RuntimeConfig's default."""
     return RuntimeConfig(
         data_dir=args.data_dir,
-        shard_count=getattr(args, "shard_count", RuntimeConfig.shard_count),
-        shard_queue_depth_max=getattr(args, "shard_queue_depth_max", RuntimeConfig.shard_queue_depth_max),
-        snapshot_interval_records=getattr(args, "snapshot_interval_records", RuntimeConfig.snapshot_interval_records),
-        snapshot_interval_s=getattr(args, "snapshot_interval_s", RuntimeConfig.snapshot_interval_s),
-        wal_segment_size_max=getattr(args, "wal_segment_size_max", RuntimeConfig.wal_segment_size_max),
-        keep_segments=not getattr(args, "prune_segments", False),
-        fsync=not getattr(args, "unsafe_skip_fsync", False),
+        shard_count=args.shard_count,
+        shard_queue_depth_max=args.shard_queue_depth_max,
+        snapshot_interval_records=args.snapshot_interval_records,
+        snapshot_interval_s=args.snapshot_interval_s,
+        wal_segment_size_max=args.wal_segment_size_max,
+        keep_segments=not args.prune_segments,
+        fsync=not args.unsafe_skip_fsync,
     )
 
 
@@ -129,7 +130,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from net.server import serve  # imported here: uvloop/aiohttp are only needed to serve
 
     config = ServerConfig(host=args.host, port=args.port)
-    exit_code = serve(config, _runtime_config(args), bootstrap_key=os.environ.get("TALLY_BOOTSTRAP_KEY") or None)
+    exit_code = serve(config, _serve_runtime_config(args), bootstrap_key=os.environ.get("TALLY_BOOTSTRAP_KEY") or None)
     # Everything is fsync'd and the lock released: skip tearing down millions of objects one by
     # one (seconds with a big ledger) and exit now.
     sys.stdout.flush()
@@ -142,7 +143,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _offline(args: argparse.Namespace, work: Any) -> Any:
     async def run() -> Any:
-        runtime = await Runtime.open(_runtime_config(args))
+        runtime = await Runtime.open(RuntimeConfig(data_dir=args.data_dir))
         try:
             return await work(runtime)
         finally:
@@ -204,7 +205,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _torn_json(torn: Any) -> dict[str, Any] | None:
+def _torn_json(torn: wal.TornTail | None) -> dict[str, Any] | None:
     """A torn tail as JSON: the normal trace of a crash mid-write (never acknowledged)."""
     if torn is None:
         return None
