@@ -2,7 +2,7 @@
 
 - `Server`: a TallyProcess that can also start with a file-size rlimit (RLIMIT_FSIZE), the only way
   to make the real server's WAL writes fail (EFBIG; CPython ignores SIGXFSZ) from outside.
-- `tally(...)`: the CLI as a subprocess (keys create/revoke, replay); bounded by a timeout.
+- `tally(...)`, `replay(...)`: the CLI as a subprocess (tests/system/server.py).
 - `request(...)`: one HTTP/1.1 exchange over a raw socket, so a test can send any bytes as the
   path, headers or body (http.client refuses non-ASCII targets) and read the exact status and body.
 - `state_of(...)`: what a test compares before and after a rejected request: every given
@@ -12,20 +12,17 @@
 from __future__ import annotations
 
 import json
-import os
 import resource
 import socket
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from tests.system.server import TallyProcess
+from tests.system.server import TallyProcess, tally_cli as tally
+from tests.system.server import replay_json as replay  # noqa: F401  (re-exported for the API tests)
 
 API_KEY = "vb_live_api_tests_key_0123456789abcdef"
-CLI_TIMEOUT_S = 60
 HTTP_TIMEOUT_S = 15
 
 
@@ -33,34 +30,13 @@ class Server(TallyProcess):
     """A TallyProcess; `fsize_limit` (bytes) caps every file the server writes."""
 
     def __init__(self, data_dir: Path, *, api_key: str = API_KEY, fsize_limit: int | None = None, extra_args: tuple[str, ...] = ()) -> None:
-        super().__init__(data_dir, api_key=api_key, extra_args=extra_args)
-        self.fsize_limit = fsize_limit
-
-    def start(self) -> Server:
-        assert self.proc is None
-        env = dict(os.environ, TALLY_BOOTSTRAP_KEY=self.api_key)
-        command = [sys.executable, "-m", "net.cli", "serve", "--host", "127.0.0.1",
-                   "--port", str(self.port), "--data-dir", str(self.data_dir), *self.extra_args]
-        limit = self.fsize_limit
-
-        def preexec() -> None:
-            if limit is not None:
-                resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-        with open(self.log_path, "ab") as log_file:
-            self.proc = subprocess.Popen(
-                command, stdout=log_file, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec if limit is not None else None
-            )
-        self._wait_healthy()
-        return self
+        preexec = None if fsize_limit is None else (lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (fsize_limit, fsize_limit)))
+        super().__init__(data_dir, api_key=api_key, extra_args=extra_args, preexec_fn=preexec)
 
     def restart(self) -> Server:
         assert self.stop() == 0
-        return self.start()
-
-
-def tally(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "net.cli", *args], capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
+        self.start()
+        return self
 
 
 def create_key(data_dir: Path, project: str) -> tuple[str, str]:
@@ -75,12 +51,6 @@ def create_key(data_dir: Path, project: str) -> tuple[str, str]:
 def revoke_key(data_dir: Path, key_id: str) -> None:
     done = tally("keys", "revoke", "--data-dir", str(data_dir), key_id)
     assert done.returncode == 0, done.stderr
-
-
-def replay(data_dir: Path) -> dict[str, Any]:
-    done = tally("replay", "--data-dir", str(data_dir))
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
 
 
 @dataclass

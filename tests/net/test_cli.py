@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import stat
 import subprocess
 import sys
@@ -17,13 +16,9 @@ from pathlib import Path
 
 from engine.runtime import Runtime, RuntimeConfig
 from tests.system.server import TallyProcess
+from tests.system.server import tally_cli as tally
 
-TIMEOUT_S = 60
-
-
-def tally(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "net.cli", *args], capture_output=True, text=True,
-                          timeout=TIMEOUT_S, env={**os.environ, **(env or {})})
+TIMEOUT_S = 60  # the shell pipeline in the inspect test
 
 
 def test_keys_offline_and_refused_while_serving(tmp_path: Path) -> None:

@@ -22,7 +22,6 @@ import json
 import os
 import random
 import subprocess
-import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -31,11 +30,12 @@ from typing import Any
 
 import aiohttp
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.system.server import replay_json as replay  # noqa: F401  (re-exported for the campaigns)
+from tests.system.server import tally_cli as shared_tally_cli
+
 API_KEY = "vb_live_reliability_key_0123456789abcdef"
 LONG = os.environ.get("TALLY_LONG") == "1"
 REQUEST_TIMEOUT_S = 15.0
-CLI_TIMEOUT_S = 120.0
 FLAG = "is_idempotent_replay"
 
 ACKED, REJECTED, UNKNOWN = "acked", "rejected", "unknown"
@@ -56,14 +56,7 @@ def seed_from_env(default: int | None = None) -> int:
 
 
 def tally_cli(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "net.cli", *args, "--data-dir", str(data_dir)]
-    return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
-
-
-def replay(data_dir: Path) -> dict[str, Any]:
-    done = tally_cli("replay", data_dir=data_dir)
-    assert done.returncode == 0, f"tally replay exited {done.returncode}: {done.stderr[-2000:]}"
-    return json.loads(done.stdout)
+    return shared_tally_cli(*args, "--data-dir", str(data_dir))
 
 
 def verify(data_dir: Path) -> subprocess.CompletedProcess[str]:

@@ -5,6 +5,7 @@ Only processes this module started are ever signalled, and only by their own PID
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -14,9 +15,12 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any, Callable
 
 STARTUP_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 20.0
+CLI_TIMEOUT_S = 120.0
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -28,8 +32,18 @@ def free_port() -> int:
 class TallyProcess:
     """One server process. `base_url` is ready to hand to the SDK as `base_url=`."""
 
-    def __init__(self, data_dir: Path, *, api_key: str, port: int | None = None, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        api_key: str,
+        port: int | None = None,
+        extra_args: tuple[str, ...] = (),
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
+        """`preexec_fn` runs in the child before exec (e.g. a file-size rlimit for disk-full tests)."""
         self.data_dir = data_dir
+        self.preexec_fn = preexec_fn
         self.api_key = api_key
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -42,9 +56,10 @@ class TallyProcess:
         env = dict(os.environ, TALLY_BOOTSTRAP_KEY=self.api_key)
         command = [sys.executable, "-m", "net.cli", "serve", "--host", "127.0.0.1",
                    "--port", str(self.port), "--data-dir", str(self.data_dir), *self.extra_args]
-        log_file = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
-        log_file.close()
+        with open(self.log_path, "ab") as log_file:
+            self.proc = subprocess.Popen(
+                command, stdout=log_file, stderr=subprocess.STDOUT, env=env, preexec_fn=self.preexec_fn
+            )
         self._wait_healthy()
         return self
 
@@ -87,3 +102,16 @@ class TallyProcess:
         except subprocess.TimeoutExpired:
             proc.kill()
             return proc.wait(timeout=STOP_TIMEOUT_S)
+
+
+def tally_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """The `tally` operator command as a subprocess, bounded by a timeout."""
+    command = [sys.executable, "-m", "net.cli", *args]
+    return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
+
+
+def replay_json(data_dir: Path) -> dict[str, Any]:
+    """`tally replay`'s JSON object (records, last_lsn, customers, digest, ...); asserts exit 0."""
+    done = tally_cli("replay", "--data-dir", str(data_dir))
+    assert done.returncode == 0, f"tally replay exited {done.returncode}: {done.stderr[-2000:]}"
+    return json.loads(done.stdout)
