@@ -298,6 +298,8 @@ def _deduct(state: LedgerState, lsn: int, command: Deduct) -> Applied | Rejected
     stored = tuple([(bucket.lsn, take) for bucket, take in parts])
     _add_txn(project, customer, DeductRecord(transaction_id, lsn, at_ms, command.amount, credit_types, command.wallet, stored))
     _commit(state, customer, lsn)
+    # Built here from the buckets in hand (the hot path; deduct_response would look each bucket up
+    # again); tests/engine/test_ledger_stateful.py checks a replay equals it but for the flag.
     body = DeductResponse(
         transaction_id=transaction_id,
         deducted_amount=command.amount,
