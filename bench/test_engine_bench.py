@@ -11,10 +11,10 @@ import itertools
 
 import pytest
 
-from engine.commands import Consume, Deduct, Deposit, Freeze
-from engine.ledger import apply
-from engine.results import Applied
-from engine.state import LedgerState
+from engine.core.commands import Consume, Deduct, Deposit, Freeze
+from engine.core.ledger import apply
+from engine.core.results import Applied
+from engine.core.state import LedgerState
 
 T_MS = 1_775_563_200_000
 

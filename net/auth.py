@@ -5,14 +5,15 @@
     otherwise                                     Runtime.authenticate: project, or its Rejected
                                                   (invalid_api_key, api_key_revoked)
 
-Keys are hashed and compared in constant time by the runtime (engine.keys); net never stores one.
+Keys are hashed and compared in constant time by the runtime (engine.core.keys); net never stores one.
 """
 
 from typing import Final, Protocol
 
 from aiohttp import web
 
-from engine.results import Rejected
+from engine.core.codes import status_of
+from engine.core.results import Rejected
 from net.errors import ClientError
 
 TOKEN_LENGTH_MAX: Final = 512
@@ -47,4 +48,4 @@ def authenticate(request: web.Request, runtime: Authenticator) -> str:
     if type(result) is str:
         return result
     assert type(result) is Rejected, result
-    raise ClientError(result.status, result.code, result.message, result.details)
+    raise ClientError(status_of(result.code), result.code, result.message, result.details)

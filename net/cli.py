@@ -25,12 +25,12 @@ import msgspec
 from tqdm import tqdm
 
 import wal
-from engine import queries
-from engine.commands import RevokeApiKey, decode_command
-from engine.digest import digest
-from engine.invariants import check_invariants
-from engine.recovery import RecoveryError, recover
-from engine.results import Rejected
+from engine.core import queries
+from engine.core.commands import RevokeApiKey, decode_command
+from engine.core.digest import digest
+from engine.core.invariants import check_invariants
+from engine.runtime.recovery import RecoveryError, recover
+from engine.core.results import Rejected
 from engine.runtime import Runtime, RuntimeConfig
 from net.config import ServerConfig
 

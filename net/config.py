@@ -2,7 +2,7 @@
 
 The ledger's own knobs (shards, WAL, snapshots) live in `engine.runtime.RuntimeConfig`; the CLI
 fills both from flags. Nothing else reads argv or the environment. Defaults are named constants;
-bounds are asserted at construction, so a bad value fails at start-up, never under load.
+bounds are checked at construction (ValueError), so a bad value fails at start-up, never under load.
 """
 
 import dataclasses
@@ -26,6 +26,10 @@ class ServerConfig:
     request_size_max: int = REQUEST_SIZE_MAX_DEFAULT
 
     def __post_init__(self) -> None:
-        assert isinstance(self.host, str) and self.host, self.host
-        assert 0 <= self.port <= 65535, self.port
-        assert REQUEST_SIZE_MAX_MIN <= self.request_size_max <= REQUEST_SIZE_MAX_MAX, self.request_size_max
+        """Operator input reaches here (flags, environment): ValueError with one line, not assert."""
+        if not (isinstance(self.host, str) and self.host):
+            raise ValueError("host must be a non-empty host name or address")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be 0..65535, not {self.port}")
+        if not REQUEST_SIZE_MAX_MIN <= self.request_size_max <= REQUEST_SIZE_MAX_MAX:
+            raise ValueError(f"request_size_max must be {REQUEST_SIZE_MAX_MIN}..{REQUEST_SIZE_MAX_MAX} bytes")

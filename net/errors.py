@@ -2,7 +2,7 @@
 
     HttpError                     an answer with a status and a contract code
       ClientError                 4xx: auth (401), shape (400, net/schemas), engine Rejected
-    engine.errors.Unavailable     503 retryable: overloaded, storage_unavailable
+    engine.runtime.errors.Unavailable     503 retryable: overloaded, storage_unavailable
     aiohttp web.HTTPException     404 not_found, 405 method_not_allowed, 413 request_too_large
     anything else                 500 server_error: a bug, logged with its request id
 
@@ -20,7 +20,7 @@ from typing import Any, Final
 import msgspec
 from aiohttp import web
 
-from engine.errors import Unavailable
+from engine.runtime.errors import Unavailable
 
 logger = logging.getLogger("tally.net")
 

@@ -14,8 +14,9 @@ from typing import Any, Callable, Final, Protocol
 import msgspec
 from aiohttp import web
 
-from engine.commands import Command
-from engine.results import Applied, CustomerResponse, LedgerPage, Rejected
+from engine.core.codes import status_of
+from engine.core.commands import Command
+from engine.core.results import Applied, CustomerResponse, LedgerPage, Rejected
 from net import schemas
 from net.auth import authenticate
 from net.errors import ClientError, HttpError
@@ -62,7 +63,7 @@ def _ok(body: Any) -> web.Response:
 
 
 def _rejected(result: Rejected) -> HttpError:
-    return HttpError(result.status, result.code, result.message, result.details)
+    return HttpError(status_of(result.code), result.code, result.message, result.details)
 
 
 def _not_found() -> ClientError:

@@ -49,8 +49,8 @@ from urllib.parse import unquote, unquote_plus
 
 import msgspec
 
-from engine.commands import Consume, Deduct, Deposit, Freeze, Unfreeze
-from engine.types import (
+from engine.core.commands import Consume, Deduct, Deposit, Freeze, Unfreeze
+from engine.core.limits import (
     AMOUNT_MAX,
     BUSINESS_TYPES,
     CONSUME_AFTER_S_MAX,
@@ -304,7 +304,7 @@ def parse_rfc3339_ms(text: str) -> int | None:
             return None
         offset_ms = (oh * 60 + om) * 60_000
         ms = ms - offset_ms if sign == "+" else ms + offset_ms
-    if not TIME_MS_MIN <= ms <= TIME_MS_MAX:  # engine.timefmt must be able to format it
+    if not TIME_MS_MIN <= ms <= TIME_MS_MAX:  # engine.core.timefmt must be able to format it
         return None
     return ms
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import uvloop
 from aiohttp import web
 
-from engine import queries
+from engine.core import queries
 from engine.runtime import Runtime, RuntimeConfig
 from net.app import create_app
 from net.config import ServerConfig

@@ -7,6 +7,7 @@ from wal.errors import DataDirLocked, WalCorrupt, WalError, WalFailed, WalFull
 from wal.lock import DataDirLock
 from wal.reader import FrameInfo, LogReader, TornTail, VerifyReport, iter_frames, read_log, verify_log
 from wal.snapshot import Snapshot, load_newest_snapshot, prune_segments, prune_snapshots, publish_snapshot, quarantine_snapshot, read_snapshot, snapshot_temporary_path, write_snapshot, write_snapshot_temporary
+from wal.store import LogStore
 from wal.writer import LogFile, OsLogFile, WalStats, WalWriter
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "FrameInfo",
     "LogFile",
     "LogReader",
+    "LogStore",
     "OsLogFile",
     "Snapshot",
     "TornTail",

@@ -114,7 +114,7 @@ def test_document_shape():
                 assert "413" in statuses
                 body = op["requestBody"]["content"]["application/json"]["schema"]
                 assert body["additionalProperties"] is False and body["required"]
-    # 200 bodies come from engine.results and allow no extra field
+    # 200 bodies come from engine.core.results and allow no extra field
     for name in ("DepositResponse", "FreezeResponse", "ConsumeResponse", "UnfreezeResponse", "DeductResponse",
                  "CustomerResponse", "LedgerPage", "Detail", "Account", "Wallet", "WalletSource", "Balance", "LedgerEntryView"):
         assert components[name]["additionalProperties"] is False, name

@@ -1,15 +1,16 @@
 """A tiny driver for engine tests: assigns LSNs, records the history, and checks after every
-command the promises of engine.ledger.apply (a rejection or a replay changes nothing)."""
+command the promises of engine.core.ledger.apply (a rejection or a replay changes nothing)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from engine.commands import Command
-from engine.digest import digest
-from engine.ledger import apply, due_commands
-from engine.results import Applied, Rejected
-from engine.state import LedgerState
+from engine.core.commands import Command
+from engine.core.digest import digest
+from engine.core.ledger import apply
+from engine.core.timers import due_commands
+from engine.core.results import Applied, Rejected
+from engine.core.state import LedgerState
 
 T0_MS = 1_775_563_200_000  # 2026-04-07T12:00:00.000Z
 P = "proj"

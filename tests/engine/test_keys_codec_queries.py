@@ -11,12 +11,13 @@ import hashlib
 import msgspec
 import pytest
 
-from engine.codec import decode_state, encode_state
-from engine.commands import AutoSettle, CreateApiKey, Deposit, ExpireBuckets, Freeze, RevokeApiKey
-from engine.digest import digest
-from engine.keys import hash_api_key, keys_match
-from engine.ledger import apply, due_commands
-from engine.queries import (
+from engine.core.codec import decode_state, encode_state
+from engine.core.commands import AutoSettle, CreateApiKey, Deposit, ExpireBuckets, Freeze, RevokeApiKey
+from engine.core.digest import digest
+from engine.core.keys import hash_api_key, keys_match
+from engine.core.ledger import apply
+from engine.core.timers import due_commands
+from engine.core.queries import (
     customer_count,
     customer_last_lsn,
     customer_view,
@@ -25,9 +26,10 @@ from engine.queries import (
     list_api_keys,
     transaction_owner,
 )
-from engine.results import Rejected
-from engine.state import ApiKey, LedgerState
+from engine.core.results import Rejected
+from engine.core.state import ApiKey, LedgerState
 from tests.engine.helpers import P, T0_MS, Driver
+from engine.core.codes import status_of
 
 T = T0_MS
 
@@ -47,7 +49,7 @@ def test_3_15_create_and_revoke_api_key():
     d.ok(RevokeApiKey(at_ms=T, key_id="key_1"))
     assert find_api_key(d.state, "h1").revoked is True
     assert d.run(RevokeApiKey(at_ms=T, key_id="key_1")).logged is False
-    assert d.rejected(RevokeApiKey(at_ms=T, key_id="nope")).status == 404
+    assert d.rejected(RevokeApiKey(at_ms=T, key_id="nope")).code == "api_key_not_found"
     assert find_api_key(d.state, "zz") is None
     assert list_api_keys(d.state) == [ApiKey("key_1", "h1", "default", True)]
     assert d.state.last_lsn == 2
@@ -135,4 +137,4 @@ def test_7_9_bad_limit_or_operation_type_is_400_not_a_crash():
     d.ok(Deposit(at_ms=T, project=P, customer_id="c", amount=1))
     for limit, op, code in ((0, None, "invalid_limit"), (101, None, "invalid_limit"), (5, "DEPOSIT", "invalid_operation_type")):
         r = ledger_page(d.state, P, "c", limit=limit, cursor=None, operation_type=op, transaction_id=None)
-        assert isinstance(r, Rejected) and (r.status, r.code) == (400, code)
+        assert isinstance(r, Rejected) and (status_of(r.code), r.code) == (400, code)

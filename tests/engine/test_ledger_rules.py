@@ -1,6 +1,6 @@
 """Example tests for every money rule of CONTRACT §3 and §7, named after the rule.
 
-Method: drive engine.ledger.apply through tests.engine.helpers.Driver (which also checks that a
+Method: drive engine.core.ledger.apply through tests.engine.helpers.Driver (which also checks that a
 rejection or a replay leaves the digest unchanged) and assert exact bodies, balances and ledger
 entries. Each test fails if its rule is broken: the numbers are chosen so a wrong order, a wrong
 bucket or a missing entry shows.
@@ -11,13 +11,14 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from engine.commands import AutoSettle, Consume, Deduct, Deposit, ExpireBuckets, Freeze, Unfreeze
-from engine.ledger import due_commands, next_due_ms, pop_due_customers
-from engine.queries import customer_view, ledger_page
-from engine.results import Applied, ConsumeResponse, Detail, Rejected
-from engine.timefmt import format_ms
-from engine.types import AMOUNT_MAX
+from engine.core.commands import AutoSettle, Consume, Deduct, Deposit, ExpireBuckets, Freeze, Unfreeze
+from engine.core.timers import due_commands, next_due_ms, pop_due_customers
+from engine.core.queries import customer_view, ledger_page
+from engine.core.results import Applied, ConsumeResponse, Detail, Rejected
+from engine.core.timefmt import format_ms
+from engine.core.limits import AMOUNT_MAX
 from tests.engine.helpers import P, T0_MS, Driver
+from engine.core.codes import status_of
 
 T = T0_MS
 
@@ -70,7 +71,7 @@ def test_3_1_deposit_pushing_customer_total_past_max_is_amount_too_large():
     d = Driver()
     d.ok(dep(amount=AMOUNT_MAX - 5))
     r = d.rejected(dep(amount=6, wallet="other"))
-    assert (r.status, r.code) == (400, "amount_too_large")
+    assert (status_of(r.code), r.code) == (400, "amount_too_large")
     d.ok(dep(amount=5))  # exactly the max is fine
     assert balance(d) == (AMOUNT_MAX, 0, 0, AMOUNT_MAX)
 
@@ -84,9 +85,9 @@ def test_3_3_unknown_customer_is_404_before_anything_else():
     d.ok(frz("t", 10, cid="c2"))
     for cmd in (frz("t", 10), ded("t", 10), frz("new", 10)):
         r = d.rejected(cmd)
-        assert (r.status, r.code) == (404, "customer_not_found")
+        assert (status_of(r.code), r.code) == (404, "customer_not_found")
     assert isinstance(customer_view(d.state, P, "c1", T), Rejected)
-    assert customer_view(d.state, P, "c1", T).status == 404
+    assert customer_view(d.state, P, "c1", T).code == "customer_not_found"
 
 
 def test_3_3_replay_is_answered_even_when_balance_no_longer_covers_it():
@@ -114,8 +115,7 @@ def test_3_4_credit_types_shortfall_is_insufficient_balance_in_selected_credit_t
     d.ok(dep(amount=30, wallet="b"))
     d.ok(dep(amount=30, wallet="c"))
     r = d.rejected(ded("t", 70, credit_types=("b", "a")))
-    assert r == Rejected(
-        400, "insufficient_balance_in_selected_credit_types", r.message,
+    assert r == Rejected("insufficient_balance_in_selected_credit_types", r.message,
         {"wallet": None, "requested": 70, "available": 60, "credit_types": ["a", "b"]},
     )  # fmt: skip
     body = d.ok(ded("t", 60, credit_types=("b", "a")))
@@ -127,7 +127,7 @@ def test_3_4_wallet_selection_and_insufficient_balance_details():
     d.ok(dep(amount=30, wallet="a"))
     d.ok(dep(amount=50, wallet="b"))
     r = d.rejected(frz("t", 40, wallet="a"))
-    assert (r.status, r.code, r.details) == (400, "insufficient_balance", {"wallet": "a", "requested": 40, "available": 30})
+    assert (status_of(r.code), r.code, r.details) == (400, "insufficient_balance", {"wallet": "a", "requested": 40, "available": 30})
     r = d.rejected(frz("t", 81))
     assert r.details == {"wallet": None, "requested": 81, "available": 80}
     assert d.ok(frz("t", 40, wallet="b")).freeze_details == [det(2, 40, "b")]
@@ -151,7 +151,7 @@ def test_3_5_bucket_spendable_only_inside_its_window_expiry_exclusive():
 def test_3_5_expires_not_after_starts_is_rejected():
     d = Driver()
     r = d.rejected(dep(starts_at_ms=T + 10, expires_at_ms=T + 10))
-    assert (r.status, r.code) == (400, "invalid_datetime_range")
+    assert (status_of(r.code), r.code) == (400, "invalid_datetime_range")
 
 
 # -- §3.6 allocation order ------------------------------------------------------------------
@@ -255,8 +255,8 @@ def test_3_8_consume_again_same_or_omitted_amount_replays_original():
     replay = Applied(msgspec.structs.replace(first, is_idempotent_replay=True), False)
     assert d.run(con("t", 40, at=T + 99)) == replay
     assert d.run(con("t", None, at=T + 99)) == replay
-    r = d.rejected(con("t", 60))
-    assert (r.status, r.code) == (400, "freeze_records_already_consumed")
+    r = d.rejected(con("t", 60, at=T + 99))
+    assert (status_of(r.code), r.code) == (400, "freeze_records_already_consumed")
 
 
 def test_3_8_consume_after_unfreeze_is_rejected():
@@ -265,7 +265,7 @@ def test_3_8_consume_after_unfreeze_is_rejected():
     d.ok(frz("t", 60))
     d.ok(unf("t"))
     r = d.rejected(con("t"))
-    assert (r.status, r.code) == (400, "no_consumable_freeze_records")
+    assert (status_of(r.code), r.code) == (400, "no_consumable_freeze_records")
 
 
 def test_3_8_consume_after_auto_unfreeze_is_freeze_auto_unfrozen():
@@ -274,7 +274,7 @@ def test_3_8_consume_after_auto_unfreeze_is_freeze_auto_unfrozen():
     d.ok(frz("t", 60, unfreeze_after_s=10))
     assert d.tick("c1", T + 10_000) == [AutoSettle(at_ms=T + 10_000, project=P, customer_id="c1", transaction_id="t")]
     r = d.rejected(con("t", at=T + 20_000))
-    assert (r.status, r.code) == (400, "freeze_auto_unfrozen")
+    assert (status_of(r.code), r.code) == (400, "freeze_auto_unfrozen")
     replay = d.run(unf("t", at=T + 30_000))  # unfreeze again -> replay of the automatic unfreeze
     assert replay.logged is False and replay.body.unfrozen_at == format_ms(T + 10_000)
 
@@ -287,9 +287,9 @@ def test_3_8_unfreeze_again_replays_and_unfreeze_after_consume_is_rejected():
     first = d.ok(unf("a", at=T + 3))
     assert first.unfrozen_amount == 10 and first.unfreeze_details == [det(1, 10)]
     assert d.run(unf("a", at=T + 9)) == Applied(msgspec.structs.replace(first, is_idempotent_replay=True), False)
-    d.ok(con("b"))
-    r = d.rejected(unf("b"))
-    assert (r.status, r.code) == (400, "no_unfreezable_records")
+    d.ok(con("b", at=T + 9))
+    r = d.rejected(unf("b", at=T + 9))
+    assert (status_of(r.code), r.code) == (400, "no_unfreezable_records")
 
 
 def test_3_8_consume_or_unfreeze_of_unknown_id_is_400_never_404():
@@ -297,8 +297,8 @@ def test_3_8_consume_or_unfreeze_of_unknown_id_is_400_never_404():
     d.ok(dep(amount=100))
     assert d.rejected(con("nope")).code == "no_consumable_freeze_records"
     assert d.rejected(unf("nope")).code == "no_unfreezable_records"
-    assert d.rejected(con("nope", cid=None)).status == 400
-    assert d.rejected(unf("nope", cid=None)).status == 400
+    assert status_of(d.rejected(con("nope", cid=None)).code) == 400
+    assert status_of(d.rejected(unf("nope", cid=None)).code) == 400
     assert d.rejected(con("nope", cid="ghost")).code == "no_consumable_freeze_records"
 
 
@@ -312,7 +312,7 @@ def test_3_9_same_transaction_id_for_another_customer_is_409():
     d.ok(frz("t", 10, cid="c1"))
     for cmd in (frz("t", 10, cid="c2"), ded("t", 10, cid="c2")):
         r = d.rejected(cmd)
-        assert (r.status, r.code, r.details) == (409, "transaction_conflict", {"field": "customer_id"})
+        assert (status_of(r.code), r.code, r.details) == (409, "transaction_conflict", {"field": "customer_id"})
 
 
 def test_3_9_same_id_with_other_amount_or_selection_is_409_naming_the_field():
@@ -330,7 +330,7 @@ def test_3_9_same_id_with_other_amount_or_selection_is_409_naming_the_field():
     ]
     for cmd, field in cases:
         r = d.rejected(cmd)
-        assert (r.status, r.code, r.details) == (409, "transaction_conflict", {"field": field}), cmd
+        assert (status_of(r.code), r.code, r.details) == (409, "transaction_conflict", {"field": field}), cmd
     assert d.run(frz("f", 10, credit_types=("a", "a"))).logged is False  # same set: replay
 
 
@@ -374,7 +374,7 @@ def test_7_8_deposit_replay_ignores_descriptive_fields_and_conflicts_on_economic
     ]
     for cmd, field in cases:
         r = d.rejected(cmd)
-        assert (r.status, r.code, r.details) == (409, "transaction_conflict", {"field": field}), cmd
+        assert (status_of(r.code), r.code, r.details) == (409, "transaction_conflict", {"field": field}), cmd
     assert customer_view(d.state, P, "c2", T).code == "customer_not_found"  # §7.1: no customer made
 
 
@@ -533,7 +533,7 @@ def test_7_9_cursor_for_another_customer_filter_or_project_or_malformed_is_inval
     ]
     for project, cid, cur, op, tid in bad:
         r = ledger_page(d.state, project, cid, limit=1, cursor=cur, operation_type=op, transaction_id=tid)
-        assert isinstance(r, Rejected) and (r.status, r.code) == (400, "invalid_cursor"), (cid, cur, op, tid)
+        assert isinstance(r, Rejected) and (status_of(r.code), r.code) == (400, "invalid_cursor"), (cid, cur, op, tid)
     ok = ledger_page(d.state, P, "c1", limit=1, cursor=cursor, operation_type=None, transaction_id=None)
     assert ok.items[0].id == "le_3_0"
 
@@ -553,10 +553,10 @@ def test_3_13_customer_view_superset_shape():
     d = Driver()
     d.ok(dep(amount=100, source="admin", name="Al", email="a@x", metadata={"k": [1]}))
     d.ok(dep(amount=50, source="trial", expires_at_ms=T + 10_000, at=T + 1))
-    d.ok(dep(amount=40, source="trial", starts_at_ms=T - 5, expires_at_ms=T + 20_000))
-    d.ok(dep(amount=7, wallet="video", starts_at_ms=T + 50_000))  # not started: not counted
-    d.ok(frz("f", 70))  # 50 acc_2, 20 acc_3
-    d.ok(ded("d", 30, wallet="default"))  # 20 acc_3, 10 acc_1
+    d.ok(dep(amount=40, source="trial", starts_at_ms=T - 5, expires_at_ms=T + 20_000, at=T + 1))
+    d.ok(dep(amount=7, wallet="video", starts_at_ms=T + 50_000, at=T + 1))  # not started: not counted
+    d.ok(frz("f", 70, at=T + 1))  # 50 acc_2, 20 acc_3
+    d.ok(ded("d", 30, wallet="default", at=T + 1))  # 20 acc_3, 10 acc_1
     view = msgspec.to_builtins(customer_view(d.state, P, "c1", T + 5))
     assert view["balance"] == {"total": 190, "used": 30, "frozen": 70, "available": 90}
     assert [(a["account_id"], a["used"], a["frozen"], a["available"]) for a in view["accounts"]] == [

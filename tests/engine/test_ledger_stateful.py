@@ -1,4 +1,4 @@
-"""Stateful property test of engine.ledger against a small reference model (issue 3).
+"""Stateful property test of engine.core.ledger against a small reference model (issue 3).
 
 What: random histories over several customers, wallets, validity windows, TTLs, replays,
 conflicting ids and time jumps; timers are fired the way the runtime fires them
@@ -24,15 +24,17 @@ from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from engine.codec import decode_state, encode_state
-from engine.commands import AutoSettle, Consume, Deduct, Deposit, ExpireBuckets, Freeze, Unfreeze
-from engine.digest import digest
-from engine.ledger import apply, due_commands, next_due_ms, pop_due_customers
-from engine.queries import customer_view, ledger_page
-from engine.results import Applied, Rejected
-from engine.state import FreezeRecord, LedgerState
-from engine.types import AMOUNT_MAX
+from engine.core.codec import decode_state, encode_state
+from engine.core.commands import AutoSettle, Consume, Deduct, Deposit, ExpireBuckets, Freeze, Unfreeze
+from engine.core.digest import digest
+from engine.core.ledger import apply
+from engine.core.timers import due_commands, next_due_ms, pop_due_customers
+from engine.core.queries import customer_view, ledger_page
+from engine.core.results import Applied, Rejected
+from engine.core.state import FreezeRecord, LedgerState
+from engine.core.limits import AMOUNT_MAX
 from tests.engine.helpers import P, T0_MS, Driver
+from engine.core.codes import status_of
 
 LONG = os.environ.get("TALLY_LONG") == "1"
 CUSTOMERS = ("c0", "c1", "c2")
@@ -182,7 +184,7 @@ class LedgerMachine(RuleBasedStateMachine):
             if same:
                 assert isinstance(result, Applied) and not result.logged and result.body.is_idempotent_replay
             else:
-                assert isinstance(result, Rejected) and (result.status, result.code) == (409, "transaction_conflict")
+                assert isinstance(result, Rejected) and (status_of(result.code), result.code) == (409, "transaction_conflict")
             return
         if available < amount:
             assert isinstance(result, Rejected) and result.code.startswith("insufficient_balance"), result

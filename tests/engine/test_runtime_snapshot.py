@@ -12,9 +12,9 @@ import asyncio
 from pathlib import Path
 
 import wal
-from engine.commands import CreateApiKey, Deduct, Deposit
-from engine.digest import digest
-from engine.recovery import recover
+from engine.core.commands import CreateApiKey, Deduct, Deposit
+from engine.core.digest import digest
+from engine.runtime.recovery import recover
 from engine.runtime import Runtime, RuntimeConfig
 
 

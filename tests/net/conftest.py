@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from engine.commands import Command, Consume, Deduct, Deposit, Freeze, Unfreeze
-from engine.results import (
+from engine.core.commands import Command, Consume, Deduct, Deposit, Freeze, Unfreeze
+from engine.core.results import (
     Applied,
     Balance,
     ConsumeResponse,
@@ -111,8 +111,8 @@ class FakeRuntime:
         if api_key == OTHER_KEY:
             return "proj_b"
         if api_key == REVOKED_KEY:
-            return Rejected(401, "api_key_revoked", "API key revoked")
-        return Rejected(401, "invalid_api_key", "invalid API key")
+            return Rejected("api_key_revoked", "API key revoked")
+        return Rejected("invalid_api_key", "invalid API key")
 
     def _steer(self) -> Any:
         if self.raise_next is not None:

@@ -13,11 +13,12 @@ import multidict
 import pytest
 from aiohttp.test_utils import TestClient
 
-from engine.commands import Consume, Deduct, Deposit, Freeze, Unfreeze
-from engine.errors import Unavailable
-from engine.results import Applied, Rejected
+from engine.core.commands import Consume, Deduct, Deposit, Freeze, Unfreeze
+from engine.runtime.errors import Unavailable
+from engine.core.results import Applied, Rejected
 from net.handlers import Handlers
 from tests.net.conftest import AUTH, CLOCK_MS, GOOD_KEY, PROJECT, REVOKED_KEY, FakeRuntime, expect_error
+from engine.core.codes import status_of
 
 POSTS = ["/v1/customers/deposit", "/v1/billing/deposit", "/v1/billing/freeze", "/v1/billing/consume",
          "/v1/billing/unfreeze", "/v1/billing/deduct"]
@@ -215,16 +216,16 @@ async def test_body_over_limit_is_413(client: TestClient, fake: FakeRuntime) -> 
 @pytest.mark.parametrize(
     "rejected, type_",
     [
-        (Rejected(404, "customer_not_found", "customer not found"), "not_found"),
-        (Rejected(400, "insufficient_balance", "insufficient balance",
+        (Rejected("customer_not_found", "customer not found"), "not_found"),
+        (Rejected("insufficient_balance", "insufficient balance",
                   {"wallet": "default", "requested": 5, "available": 1}), "bad_request"),
-        (Rejected(409, "transaction_conflict", "conflict", {"field": "amount"}), "conflict"),
+        (Rejected("transaction_conflict", "conflict", {"field": "amount"}), "conflict"),
     ],
 )
 async def test_rejected_becomes_envelope(client: TestClient, fake: FakeRuntime, rejected: Rejected, type_: str) -> None:
     fake.next_result = rejected
     resp = await client.post("/v1/billing/deduct", data=j(customer_id="c", amount=5, transaction_id="t"), headers=AUTH)
-    error = await expect_error(resp, rejected.status, rejected.code, rejected.details or {})
+    error = await expect_error(resp, status_of(rejected.code), rejected.code, rejected.details or {})
     assert error["type"] == type_ and error["message"] == rejected.message
 
 
@@ -331,7 +332,7 @@ async def test_get_errors(client: TestClient, fake: FakeRuntime, url: str, statu
 
 
 async def test_customer_not_found_from_runtime(client: TestClient, fake: FakeRuntime) -> None:
-    fake.next_result = Rejected(404, "customer_not_found", "customer not found")
+    fake.next_result = Rejected("customer_not_found", "customer not found")
     await expect_error(await client.get("/v1/customers/nonexistent_ghost_user", headers=AUTH), 404,
                        "customer_not_found")
 

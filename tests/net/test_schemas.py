@@ -12,11 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.commands import Consume, Deduct, Deposit, Freeze, Unfreeze
-from engine.timefmt import format_ms
-from engine.types import AMOUNT_MAX, BUSINESS_TYPES
+from engine.core.commands import Consume, Deduct, Deposit, Freeze, Unfreeze
+from engine.core.timefmt import format_ms
+from engine.core.limits import AMOUNT_MAX, BUSINESS_TYPES
 from net import schemas
 from net.errors import ClientError
+from engine.core.codes import status_of
 
 AT = 1_775_563_200_000
 P = "proj"
@@ -28,7 +29,7 @@ def j(**fields: Any) -> bytes:
 
 def err(result: Any, code: str, details: dict[str, Any] | None = None, status: int = 400) -> None:
     assert type(result) is ClientError, result
-    assert (result.status, result.code) == (status, code), result
+    assert (status_of(result.code), result.code) == (status, code), result
     if details is not None:
         assert result.details == details, result
 
@@ -427,7 +428,7 @@ def test_any_json_object_parses_or_is_a_client_error(fields: dict[str, Any], par
     result = parse(msgspec.json.encode(fields))
     assert isinstance(result, ClientError | Deposit | Freeze | Deduct | Consume | Unfreeze)
     if isinstance(result, ClientError):
-        assert result.status == 400 and result.code
+        assert status_of(result.code) == 400 and result.code
 
 
 @settings(max_examples=300, deadline=None)

@@ -107,7 +107,7 @@ def _drive(server: TallyProcess, history: History, rng: random.Random, ops: int,
 def _lsn_map(data_dir: Path, prefix: str) -> dict[tuple[str, str], int]:
     import msgspec
 
-    from engine.commands import decode_command
+    from engine.core.commands import decode_command
 
     lsn_of: dict[tuple[str, str], int] = {}
     for frame in wal.iter_frames(data_dir):

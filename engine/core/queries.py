@@ -21,8 +21,7 @@ from typing import Final
 
 import msgspec
 
-from engine.timefmt import format_ms, format_ms_or_none
-from engine.results import (
+from engine.core.results import (
     Account,
     Balance,
     CustomerResponse,
@@ -32,7 +31,7 @@ from engine.results import (
     Wallet,
     WalletSource,
 )
-from engine.state import (
+from engine.core.state import (
     INDEX_ENTRIES_MIN,
     ApiKey,
     Bucket,
@@ -43,7 +42,8 @@ from engine.state import (
     bucket_valid_at,
     entry_id,
 )
-from engine.types import LEDGER_PAGE_SIZE_MAX, OPERATION_TYPES
+from engine.core.timefmt import format_ms, format_ms_or_none
+from engine.core.limits import LEDGER_PAGE_SIZE_MAX, OPERATION_TYPES
 
 CURSOR_VERSION: Final = 1
 _cursor_encoder = msgspec.msgpack.Encoder()
@@ -56,7 +56,7 @@ def _customer(state: LedgerState, project: str, customer_id: str) -> CustomerSta
 
 
 def _not_found(customer_id: str) -> Rejected:
-    return Rejected(404, "customer_not_found", f"customer {customer_id!r} not found", {"customer_id": customer_id})
+    return Rejected("customer_not_found", f"customer {customer_id!r} not found", {"customer_id": customer_id})
 
 
 # -- customer view (velobase-api §1A.2) ----------------------------------------------------------
@@ -151,9 +151,9 @@ def ledger_page(
         return _not_found(customer_id)
     # net/ checks these first; answering here too keeps any caller from reaching a 500.
     if not 1 <= limit <= LEDGER_PAGE_SIZE_MAX:
-        return Rejected(400, "invalid_limit", f"limit must be 1..{LEDGER_PAGE_SIZE_MAX}")
+        return Rejected("invalid_limit", f"limit must be 1..{LEDGER_PAGE_SIZE_MAX}")
     if operation_type is not None and operation_type not in OPERATION_TYPES:
-        return Rejected(400, "invalid_operation_type", "unknown operation_type")
+        return Rejected("invalid_operation_type", "unknown operation_type")
     binding = _cursor_binding(project, customer_id, operation_type, transaction_id)
     positions = _positions(customer, operation_type, transaction_id)
     entries = customer.entries
@@ -161,7 +161,7 @@ def ledger_page(
     if cursor is not None:
         key = _decode_cursor(cursor, binding)
         if key is None:
-            return Rejected(400, "invalid_cursor", "malformed cursor, or made for another listing")
+            return Rejected("invalid_cursor", "malformed cursor, or made for another listing")
         end = bisect_left(positions, bisect_left(entries, key, key=_entry_key))
     start = end - limit if end > limit else 0
     items = [_entry_view(entries[positions[k]]) for k in range(end - 1, start - 1, -1)]

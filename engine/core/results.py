@@ -1,13 +1,15 @@
-"""What `engine.ledger.apply` and the engine's queries return: a response body or a rejection.
+"""What `engine.core.ledger.apply` and the engine's queries return: a response body or a rejection.
 
 Response Structs are the exact wire bodies of velobase-api §1A (superset shapes, CONTRACT §3.13),
 encoded by net/ with msgspec.json. Amounts are ints; times are RFC 3339 UTC strings with
-milliseconds and `Z` (CONTRACT §3.16), made by `engine.timefmt.format_ms`.
+milliseconds and `Z` (CONTRACT §3.16), made by `engine.core.timefmt.format_ms`.
 """
 
 from typing import Any
 
 import msgspec
+
+from engine.core.codes import CODES
 
 
 class Detail(msgspec.Struct, kw_only=True):
@@ -161,12 +163,16 @@ class Applied(msgspec.Struct, frozen=True):
 
 
 class Rejected(msgspec.Struct, frozen=True):
-    """A refusal with its contract code (CONTRACT §3.14, §7.9). A rejection changes nothing."""
+    """A refusal: a registered contract code (engine/core/codes.py), a message for people and
+    `details` for programs (CONTRACT §3.14, §7.9). A rejection changes nothing. The HTTP status
+    is net's business: `codes.status_of(code)`."""
 
-    status: int
     code: str
     message: str
     details: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        assert self.code in CODES, self.code
 
 
 Result = Applied | Rejected

@@ -16,8 +16,17 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from engine.state import CONSUME, EXPIRE, FROZEN, GRANT, CustomerState, FreezeRecord, LedgerState, entry_id
-from engine.types import AMOUNT_MAX
+from engine.core.state import (
+    CONSUME,
+    EXPIRE,
+    FROZEN,
+    GRANT,
+    CustomerState,
+    FreezeRecord,
+    LedgerState,
+    entry_id,
+)
+from engine.core.limits import AMOUNT_MAX
 
 
 def check_invariants(state: LedgerState) -> list[str]:

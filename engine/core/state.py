@@ -1,11 +1,11 @@
 """The ledger's in-memory state: LedgerState > ProjectState > CustomerState > Bucket, records.
 
-Pure data, no behaviour beyond small helpers: `engine.ledger.apply` is the only writer.
+Pure data, no behaviour beyond small helpers: `engine.core.ledger.apply` is the only writer.
 
 Two kinds of fields live here:
 
-- **persistent** fields are the history's facts. `engine.codec` snapshots exactly these and
-  `engine.digest` hashes exactly these (CONTRACT §5: same history, same digest).
+- **persistent** fields are the history's facts. `engine.core.codec` snapshots exactly these and
+  `engine.core.digest` hashes exactly these (CONTRACT §5: same history, same digest).
 - **derived** fields (marked `# derived`) are indexes and heaps rebuilt from the persistent ones
   by `rebuild_derived` (after a snapshot load). They are never encoded or hashed.
 
@@ -246,6 +246,9 @@ class ProjectState(msgspec.Struct):
 
 class LedgerState(msgspec.Struct):
     last_lsn: int = 0
+    # The newest stamp of a logged client command: apply() asserts stamps never go backwards in
+    # LSN order, and the runtime's clock starts from it after a restart. Not in the digest.
+    stamp_ms_last: int = 0
     projects: dict[str, ProjectState] = msgspec.field(default_factory=dict)
     api_keys: dict[str, ApiKey] = msgspec.field(default_factory=dict)  # by key_hash
     key_hash_by_id: dict[str, str] = msgspec.field(default_factory=dict)  # derived

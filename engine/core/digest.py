@@ -9,8 +9,8 @@ import hashlib
 
 import msgspec
 
-from engine.codec import to_snap
-from engine.state import LedgerState
+from engine.core.codec import to_snap
+from engine.core.state import LedgerState
 
 _encoder = msgspec.msgpack.Encoder(order="sorted")
 

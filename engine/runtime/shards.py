@@ -16,23 +16,36 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable, Protocol
 
-from engine.errors import Unavailable
+from engine.runtime.errors import Unavailable
 
-if TYPE_CHECKING:
-    from engine.runtime import Runtime
-
-# A work item: a callable run on the shard task with the runtime, returning (result, wait_lsn).
+# A work item: a callable run on the shard task, returning (result, wait_lsn): the answer and the
+# LSN the log must be durable to before the answer may leave.
 WorkFn = Callable[[], tuple[Any, int]]
+
+
+class ShardHost(Protocol):
+    """What a shard needs from the log around it (engine/runtime/durability.py provides it)."""
+
+    @property
+    def durable_lsn(self) -> int: ...
+
+    async def wait_for_log_room(self, items: int) -> None: ...
+
+    def resolve_when_durable(self, lsn: int, waiting: list[tuple[asyncio.Future[Any], Any]]) -> None: ...
 
 
 class Shard:
     """One single-writer queue. `submit` never blocks: a full queue raises Unavailable."""
 
-    def __init__(self, runtime: Runtime, index: int, *, queue_depth_max: int, batch_size_max: int) -> None:
+    def __init__(
+        self, host: ShardHost, index: int, *, queue_depth_max: int, batch_size_max: int,
+        on_failure: Callable[[BaseException], None],
+    ) -> None:  # fmt: skip
         assert queue_depth_max >= batch_size_max >= 1
-        self._runtime = runtime
+        self._host = host
+        self._on_failure = on_failure  # a broken invariant: the runtime stops all writes
         self.index = index
         self._queue_depth_max = queue_depth_max
         self._batch_size_max = batch_size_max
@@ -47,7 +60,7 @@ class Shard:
 
     def submit(self, work: WorkFn) -> asyncio.Future[Any]:
         if self._stopping:
-            raise Unavailable("overloaded", "server is shutting down")
+            raise Unavailable("shutting_down", "the server is shutting down; retry on another instance or later")
         if len(self._items) >= self._queue_depth_max:
             raise Unavailable("overloaded", "shard queue is full; retry, or raise --shard-queue-depth-max")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -75,12 +88,12 @@ class Shard:
                 self._wakeup = None
                 continue
             # Backpressure: never buffer more in the WAL than it allows; wait for a group commit.
-            await self._runtime.wait_for_log_room(min(len(self._items), self._batch_size_max))
+            await self._host.wait_for_log_room(min(len(self._items), self._batch_size_max))
             self._run_batch()
 
     def _run_batch(self) -> None:
         items = self._items
-        durable_lsn = self._runtime.durable_lsn
+        durable_lsn = self._host.durable_lsn
         waiting: list[tuple[asyncio.Future[Any], Any]] = []
         wait_lsn_max = 0
         for _ in range(min(len(items), self._batch_size_max)):
@@ -92,7 +105,7 @@ class Shard:
                     future.set_exception(error)
                 continue
             except Exception as error:  # a broken invariant: stop all writes (fail-stop)
-                self._runtime.fail_stop(error)
+                self._on_failure(error)
                 if not future.done():
                     future.set_exception(Unavailable("storage_unavailable", "internal invariant failed"))
                 continue
@@ -103,4 +116,4 @@ class Shard:
                 waiting.append((future, result))
                 wait_lsn_max = max(wait_lsn_max, wait_lsn)
         if waiting:
-            self._runtime.resolve_when_durable(wait_lsn_max, waiting)
+            self._host.resolve_when_durable(wait_lsn_max, waiting)

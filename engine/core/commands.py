@@ -1,6 +1,6 @@
 """Commands: every input that can change the ledger, as one tagged union of msgspec Structs.
 
-A command carries everything `engine.ledger.apply` needs: the time stamp the runtime chose
+A command carries everything `engine.core.ledger.apply` needs: the time stamp the runtime chose
 (`at_ms`) and every id. Ids the engine creates (bucket `account_id`, ledger entry ids) are derived
 from the LSN the command is logged under, passed to `apply` beside the command.
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from engine.state import (
+from engine.core.state import (
     STATE_VERSION,
     ApiKey,
     Bucket,
@@ -45,11 +45,12 @@ class ProjectSnap(msgspec.Struct, array_like=True):
     customers: list[CustomerSnap]
 
 
-class StateSnap(msgspec.Struct, array_like=True):
+class StateSnap(msgspec.Struct, array_like=True, omit_defaults=True):
     version: int
     last_lsn: int
     api_keys: list[ApiKey]
     projects: list[ProjectSnap]
+    stamp_ms_last: int = 0  # appended (snapshots without it decode as 0); left out of the digest
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -69,6 +70,7 @@ def to_snap(state: LedgerState, *, canonical: bool = False) -> StateSnap:
         last_lsn=state.last_lsn,
         api_keys=keys,
         projects=[_project_snap(p, canonical) for p in projects],
+        stamp_ms_last=0 if canonical else state.stamp_ms_last,
     )
 
 
@@ -103,7 +105,7 @@ def decode_state(data: bytes) -> LedgerState:
     snap = _decoder.decode(data)
     if snap.version != STATE_VERSION:
         raise ValueError(f"unknown snapshot version {snap.version}")
-    state = LedgerState(last_lsn=snap.last_lsn)
+    state = LedgerState(last_lsn=snap.last_lsn, stamp_ms_last=snap.stamp_ms_last)
     for key in snap.api_keys:
         state.api_keys[key.key_hash] = key
     for project_snap in snap.projects:
