@@ -12,11 +12,9 @@ from typing import Final, Protocol
 
 from aiohttp import web
 
-from engine.core.codes import status_of
+from engine.core.limits import API_KEY_LENGTH_MAX
 from engine.core.results import Rejected
 from net.errors import ClientError
-
-TOKEN_LENGTH_MAX: Final = 512
 
 
 class Authenticator(Protocol):
@@ -34,18 +32,18 @@ def bearer_token(header: str | None) -> str | None:
     return token or None
 
 
-_MISSING: Final = ClientError(401, "missing_api_key", "missing API key: send Authorization: Bearer <api_key>")
+_MISSING: Final = ClientError("missing_api_key", "missing API key: send Authorization: Bearer <api_key>")
 
 
 def authenticate(request: web.Request, runtime: Authenticator) -> str:
     """The request's project id; raises ClientError(401) otherwise."""
     token = bearer_token(request.headers.get("Authorization"))
     if token is None:
-        raise ClientError(_MISSING.status, _MISSING.code, _MISSING.message)
-    if len(token) > TOKEN_LENGTH_MAX or not (token.isascii() and token.isprintable()):
-        raise ClientError(401, "invalid_api_key", "invalid API key")
+        raise ClientError(_MISSING.code, _MISSING.message)
+    if len(token) > API_KEY_LENGTH_MAX or not (token.isascii() and token.isprintable()):
+        raise ClientError("invalid_api_key", "invalid API key")
     result = runtime.authenticate(token)
     if type(result) is str:
         return result
     assert type(result) is Rejected, result
-    raise ClientError(status_of(result.code), result.code, result.message, result.details)
+    raise ClientError(result.code, result.message, result.details)

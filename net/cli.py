@@ -29,9 +29,9 @@ from engine.core import queries
 from engine.core.commands import RevokeApiKey, decode_command
 from engine.core.digest import digest
 from engine.core.invariants import check_invariants
-from engine.runtime.recovery import RecoveryError, recover
 from engine.core.results import Rejected
 from engine.runtime import Runtime, RuntimeConfig
+from engine.runtime.recovery import RecoveryError, recover
 from net.config import ServerConfig
 
 DEFAULT_DATA_DIR = "./tally-data"
@@ -127,7 +127,9 @@ def _serve_runtime_config(args: argparse.Namespace) -> RuntimeConfig:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from net.server import serve  # imported here: uvloop/aiohttp are only needed to serve
+    from net.server import (
+        serve,  # imported here: uvloop/aiohttp are only needed to serve
+    )
 
     config = ServerConfig(host=args.host, port=args.port)
     exit_code = serve(config, _serve_runtime_config(args), bootstrap_key=os.environ.get("TALLY_BOOTSTRAP_KEY") or None)

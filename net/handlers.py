@@ -14,7 +14,6 @@ from typing import Any, Callable, Final, Protocol
 import msgspec
 from aiohttp import web
 
-from engine.core.codes import status_of
 from engine.core.commands import Command
 from engine.core.results import Applied, CustomerResponse, LedgerPage, Rejected
 from net import schemas
@@ -63,11 +62,11 @@ def _ok(body: Any) -> web.Response:
 
 
 def _rejected(result: Rejected) -> HttpError:
-    return HttpError(status_of(result.code), result.code, result.message, result.details)
+    return HttpError(result.code, result.message, result.details)
 
 
 def _not_found() -> ClientError:
-    return ClientError(404, "not_found", "no such route")
+    return ClientError("not_found", "no such route")
 
 
 class Handlers:
@@ -92,7 +91,7 @@ class Handlers:
         body = await request.read()
         idempotency_headers = request.headers.getall("Idempotency-Key", ())
         if len(idempotency_headers) > 1:  # two keys for one deposit: refuse rather than guess
-            raise ClientError(400, "idempotency_key_mismatch", "more than one Idempotency-Key header")
+            raise ClientError("idempotency_key_mismatch", "more than one Idempotency-Key header")
         idempotency_header = idempotency_headers[0] if idempotency_headers else None
         return await self._submit(schemas.parse_deposit(body, project, runtime.clock_ms(), idempotency_header))
 
@@ -152,4 +151,4 @@ class Handlers:
         """200 {"status": "ok"} once recovery is done and writes are accepted; no auth."""
         if self._runtime.ready:
             return web.Response(body=_HEALTH_OK, content_type=_JSON)
-        raise HttpError(503, "not_ready", "not ready: recovering, shutting down or storage failed")
+        raise HttpError("not_ready", "not ready: recovering, shutting down or storage failed")

@@ -26,15 +26,7 @@ from typing import Any, Final
 import msgspec
 from aiohttp import web
 
-from engine.core.results import (
-    ConsumeResponse,
-    CustomerResponse,
-    DeductResponse,
-    DepositResponse,
-    FreezeResponse,
-    LedgerPage,
-    UnfreezeResponse,
-)
+from engine.core.codes import TYPE_BY_STATUS
 from engine.core.limits import (
     AMOUNT_MAX,
     BUSINESS_TYPES,
@@ -46,9 +38,17 @@ from engine.core.limits import (
     OPERATION_TYPES,
     UNFREEZE_AFTER_S_MAX,
 )
+from engine.core.results import (
+    ConsumeResponse,
+    CustomerResponse,
+    DeductResponse,
+    DepositResponse,
+    FreezeResponse,
+    LedgerPage,
+    UnfreezeResponse,
+)
 from net import schemas
 from net.config import REQUEST_SIZE_MAX_DEFAULT
-from net.errors import TYPE_BY_STATUS
 
 OPENAPI_PATH: Final = "/openapi.json"
 

@@ -174,24 +174,24 @@ def _decode(decoder: msgspec.json.Decoder, body: bytes) -> Any:
         except msgspec.ValidationError:
             pass  # well-formed; an integer literal too long for Python's int (4300+ digits)
         except (msgspec.DecodeError, RecursionError) as malformed:
-            return ClientError(400, "invalid_json", f"body is not valid JSON: {malformed}")
+            return ClientError("invalid_json", f"body is not valid JSON: {malformed}")
         return _validation_error(str(exc))
     except msgspec.DecodeError as exc:
-        return ClientError(400, "invalid_json", f"body is not valid JSON: {exc}")
+        return ClientError("invalid_json", f"body is not valid JSON: {exc}")
     except RecursionError:
-        return ClientError(400, "invalid_json", "body is nested too deeply")
+        return ClientError("invalid_json", "body is nested too deeply")
 
 
 def _validation_error(text: str) -> ClientError:
     if text.startswith(_UNKNOWN_FIELD_PREFIX) and text.endswith("`"):
         field = text[len(_UNKNOWN_FIELD_PREFIX) : -1]
-        return ClientError(400, "unknown_field", f"unknown field {field!r}", {"field": field})
+        return ClientError("unknown_field", f"unknown field {field!r}", {"field": field})
     match = _ERROR_PATH.search(text)
     if match is None:  # "Expected `object`, got `array`": the body itself has the wrong shape
-        return ClientError(400, "invalid_json", "body must be a JSON object")
+        return ClientError("invalid_json", "body must be a JSON object")
     field = match.group(1)
     code = _TYPE_ERROR_CODES.get(field, "invalid_json")
-    return ClientError(400, code, f"{field}: {text}", {"field": field})
+    return ClientError(code, f"{field}: {text}", {"field": field})
 
 
 # -- identifiers ----------------------------------------------------------------------------------
@@ -211,9 +211,7 @@ def is_identifier(value: str) -> bool:
 
 
 def _invalid_id(field: str) -> ClientError:
-    return ClientError(
-        400,
-        "invalid_identifier",
+    return ClientError("invalid_identifier",
         f"{field} must be 1-{ID_LENGTH_MAX} characters, not blank, without control characters",
         {"field": field},
     )
@@ -224,7 +222,7 @@ def _required_id(value: str | None, field: str, required_code: str) -> ClientErr
     if value is not None and is_identifier(value):
         return None
     if value is None or value == "" or (value.isspace() and _FORBIDDEN_CHARS.search(value) is None):
-        return ClientError(400, required_code, f"{field} is required", {"field": field})
+        return ClientError(required_code, f"{field} is required", {"field": field})
     return _invalid_id(field)
 
 
@@ -265,9 +263,9 @@ def _amount(value: Any, field: str, minimum: int, code: str) -> int | ClientErro
     if amount >= 0:
         return amount
     if amount == _TOO_LARGE:
-        return ClientError(400, "amount_too_large", f"{field} must be at most {AMOUNT_MAX}", {"field": field})
+        return ClientError("amount_too_large", f"{field} must be at most {AMOUNT_MAX}", {"field": field})
     kind = "a positive" if minimum > 0 else "a non-negative"
-    return ClientError(400, code, f"{field} must be {kind} integer", {"field": field})
+    return ClientError(code, f"{field} must be {kind} integer", {"field": field})
 
 
 # -- times ----------------------------------------------------------------------------------------
@@ -314,9 +312,7 @@ def _time(text: str | None, field: str) -> int | None | ClientError:
         return None
     ms = parse_rfc3339_ms(text)
     if ms is None:
-        return ClientError(
-            400,
-            f"invalid_{field}",
+        return ClientError(f"invalid_{field}",
             f"{field} must be an RFC 3339 date-time with an offset, e.g. 2026-04-07T12:00:00.000Z",
             {"field": field},
         )
@@ -329,7 +325,7 @@ def _time(text: str | None, field: str) -> int | None | ClientError:
 def _text(value: str | None, field: str, length_max: int) -> ClientError | None:
     if value is None or len(value) <= length_max:
         return None
-    return ClientError(400, f"invalid_{field}", f"{field} must be at most {length_max} characters", {"field": field})
+    return ClientError(f"invalid_{field}", f"{field} must be at most {length_max} characters", {"field": field})
 
 
 def _business_type(value: str | None) -> str | ClientError:
@@ -337,16 +333,14 @@ def _business_type(value: str | None) -> str | ClientError:
         return "UNDEFINED"
     if value in BUSINESS_TYPES:
         return value
-    return ClientError(
-        400,
-        "invalid_business_type",
+    return ClientError("invalid_business_type",
         f"business_type must be one of {', '.join(sorted(BUSINESS_TYPES))}",
         {"field": "business_type"},
     )
 
 
 def _invalid_metadata(reason: str) -> ClientError:
-    return ClientError(400, "invalid_metadata", f"metadata {reason}", {"field": "metadata"})
+    return ClientError("invalid_metadata", f"metadata {reason}", {"field": "metadata"})
 
 
 def _metadata(raw: msgspec.Raw) -> dict[str, Any] | None | ClientError:
@@ -359,7 +353,7 @@ def _metadata(raw: msgspec.Raw) -> dict[str, Any] | None | ClientError:
     except msgspec.ValidationError as exc:  # not an object, or a float out of range
         return _invalid_metadata(f"must be a JSON object: {exc}")
     except msgspec.DecodeError as exc:  # a string that is not UTF-8
-        return ClientError(400, "invalid_json", f"body is not valid JSON: {exc}")
+        return ClientError("invalid_json", f"body is not valid JSON: {exc}")
     except RecursionError:
         return _invalid_metadata(f"must be at most {METADATA_DEPTH_MAX} levels deep")
     if value is None:
@@ -393,17 +387,13 @@ def _credit_types(value: list[str] | None) -> tuple[str, ...] | None | ClientErr
     if value is None:
         return None
     if not 0 < len(value) <= CREDIT_TYPES_COUNT_MAX:
-        return ClientError(
-            400,
-            "invalid_credit_types",
+        return ClientError("invalid_credit_types",
             f"credit_types must be a list of 1-{CREDIT_TYPES_COUNT_MAX} wallet names",
             {"field": "credit_types"},
         )
     for index, name in enumerate(value):
         if not is_identifier(name):
-            return ClientError(
-                400,
-                "invalid_credit_types",
+            return ClientError("invalid_credit_types",
                 f"credit_types[{index}] is not a valid wallet name",
                 {"field": "credit_types", "index": index},
             )
@@ -412,9 +402,7 @@ def _credit_types(value: list[str] | None) -> tuple[str, ...] | None | ClientErr
 
 def _selection(credit_types: list[str] | None, wallet: str | None) -> tuple[tuple[str, ...] | None, str | None] | ClientError:
     if credit_types is not None and wallet is not None:
-        return ClientError(
-            400,
-            "invalid_wallet_selection",
+        return ClientError("invalid_wallet_selection",
             "give at most one of credit_types and wallet",
             {"fields": ["credit_types", "wallet"]},
         )
@@ -433,8 +421,7 @@ def _ttl(value: Any, field: str, maximum: int) -> int | None | ClientError:
     seconds = _integer(value, 1)
     if 0 < seconds <= maximum:
         return seconds
-    return ClientError(
-        400, "invalid_auto_settlement_ttl", f"{field} must be an integer from 1 to {maximum}", {"field": field}
+    return ClientError("invalid_auto_settlement_ttl", f"{field} must be an integer from 1 to {maximum}", {"field": field}
     )
 
 
@@ -494,9 +481,7 @@ def _deposit_wallet(req: DepositRequest) -> str | ClientError:
     `source` checked alongside. Default "default"."""
     wallet, credit_type = req.wallet, req.credit_type
     if wallet is not None and credit_type is not None and wallet != credit_type:
-        return ClientError(
-            400,
-            "invalid_wallet_selection",
+        return ClientError("invalid_wallet_selection",
             "wallet and its alias credit_type differ; give one",
             {"fields": ["wallet", "credit_type"]},
         )
@@ -518,16 +503,12 @@ def _deposit_key(key: str | None, header: str | None) -> str | None | ClientErro
     if header is None:
         return key
     if not is_identifier(header):
-        return ClientError(
-            400,
-            "invalid_identifier",
+        return ClientError("invalid_identifier",
             f"Idempotency-Key header must be 1-{ID_LENGTH_MAX} characters, not blank",
             {"field": "Idempotency-Key"},
         )
     if key is not None and key != header:
-        return ClientError(
-            400,
-            "idempotency_key_mismatch",
+        return ClientError("idempotency_key_mismatch",
             "Idempotency-Key header and body idempotency_key differ",
             {"field": "idempotency_key"},
         )
@@ -543,8 +524,7 @@ def _deposit_window(req: DepositRequest) -> tuple[int | None, int | None] | Clie
     if type(expires_at_ms) is ClientError:
         return expires_at_ms
     if starts_at_ms is not None and expires_at_ms is not None and expires_at_ms <= starts_at_ms:
-        return ClientError(
-            400, "invalid_datetime_range", "expires_at must be after starts_at", {"field": "expires_at"}
+        return ClientError("invalid_datetime_range", "expires_at must be after starts_at", {"field": "expires_at"}
         )
     return starts_at_ms, expires_at_ms  # type: ignore[return-value]
 
@@ -582,9 +562,7 @@ def parse_freeze(body: bytes, project: str, at_ms: int) -> Freeze | ClientError:
         return fields
     amount, credit_types, wallet, business_type = fields  # type: ignore[misc]
     if req.unfreeze_after_seconds is not None and req.consume_after_seconds is not None:
-        return ClientError(
-            400,
-            "invalid_auto_settlement",
+        return ClientError("invalid_auto_settlement",
             "give at most one of unfreeze_after_seconds and consume_after_seconds",
             {"fields": ["unfreeze_after_seconds", "consume_after_seconds"]},
         )
@@ -706,29 +684,26 @@ def parse_ledger_query(raw_query: str) -> LedgerQuery | ClientError:
             name = raw_name
         code = _LEDGER_PARAM_CODES.get(name)
         if code is None:
-            return ClientError(400, "unknown_field", f"unknown query parameter {name!r}", {"field": name})
+            return ClientError("unknown_field", f"unknown query parameter {name!r}", {"field": name})
         if name in values:
-            return ClientError(400, code, f"{name} given more than once", {"field": name})
+            return ClientError(code, f"{name} given more than once", {"field": name})
         try:
             values[name] = unquote_plus(raw_value, errors="strict")
         except UnicodeDecodeError:
-            return ClientError(400, code, f"{name} is not valid UTF-8", {"field": name})
+            return ClientError(code, f"{name} is not valid UTF-8", {"field": name})
     limit = LEDGER_PAGE_SIZE_DEFAULT
     text = values.get("limit")
     if text is not None:
         limit = int(text) if _LIMIT_TEXT.fullmatch(text) else 0
         if not 1 <= limit <= LEDGER_PAGE_SIZE_MAX:
-            return ClientError(
-                400, "invalid_limit", f"limit must be an integer from 1 to {LEDGER_PAGE_SIZE_MAX}", {"field": "limit"}
+            return ClientError("invalid_limit", f"limit must be an integer from 1 to {LEDGER_PAGE_SIZE_MAX}", {"field": "limit"}
             )
     cursor = values.get("cursor")
     if cursor is not None and not (0 < len(cursor) <= CURSOR_LENGTH_MAX and cursor.isascii() and cursor.isprintable()):
-        return ClientError(400, "invalid_cursor", "cursor is malformed", {"field": "cursor"})
+        return ClientError("invalid_cursor", "cursor is malformed", {"field": "cursor"})
     operation_type = values.get("operation_type")
     if operation_type is not None and operation_type not in OPERATION_TYPES:
-        return ClientError(
-            400,
-            "invalid_operation_type",
+        return ClientError("invalid_operation_type",
             f"operation_type must be one of {', '.join(sorted(OPERATION_TYPES))}",
             {"field": "operation_type"},
         )

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from tests.system.server import TallyProcess, tally_cli as tally
+from tests.system.server import TallyProcess
 from tests.system.server import replay_json as replay  # noqa: F401  (re-exported for the API tests)
+from tests.system.server import tally_cli as tally
 
 API_KEY = "vb_live_api_tests_key_0123456789abcdef"
 HTTP_TIMEOUT_S = 15

@@ -20,8 +20,19 @@ from typing import Any
 
 import pytest
 
-from net.errors import TYPE_BY_STATUS
-from tests.api.harness import API_KEY, Reply, Server, create_key, customer_path, deposit, replay, request, revoke_key, state_of
+from engine.core.codes import TYPE_BY_STATUS
+from tests.api.harness import (
+    API_KEY,
+    Reply,
+    Server,
+    create_key,
+    customer_path,
+    deposit,
+    replay,
+    request,
+    revoke_key,
+    state_of,
+)
 
 AMOUNT_MAX = 2**53 - 1
 SEEDED = ["bad_c", "a/b", "ü", "bad_empty"]

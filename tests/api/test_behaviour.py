@@ -23,7 +23,15 @@ from typing import Any, Callable
 import aiohttp
 import pytest
 
-from tests.api.harness import API_KEY, Server, create_key, customer_path, deposit, full_ledger, request
+from tests.api.harness import (
+    API_KEY,
+    Server,
+    create_key,
+    customer_path,
+    deposit,
+    full_ledger,
+    request,
+)
 
 TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 POLL_S = 5.0

@@ -22,9 +22,18 @@ from typing import Any, Callable
 import aiohttp
 import pytest
 
+from engine.core.codes import TYPE_BY_STATUS
 from net import openapi
-from net.errors import TYPE_BY_STATUS
-from tests.api.harness import API_KEY, Reply, Server, create_key, customer_path, deposit, request, revoke_key
+from tests.api.harness import (
+    API_KEY,
+    Reply,
+    Server,
+    create_key,
+    customer_path,
+    deposit,
+    request,
+    revoke_key,
+)
 
 CONTRACT = Path(__file__).resolve().parents[3] / "shared" / "spec" / "CONTRACT.md"
 POLL_S = 5.0

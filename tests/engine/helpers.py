@@ -8,9 +8,9 @@ from typing import Any
 from engine.core.commands import Command
 from engine.core.digest import digest
 from engine.core.ledger import apply
-from engine.core.timers import due_commands
 from engine.core.results import Applied, Rejected
 from engine.core.state import LedgerState
+from engine.core.timers import due_commands
 
 T0_MS = 1_775_563_200_000  # 2026-04-07T12:00:00.000Z
 P = "proj"

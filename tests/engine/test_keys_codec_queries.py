@@ -12,11 +12,18 @@ import msgspec
 import pytest
 
 from engine.core.codec import decode_state, encode_state
-from engine.core.commands import AutoSettle, CreateApiKey, Deposit, ExpireBuckets, Freeze, RevokeApiKey
+from engine.core.codes import status_of
+from engine.core.commands import (
+    AutoSettle,
+    CreateApiKey,
+    Deposit,
+    ExpireBuckets,
+    Freeze,
+    RevokeApiKey,
+)
 from engine.core.digest import digest
 from engine.core.keys import hash_api_key, keys_match
 from engine.core.ledger import apply
-from engine.core.timers import due_commands
 from engine.core.queries import (
     customer_count,
     customer_last_lsn,
@@ -28,8 +35,8 @@ from engine.core.queries import (
 )
 from engine.core.results import Rejected
 from engine.core.state import ApiKey, LedgerState
-from tests.engine.helpers import P, T0_MS, Driver
-from engine.core.codes import status_of
+from engine.core.timers import due_commands
+from tests.engine.helpers import T0_MS, Driver, P
 
 T = T0_MS
 

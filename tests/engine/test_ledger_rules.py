@@ -11,14 +11,22 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from engine.core.commands import AutoSettle, Consume, Deduct, Deposit, ExpireBuckets, Freeze, Unfreeze
-from engine.core.timers import due_commands, next_due_ms, pop_due_customers
+from engine.core.codes import status_of
+from engine.core.commands import (
+    AutoSettle,
+    Consume,
+    Deduct,
+    Deposit,
+    ExpireBuckets,
+    Freeze,
+    Unfreeze,
+)
+from engine.core.limits import AMOUNT_MAX
 from engine.core.queries import customer_view, ledger_page
 from engine.core.results import Applied, ConsumeResponse, Detail, Rejected
 from engine.core.timefmt import format_ms
-from engine.core.limits import AMOUNT_MAX
-from tests.engine.helpers import P, T0_MS, Driver
-from engine.core.codes import status_of
+from engine.core.timers import due_commands, next_due_ms, pop_due_customers
+from tests.engine.helpers import T0_MS, Driver, P
 
 T = T0_MS
 

@@ -25,16 +25,24 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from engine.core.codec import decode_state, encode_state
-from engine.core.commands import AutoSettle, Consume, Deduct, Deposit, ExpireBuckets, Freeze, Unfreeze
+from engine.core.codes import status_of
+from engine.core.commands import (
+    AutoSettle,
+    Consume,
+    Deduct,
+    Deposit,
+    ExpireBuckets,
+    Freeze,
+    Unfreeze,
+)
 from engine.core.digest import digest
 from engine.core.ledger import apply
-from engine.core.timers import due_commands, next_due_ms, pop_due_customers
+from engine.core.limits import AMOUNT_MAX
 from engine.core.queries import customer_view, ledger_page
 from engine.core.results import Applied, Rejected
 from engine.core.state import FreezeRecord, LedgerState
-from engine.core.limits import AMOUNT_MAX
-from tests.engine.helpers import P, T0_MS, Driver
-from engine.core.codes import status_of
+from engine.core.timers import due_commands, next_due_ms, pop_due_customers
+from tests.engine.helpers import T0_MS, Driver, P
 
 LONG = os.environ.get("TALLY_LONG") == "1"
 CUSTOMERS = ("c0", "c1", "c2")

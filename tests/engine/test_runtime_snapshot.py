@@ -14,8 +14,8 @@ from pathlib import Path
 import wal
 from engine.core.commands import CreateApiKey, Deduct, Deposit
 from engine.core.digest import digest
-from engine.runtime.recovery import recover
 from engine.runtime import Runtime, RuntimeConfig
+from engine.runtime.recovery import recover
 
 
 async def _write_some(runtime: Runtime, start: int, count: int) -> None:

@@ -13,12 +13,20 @@ import multidict
 import pytest
 from aiohttp.test_utils import TestClient
 
-from engine.core.commands import Consume, Deduct, Deposit, Freeze, Unfreeze
-from engine.runtime.errors import Unavailable
-from engine.core.results import Applied, Rejected
-from net.handlers import Handlers
-from tests.net.conftest import AUTH, CLOCK_MS, GOOD_KEY, PROJECT, REVOKED_KEY, FakeRuntime, expect_error
 from engine.core.codes import status_of
+from engine.core.commands import Consume, Deduct, Deposit, Freeze, Unfreeze
+from engine.core.results import Applied, Rejected
+from engine.runtime.errors import Unavailable
+from net.handlers import Handlers
+from tests.net.conftest import (
+    AUTH,
+    CLOCK_MS,
+    GOOD_KEY,
+    PROJECT,
+    REVOKED_KEY,
+    FakeRuntime,
+    expect_error,
+)
 
 POSTS = ["/v1/customers/deposit", "/v1/billing/deposit", "/v1/billing/freeze", "/v1/billing/consume",
          "/v1/billing/unfreeze", "/v1/billing/deduct"]

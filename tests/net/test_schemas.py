@@ -12,12 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.core.codes import status_of
 from engine.core.commands import Consume, Deduct, Deposit, Freeze, Unfreeze
-from engine.core.timefmt import format_ms
 from engine.core.limits import AMOUNT_MAX, BUSINESS_TYPES
+from engine.core.timefmt import format_ms
 from net import schemas
 from net.errors import ClientError
-from engine.core.codes import status_of
 
 AT = 1_775_563_200_000
 P = "proj"

@@ -45,7 +45,6 @@ from tests.reliability.harness import (
     assert_verify_ok,
     check_server,
     fetch_json,
-    headers,
     seed_from_env,
     send,
     settle,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import warnings
 
 import pytest
 import velobase_billing as vb

@@ -16,9 +16,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.wal.faults import (
+    flip_bit,
+    frame_offsets,
+    write_history_sync,
+    write_segment_raw,
+)
 from wal import WalCorrupt, iter_frames, read_log, verify_log
 from wal.frame import SEGMENT_HEADER, list_segments, segment_name
-from tests.wal.faults import flip_bit, frame_offsets, write_history_sync, write_segment_raw
 
 PAYLOADS = [bytes([i]) * (i * 7 % 23) for i in range(1, 9)]  # 8 records, sizes 0..22
 

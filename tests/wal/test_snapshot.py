@@ -10,9 +10,16 @@ deletes a segment replay still needs.
 
 import pytest
 
-from wal import WalCorrupt, load_newest_snapshot, prune_segments, prune_snapshots, read_log, write_snapshot
-from wal.frame import list_segments
 from tests.wal.faults import flip_bit, write_history_sync
+from wal import (
+    WalCorrupt,
+    load_newest_snapshot,
+    prune_segments,
+    prune_snapshots,
+    read_log,
+    write_snapshot,
+)
+from wal.frame import list_segments
 
 
 def test_round_trip_and_name(tmp_path):

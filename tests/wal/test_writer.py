@@ -15,9 +15,9 @@ import threading
 
 import pytest
 
+from tests.wal.faults import FaultPlan, write_history
 from wal import OsLogFile, WalCorrupt, WalFailed, WalFull, WalWriter, read_log
 from wal.frame import FRAME_OVERHEAD, SEGMENT_HEADER, list_segments
-from tests.wal.faults import FaultPlan, write_history
 
 FACTORIES = {"os": None, "faulty-no-faults": lambda: FaultPlan().factory}
 
