@@ -11,6 +11,7 @@ engine re-checks what it must to keep its invariants and decides existence, busi
 conflicts.
 """
 
+import typing
 from typing import Any
 
 import msgspec
@@ -23,7 +24,7 @@ class Command(msgspec.Struct, tag_field="op", array_like=True, frozen=True, forb
 # -- projects and API keys (CONTRACT §3.15, §5) ------------------------------------------------
 
 
-class CreateApiKey(Command, tag="create_api_key"):
+class CreateApiKey(Command, tag="create_api_key", frozen=True):
     """Create `project` if new and add a key to it. Only the SHA-256 hex of the key is stored."""
 
     at_ms: int
@@ -32,7 +33,7 @@ class CreateApiKey(Command, tag="create_api_key"):
     key_hash: str
 
 
-class RevokeApiKey(Command, tag="revoke_api_key"):
+class RevokeApiKey(Command, tag="revoke_api_key", frozen=True):
     at_ms: int
     key_id: str
 
@@ -40,7 +41,7 @@ class RevokeApiKey(Command, tag="revoke_api_key"):
 # -- money (CONTRACT §3) -------------------------------------------------------------------------
 
 
-class Deposit(Command, tag="deposit"):
+class Deposit(Command, tag="deposit", frozen=True):
     """velobase-api §1A.1. `wallet`/`source` already defaulted to "default" by net/."""
 
     at_ms: int
@@ -58,7 +59,7 @@ class Deposit(Command, tag="deposit"):
     description: str | None = None
 
 
-class Deduct(Command, tag="deduct"):
+class Deduct(Command, tag="deduct", frozen=True):
     """velobase-api §1A.7. Wallet selection (CONTRACT §3.4): at most one of `credit_types`, `wallet`."""
 
     at_ms: int
@@ -72,7 +73,7 @@ class Deduct(Command, tag="deduct"):
     description: str | None = None
 
 
-class Freeze(Command, tag="freeze"):
+class Freeze(Command, tag="freeze", frozen=True):
     """velobase-api §1A.4. At most one of the TTLs (CONTRACT §3.10)."""
 
     at_ms: int
@@ -88,7 +89,7 @@ class Freeze(Command, tag="freeze"):
     consume_after_s: int | None = None
 
 
-class Consume(Command, tag="consume"):
+class Consume(Command, tag="consume", frozen=True):
     """velobase-api §1A.5. `customer_id` is filled by the runtime from the project's transaction
     index (None when the transaction id is unknown: the engine then rejects it, CONTRACT §3.8)."""
 
@@ -99,7 +100,7 @@ class Consume(Command, tag="consume"):
     actual_amount: int | None = None
 
 
-class Unfreeze(Command, tag="unfreeze"):
+class Unfreeze(Command, tag="unfreeze", frozen=True):
     """velobase-api §1A.6. `customer_id` as for Consume."""
 
     at_ms: int
@@ -111,7 +112,7 @@ class Unfreeze(Command, tag="unfreeze"):
 # -- timers (CONTRACT §3.10, §3.11, §6): stamped with their due time -------------------------------
 
 
-class ExpireBuckets(Command, tag="expire_buckets"):
+class ExpireBuckets(Command, tag="expire_buckets", frozen=True):
     """Write off every bucket of the customer whose `expires_at_ms <= at_ms` (CONTRACT §3.11)."""
 
     at_ms: int
@@ -119,7 +120,7 @@ class ExpireBuckets(Command, tag="expire_buckets"):
     customer_id: str
 
 
-class AutoSettle(Command, tag="auto_settle"):
+class AutoSettle(Command, tag="auto_settle", frozen=True):
     """Auto-unfreeze or auto-consume one freeze whose TTL is due at `at_ms` (CONTRACT §3.10)."""
 
     at_ms: int
@@ -139,6 +140,9 @@ AnyCommand = (
     | ExpireBuckets
     | AutoSettle
 )
+
+# Every command class is in the union (the WAL decoder and apply's `match` both rely on it).
+assert set(Command.__subclasses__()) == set(typing.get_args(AnyCommand))
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(AnyCommand)

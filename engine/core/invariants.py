@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from engine.core.limits import AMOUNT_MAX
 from engine.core.state import (
     CONSUME,
     EXPIRE,
@@ -26,7 +27,6 @@ from engine.core.state import (
     LedgerState,
     entry_id,
 )
-from engine.core.limits import AMOUNT_MAX
 
 
 def check_invariants(state: LedgerState) -> list[str]:
