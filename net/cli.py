@@ -338,7 +338,11 @@ def _cmd_keys_revoke(args: argparse.Namespace) -> int:
 
 def _recover_with_progress(data_dir: Path) -> Any:
     with tqdm(desc="replaying", unit="rec", disable=not sys.stderr.isatty(), file=sys.stderr) as bar:
-        return recover(data_dir, truncate_torn_tail=False, on_record=lambda _lsn: bar.update())
+
+        def on_record(_lsn: int) -> None:
+            bar.update()
+
+        return recover(data_dir, truncate_torn_tail=False, on_record=on_record)
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
