@@ -1,6 +1,7 @@
 """Engine micro-benchmarks: `apply` alone, no I/O (issue 3).
 
-Run: .venv/bin/pytest bench/test_engine_bench.py --benchmark-enable
+Run: .venv/bin/pytest -n 0 bench/test_engine_bench.py --benchmark-enable (-n 0: pytest-benchmark
+disables itself under xdist, which addopts turns on)
 Target (reported, not asserted): >= 200,000 applies/s for the 1-bucket deduct on one core.
 Without --benchmark-enable (the default config) each body runs once as a plain test.
 """
