@@ -80,7 +80,7 @@ class Handlers:
         result = await self._runtime.submit(command)
         if type(result) is Applied:
             return _ok(result.body)
-        raise _rejected(result)  # type: ignore[arg-type]
+        raise _rejected(result)  # type: ignore[arg-type]  # mypy does not narrow on `type(x) is`
 
     async def deposit(self, request: web.Request) -> web.Response:
         runtime = self._runtime

@@ -359,44 +359,10 @@ def _components() -> dict[str, Any]:
 # -- the document ---------------------------------------------------------------------------------
 
 
-@cache
-def document() -> dict[str, Any]:
-    """The OpenAPI 3.1 document (a fresh build is cached; callers must not mutate it)."""
-    deposit = "Add credits (creates the customer on its first deposit)"
-    deposit_op = _write_op("deposit", deposit, schemas.DepositRequest, "DepositResponse")
-    deposit_op["parameters"] = [
-        {
-            "name": "Idempotency-Key",
-            "in": "header",
-            "required": False,
-            "description": "Same as the body's idempotency_key; both given and different -> 400.",
-            "schema": _id("Deposit identity."),
-        }
-    ]
-    billing_deposit = copy.deepcopy(deposit_op)
-    billing_deposit["operationId"] = "deposit_billing"
+def _public_paths() -> dict[str, Any]:
+    """The two operations without auth: liveness and this document."""
     no_auth: list[dict[str, list[str]]] = []
-    paths: dict[str, Any] = {
-        "/v1/customers/deposit": {"post": deposit_op},
-        "/v1/billing/deposit": {"post": billing_deposit},
-        "/v1/customers/{customer_id}": {
-            "get": _read_op("get_customer", "Balance and breakdown (balance + accounts + wallets)", "CustomerResponse", [])
-        },
-        "/v1/customers/{customer_id}/ledger": {
-            "get": _read_op("get_ledger", "Ledger entries, newest first, keyset cursor", "LedgerPage", _LEDGER_PARAMS)
-        },
-        "/v1/billing/freeze": {
-            "post": _write_op("freeze", "Reserve credits", schemas.FreezeRequest, "FreezeResponse")
-        },
-        "/v1/billing/consume": {
-            "post": _write_op("consume", "Settle a freeze at its actual cost", schemas.ConsumeRequest, "ConsumeResponse")
-        },
-        "/v1/billing/unfreeze": {
-            "post": _write_op("unfreeze", "Release a freeze without charging", schemas.UnfreezeRequest, "UnfreezeResponse")
-        },
-        "/v1/billing/deduct": {
-            "post": _write_op("deduct", "Charge immediately", schemas.DeductRequest, "DeductResponse")
-        },
+    return {
         "/health": {
             "get": {
                 "operationId": "health",
@@ -430,6 +396,47 @@ def document() -> dict[str, Any]:
                 },
             }
         },
+    }
+
+
+@cache
+def document() -> dict[str, Any]:
+    """The OpenAPI 3.1 document (a fresh build is cached; callers must not mutate it)."""
+    deposit = "Add credits (creates the customer on its first deposit)"
+    deposit_op = _write_op("deposit", deposit, schemas.DepositRequest, "DepositResponse")
+    deposit_op["parameters"] = [
+        {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "description": "Same as the body's idempotency_key; both given and different -> 400.",
+            "schema": _id("Deposit identity."),
+        }
+    ]
+    billing_deposit = copy.deepcopy(deposit_op)
+    billing_deposit["operationId"] = "deposit_billing"
+    paths: dict[str, Any] = {
+        "/v1/customers/deposit": {"post": deposit_op},
+        "/v1/billing/deposit": {"post": billing_deposit},
+        "/v1/customers/{customer_id}": {
+            "get": _read_op("get_customer", "Balance and breakdown (balance + accounts + wallets)", "CustomerResponse", [])
+        },
+        "/v1/customers/{customer_id}/ledger": {
+            "get": _read_op("get_ledger", "Ledger entries, newest first, keyset cursor", "LedgerPage", _LEDGER_PARAMS)
+        },
+        "/v1/billing/freeze": {
+            "post": _write_op("freeze", "Reserve credits", schemas.FreezeRequest, "FreezeResponse")
+        },
+        "/v1/billing/consume": {
+            "post": _write_op("consume", "Settle a freeze at its actual cost", schemas.ConsumeRequest, "ConsumeResponse")
+        },
+        "/v1/billing/unfreeze": {
+            "post": _write_op("unfreeze", "Release a freeze without charging", schemas.UnfreezeRequest, "UnfreezeResponse")
+        },
+        "/v1/billing/deduct": {
+            "post": _write_op("deduct", "Charge immediately", schemas.DeductRequest, "DeductResponse")
+        },
+        **_public_paths(),
     }
     return {
         "openapi": "3.1.0",
