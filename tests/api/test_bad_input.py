@@ -152,6 +152,10 @@ CASES: list[tuple[str, str, str | bytes, bytes | None, str | None, int, str, str
     ("actual_amount -1", "POST", CONSUME, body(transaction_id="bad_t", actual_amount=-1), "application/json", 400, "actual_amount_must_be_non_negative", "actual_amount"),
     ("actual_amount 0.5", "POST", CONSUME, body(transaction_id="bad_t", actual_amount=0.5), "application/json", 400, "actual_amount_must_be_non_negative", "actual_amount"),
     ("actual_amount string", "POST", CONSUME, body(transaction_id="bad_t", actual_amount="1"), "application/json", 400, "actual_amount_must_be_non_negative", "actual_amount"),
+    ("actual_amount null (not 'all', CONTRACT §3.1)", "POST", CONSUME, b'{"transaction_id": "bad_t", "actual_amount": null}', "application/json", 400, "actual_amount_must_be_non_negative", "actual_amount"),
+    ("actual_amount 1e308", "POST", CONSUME, body(transaction_id="bad_t", actual_amount=1e308), "application/json", 400, "amount_too_large", "actual_amount"),
+    ("actual_amount 4301 digits", "POST", CONSUME, b'{"transaction_id": "bad_t", "actual_amount": ' + b"9" * 4301 + b"}", "application/json", 400, "amount_too_large", "actual_amount"),
+    ("amount 4301 digits", "POST", FREEZE, b'{"customer_id": "bad_c", "transaction_id": "n", "amount": ' + b"9" * 4301 + b"}", "application/json", 400, "amount_too_large", "amount"),
     ("actual_amount 2^53", "POST", CONSUME, body(transaction_id="bad_t", actual_amount=2**53), "application/json", 400, "amount_too_large", "actual_amount"),
     ("freeze amount 2^53", "POST", FREEZE, body(customer_id="bad_c", amount=2**53, transaction_id="n"), "application/json", 400, "amount_too_large", "amount"),
     # ids in the path
