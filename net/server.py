@@ -188,14 +188,19 @@ class _Connection(web.RequestHandler):
     def body_pending(self) -> bool:
         """True while this connection holds a request whose headers arrived but not all of its
         body, or one parsed and not yet handed to its handler (shutdown keeps reading for it)."""
-        if self.transport is None:
+        task = self._task_handler
+        if self.transport is None or task is None or task.done():
             return False
         request = self._current_request
         if request is not None:
             content = request.content
             return not content.is_eof() and content.exception() is None
+        return not self._idle()
+
+    def _idle(self) -> bool:
+        """Between requests: waiting for the next one, none parsed and queued."""
         waiter = self._waiter
-        return bool(self._messages) or waiter is None or waiter.done()
+        return waiter is not None and not waiter.done() and not self._messages
 
     async def finish_body(self, wait_s: float) -> None:
         """Shutdown, before aiohttp's drain: let a body still arriving finish (<= wait_s), then
@@ -206,6 +211,14 @@ class _Connection(web.RequestHandler):
             await asyncio.sleep(BODY_POLL_S)
         if self.body_pending():
             log.info("shutdown: cut a client stalled mid-body")
+            self.force_close()
+        else:
+            self.stop_after_answer()
+
+    def stop_after_answer(self) -> None:
+        """Read no further request: close now if idle, else once the running handler answered
+        (it may be waiting for its fsync: never cut, CONTRACT §4)."""
+        if self._idle():
             self.force_close()
         else:
             self.close()
@@ -219,10 +232,12 @@ class _Server(web.Server):
 
     def pre_shutdown(self) -> None:
         """aiohttp closes every connection here, which drops the bytes of a body still arriving;
-        close only idle ones and leave busy ones to `shutdown`."""
+        close only the others and leave those to `shutdown`."""
         for connection in list(self._connections):
-            if not (isinstance(connection, _Connection) and connection.body_pending()):
+            if not isinstance(connection, _Connection):
                 connection.close()
+            elif not connection.body_pending():
+                connection.stop_after_answer()
 
     async def shutdown(self, timeout: float | None = None) -> None:
         connections = [c for c in self._connections if isinstance(c, _Connection)]
