@@ -58,7 +58,8 @@ CASES: dict[str, tuple[bytes, bytes, int]] = {
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = Server(tmp_path_factory.mktemp("edges") / "data").start()
+    server = Server(tmp_path_factory.mktemp("edges") / "data")
+    server.start()
     try:
         yield server
     finally:
