@@ -34,7 +34,6 @@ from typing import Any, Final
 import uvloop
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.http_parser import RawRequestMessage
 from aiohttp.web_protocol import RequestPayloadError
 
 from engine.core import queries
@@ -151,7 +150,7 @@ class _Connection(web.RequestHandler):
     """One client connection: aiohttp's protocol with our refusals, logs and shutdown drain."""
 
     def handle_error(
-        self, request: Any, status: int = 500, exc: BaseException | None = None, message: str | None = None
+        self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
     ) -> web.StreamResponse:
         """aiohttp's answer to a request it could not parse (status 400, `exc` the parser's error)
         or whose handler raised past the middleware (500: a bug). Ours: the §3.14 envelope."""
@@ -180,10 +179,10 @@ class _Connection(web.RequestHandler):
         messages = self._messages
         request = self._current_request
         if messages and request is not None:
-            message, _ = messages[-1]
+            exc = getattr(messages[-1][0], "exc", None)  # only aiohttp's error entry has one
             content = request.content
-            if type(message) is not RawRequestMessage and not content.is_eof():
-                content.set_exception(getattr(message, "exc", None) or HttpProcessingError())
+            if isinstance(exc, HttpProcessingError) and not content.is_eof():
+                content.set_exception(exc)
 
     def body_pending(self) -> bool:
         """True while this connection holds a request whose headers arrived but not all of its
