@@ -216,12 +216,13 @@ def test_bad_input(srv, method, target, payload, content_type, status, code, fie
 
 
 def test_raw_non_ascii_path_is_refused_by_the_http_parser(srv):
-    """Unencoded UTF-8 bytes in the request line are not HTTP: aiohttp's parser answers 400 before
-    the app runs (text/plain, no envelope). The percent-encoded spelling reaches the customer."""
+    """Unencoded UTF-8 bytes in the request line are not HTTP: aiohttp's parser refuses them before
+    the app runs, still with our envelope (CONTRACT §7.12: 400 invalid_request, X-Request-Id).
+    The percent-encoded spelling reaches the customer."""
     before = state_of(srv.port, SEEDED)
     reply = request(srv.port, "GET", "/v1/customers/ü".encode())
-    assert reply.status == 400
-    assert reply.headers["content-type"].startswith("text/plain")
+    assert reply.headers["content-type"].startswith("application/json")
+    assert_error(reply, 400, "invalid_request")
     reply = request(srv.port, "GET", customer_path("ü"))
     assert reply.status == 200 and reply.json()["id"] == "ü" and reply.json()["balance"]["total"] == 9
     reply = request(srv.port, "GET", "/v1/customers/a%2Fb")
