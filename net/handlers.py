@@ -25,7 +25,8 @@ from net.errors import ClientError, HttpError
 class Runtime(Protocol):
     """What net needs from engine.runtime.Runtime (the lead's); tests pass a fake."""
 
-    ready: bool
+    @property
+    def ready(self) -> bool: ...
 
     def authenticate(self, api_key: str) -> str | Rejected: ...
 
