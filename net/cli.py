@@ -300,7 +300,7 @@ def _offline(args: argparse.Namespace, work: Callable[[Runtime], Awaitable[Any]]
 
 
 def _cmd_keys_create(args: argparse.Namespace) -> int:
-    from net.server import new_api_key
+    from net.bootstrap import new_api_key
 
     project = _name("--project", args.project)
     key, key_id = new_api_key()
