@@ -35,9 +35,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-import engine.runtime as old_runtime
 from engine.commands import Consume, Deduct, Deposit, Freeze, RevokeApiKey, Unfreeze
 from engine.results import Applied, Rejected
+
+import engine.runtime as old_runtime
 
 T0_MS = 1_775_563_200_000  # 2026-04-07T12:00:00.000Z
 SOURCE_COMMIT = "d80f33e"
@@ -75,7 +76,7 @@ async def _before_snapshot(runtime: object, clock: FakeClock) -> None:
     await runtime.create_api_key("proj-b", "tk_golden_b_0001", "key_b1")  # type: ignore[attr-defined]
     t = clock.now_ms + 10
     await _ok(runtime, RevokeApiKey(at_ms=t, key_id="key_a2"))
-    alice = dict(project="proj-a", customer_id="alice")
+    alice = {"project": "proj-a", "customer_id": "alice"}
     deposit = Deposit(at_ms=t + 1, **alice, amount=1000, name="Alice", email="alice@example.com",
                       metadata={"plan": "pro", "seats": 3, "tags": ["a", "b"]}, description="signup",
                       idempotency_key="dep-alice-1")  # fmt: skip
