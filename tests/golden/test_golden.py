@@ -28,6 +28,7 @@ import pytest
 import wal
 from engine.core.commands import AutoSettle, Deposit, ExpireBuckets, decode_command
 from engine.core.digest import digest
+from engine.core.results import Applied, CustomerResponse
 from engine.runtime import Runtime, RuntimeConfig
 from tests.system.server import replay_json
 
@@ -86,9 +87,10 @@ async def test_the_runtime_serves_the_old_directory_and_writes_on_top(data_copy:
         assert runtime.recovered.snapshot_lsn == SNAPSHOT_LSN and runtime.state.last_lsn == 29
         assert digest(runtime.state) == EXPECTED["with_snapshot"]["digest"]
         bob = await runtime.get_customer("proj-a", "bob")
+        assert isinstance(bob, CustomerResponse), bob
         assert (bob.balance.total, bob.balance.used, bob.balance.available) == (25, 20, 5)  # 300 expired at +30 s
         result = await runtime.submit(Deposit(at_ms=0, project="proj-a", customer_id="bob", amount=3))
-        assert result.body.total_amount == 28
+        assert isinstance(result, Applied) and result.body.total_amount == 28
     finally:
         await runtime.close()
     assert replay_json(data_copy)["last_lsn"] == 30
