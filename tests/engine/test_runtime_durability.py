@@ -63,7 +63,7 @@ class GatedLogFile:
         self.inner = OsLogFile(path)
         self.gate = gate
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | bytearray | memoryview) -> int:
         return self.inner.write(data)
 
     def fdatasync(self) -> None:

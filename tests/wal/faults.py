@@ -57,7 +57,7 @@ class FaultyLogFile:
         self.inner = OsLogFile(path)
         self.plan = plan
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | bytearray | memoryview) -> int:
         plan = self.plan
         plan.writes += 1
         plan.calls.append("write")
@@ -197,7 +197,7 @@ class PowerLossLogFile:
         self.pending = bytearray()
         self.inner = OsLogFile(path)
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | bytearray | memoryview) -> int:
         with self.plan.lock:
             if self.plan.crashed:
                 raise OSError(errno.EIO, "simulated power loss")
