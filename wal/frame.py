@@ -99,14 +99,15 @@ def list_segments(directory: Path) -> list[tuple[int, Path]]:
     be a second copy of a segment (the same LSN spelled another way).
     """
     segments: list[tuple[int, Path]] = []
-    for entry in os.scandir(directory):
-        name = entry.name
-        if not (name.startswith("wal-") and name.endswith(".log")):
-            continue
-        match = _SEGMENT_NAME.fullmatch(name)
-        if match is None or int(match[1]) == 0:
-            raise WalCorrupt(Path(entry.path), 0, "unexpected segment file name")
-        segments.append((int(match[1]), Path(entry.path)))
+    with os.scandir(directory) as entries:  # closed on the raise below too (no ResourceWarning)
+        for entry in entries:
+            name = entry.name
+            if not (name.startswith("wal-") and name.endswith(".log")):
+                continue
+            match = _SEGMENT_NAME.fullmatch(name)
+            if match is None or int(match[1]) == 0:
+                raise WalCorrupt(Path(entry.path), 0, "unexpected segment file name")
+            segments.append((int(match[1]), Path(entry.path)))
     segments.sort()
     return segments
 

@@ -68,10 +68,11 @@ def snapshot_name(lsn: int) -> str:
 def list_snapshots(directory: Path) -> list[tuple[int, Path]]:
     """(lsn, path) of every snapshot file, oldest first (`.tmp` leftovers excluded)."""
     found = []
-    for entry in os.scandir(directory):
-        match = _SNAPSHOT_NAME.fullmatch(entry.name)
-        if match is not None:
-            found.append((int(match[1]), Path(entry.path)))
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            match = _SNAPSHOT_NAME.fullmatch(entry.name)
+            if match is not None:
+                found.append((int(match[1]), Path(entry.path)))
     found.sort()
     return found
 
@@ -193,10 +194,11 @@ def prune_snapshots(directory: Path, keep: int = 2) -> list[Path]:
     snapshots = list_snapshots(directory)
     doomed = [path for _, path in snapshots[:-keep]]
     newest_lsn = snapshots[-1][0] if snapshots else None
-    for entry in os.scandir(directory):
-        match = _SNAPSHOT_NAME.fullmatch(entry.name.removesuffix(".tmp"))
-        if entry.name.endswith(".tmp") and match and newest_lsn is not None and int(match[1]) <= newest_lsn:
-            doomed.append(Path(entry.path))
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            match = _SNAPSHOT_NAME.fullmatch(entry.name.removesuffix(".tmp"))
+            if entry.name.endswith(".tmp") and match and newest_lsn is not None and int(match[1]) <= newest_lsn:
+                doomed.append(Path(entry.path))
     for path in doomed:
         path.unlink()
     if doomed:

@@ -64,7 +64,7 @@ FSYNC_SAMPLES_MAX = 65536  # latency samples kept for the bench (a ring, memory 
 class LogFile(Protocol):
     """What the writer needs from an open, append-only segment file."""
 
-    def write(self, data: bytes) -> int: ...
+    def write(self, data: bytes | bytearray | memoryview) -> int: ...
     def fdatasync(self) -> None: ...
     def close(self) -> None: ...
 
@@ -77,7 +77,7 @@ class OsLogFile:
     def __init__(self, path: Path) -> None:
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | bytearray | memoryview) -> int:
         return os.write(self.fd, data)
 
     def fdatasync(self) -> None:
@@ -332,21 +332,26 @@ class WalWriter:
         self._write_all(data)
         if not self.fsync:
             return None
+        file = self._file
+        assert file is not None  # open() or _create_segment() set it; only close() clears it
         started = perf_counter_ns()
-        self._file.fdatasync()
+        file.fdatasync()
         return (perf_counter_ns() - started) / 1000
 
     def _rotate(self, first_lsn: int) -> None:
         file, self._file = self._file, None
+        assert file is not None
         file.close()  # its last batch was fdatasync'd already
         self._create_segment(first_lsn)
 
     def _write_all(self, data: bytes | bytearray) -> None:
         """One write call in practice; a short count (only past 2 GiB on Linux) continues."""
+        file = self._file
+        assert file is not None
         view = memoryview(data)
         with view:
             while view:
-                written = self._file.write(view)
+                written = file.write(view)
                 if written <= 0:
                     raise OSError(f"write returned {written}")
                 self._segment_size += written

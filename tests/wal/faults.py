@@ -1,10 +1,19 @@
-"""Test helpers: a LogFile that fails on purpose, and small log-building shortcuts."""
+"""Test helpers: LogFiles that fail on purpose or lose power, and small log-building shortcuts.
+
+`FaultyLogFile` fails the Nth write or fdatasync (an I/O error the process sees).
+`PowerLossLogFile` models what a power loss or kernel crash leaves (the process never learns):
+bytes written but not fdatasync'd live only in memory (the "page cache"); `PowerLoss.crash()`
+then drops them, or keeps a seeded-random prefix of them (a torn write), and `apply()` puts that
+on disk. SIGKILL keeps the page cache, so only this model can show a missing fsync. Not modelled:
+directory entries (a created file always survives) and reordering within a file.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import errno
 import os
+import random
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -48,7 +57,7 @@ class FaultyLogFile:
         self.inner = OsLogFile(path)
         self.plan = plan
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | bytearray | memoryview) -> int:
         plan = self.plan
         plan.writes += 1
         plan.calls.append("write")
@@ -120,3 +129,93 @@ def flip_bit(path: Path, offset: int, bit: int) -> None:
 
 def directory_names(directory: Path) -> list[str]:
     return sorted(os.listdir(directory))
+
+
+CRASH_MODES = ("drop", "tear")
+
+
+class PowerLoss:
+    """Shared by every file its factory opens: the un-synced bytes, the crash, the gate.
+
+    mode "drop": a crash loses every byte not fdatasync'd. mode "tear": a crash keeps a prefix
+    of them, its length drawn from `random.Random(seed)` (0 .. all of them).
+    `hold()` makes the next fdatasync wait (after its write) until `release()`; `held` is set
+    when one waits, so a test can crash while a batch is written but not yet durable.
+    """
+
+    def __init__(self, mode: str, seed: int = 0) -> None:
+        assert mode in CRASH_MODES, mode
+        self.mode = mode
+        self.random = random.Random(seed)
+        self.files: list[PowerLossLogFile] = []
+        self.lock = threading.Lock()
+        self.crashed = False
+        self.kept: dict[Path, bytes] = {}  # decided at crash(): what each file keeps of its un-synced bytes
+        self.lost: dict[Path, bytes] = {}
+        self.gate = threading.Event()
+        self.gate.set()
+        self.held = threading.Event()
+
+    def factory(self, path: Path) -> PowerLossLogFile:
+        file = PowerLossLogFile(path, self)
+        self.files.append(file)
+        return file
+
+    def hold(self) -> None:
+        self.gate.clear()
+
+    def release(self) -> None:
+        self.gate.set()
+
+    def crash(self) -> None:
+        """The power goes: every later write and fdatasync fails; decide what each file keeps."""
+        with self.lock:
+            assert not self.crashed
+            self.crashed = True
+            for file in self.files:
+                pending = bytes(file.pending)
+                if not pending:
+                    continue
+                cut = 0 if self.mode == "drop" else self.random.randint(0, len(pending))
+                self.kept[file.path] = pending[:cut]
+                self.lost[file.path] = pending[cut:]
+
+    def apply(self) -> None:
+        """After the process let go of the files: put on disk what the crash kept."""
+        assert self.crashed
+        for path, kept in self.kept.items():
+            with open(path, "ab") as file:
+                file.write(kept)
+
+
+class PowerLossLogFile:
+    """A LogFile whose writes reach the disk only at fdatasync (see PowerLoss)."""
+
+    def __init__(self, path: Path, plan: PowerLoss) -> None:
+        self.path = path
+        self.plan = plan
+        self.pending = bytearray()
+        self.inner = OsLogFile(path)
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        with self.plan.lock:
+            if self.plan.crashed:
+                raise OSError(errno.EIO, "simulated power loss")
+            self.pending += data
+            return len(data)
+
+    def fdatasync(self) -> None:
+        if not self.plan.gate.is_set():
+            self.plan.held.set()
+            assert self.plan.gate.wait(10), "test never released the held fdatasync"
+        with self.plan.lock:
+            if self.plan.crashed:
+                raise OSError(errno.EIO, "simulated power loss")
+            data, done = bytes(self.pending), 0
+            while done < len(data):
+                done += self.inner.write(data[done:])
+            self.pending.clear()
+            self.inner.fdatasync()
+
+    def close(self) -> None:
+        self.inner.close()  # un-synced bytes stay pending: closing a file does not sync it
