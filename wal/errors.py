@@ -39,7 +39,7 @@ class WalCorrupt(WalError):
         self.reason = reason
         super().__init__(f"{self.path}: offset {offset}: {reason}")
 
-    def __reduce__(self):  # keeps pickling (multiprocessing, pytest-xdist) working
+    def __reduce__(self) -> tuple[type, tuple[Path, int, str]]:  # keeps pickling (multiprocessing, pytest-xdist) working
         return (type(self), (self.path, self.offset, self.reason))
 
 
@@ -58,5 +58,5 @@ class DataDirLocked(WalError):
         self.path = Path(path)
         super().__init__(f"{self.path} is held by another process (is a server running?)")
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type, tuple[Path]]:
         return (type(self), (self.path,))

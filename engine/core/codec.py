@@ -45,12 +45,15 @@ class ProjectSnap(msgspec.Struct, array_like=True):
     customers: list[CustomerSnap]
 
 
-class StateSnap(msgspec.Struct, array_like=True, omit_defaults=True):
+class StateSnap(msgspec.Struct, array_like=True):
     version: int
     last_lsn: int
     api_keys: list[ApiKey]
     projects: list[ProjectSnap]
-    stamp_ms_last: int = 0  # appended (snapshots without it decode as 0); left out of the digest
+    # Appended: snapshots written before it decode as 0. Always written (msgspec writes every field
+    # of an array_like Struct), so older servers cannot read newer snapshots; digest() hashes
+    # only the four fields before it.
+    stamp_ms_last: int = 0
 
 
 _encoder = msgspec.msgpack.Encoder()
