@@ -139,7 +139,7 @@ vb.customers.deposit(customer_id="user_1", amount=1000, idempotency_key="order_7
 vb.customers.deposit(customer_id="user_1", amount=200, idempotency_key="promo_2099_user_1",
                      wallet="promo", expires_at="2099-12-31T23:59:59Z")
 
-# Known price: one step.
+# Known price: one step. No credit_types: every wallet, soonest expiry first (here: promo).
 vb.billing.deduct(customer_id="user_1", amount=5, transaction_id="img_001",
                   business_type="TASK", description="image generation")
 
@@ -151,7 +151,7 @@ print(settled.consumed_amount, settled.returned_amount)      # 73.0 27.0
 # (if the work failed instead: vb.billing.unfreeze(transaction_id="chat_42"))
 
 customer = vb.customers.get("user_1")
-print(customer.balance.available, customer.wallets["promo"].available)
+print(customer.balance.available, customer.wallets["promo"].available)   # 1122.0 195.0
 page = vb.customers.ledger("user_1", limit=20, transaction_id="chat_42")
 for entry in page.items:                                     # newest first
     print(entry.operation_type, entry.amount, entry.transaction_id)
