@@ -101,7 +101,7 @@ _RULES: Final = f"""\
 
 - GET /v1/customers/{{customer_id}} (percent-encode the id, `/` included): `balance` {{total, used,
   frozen, available}} (available = total - used - frozen), `wallets` {{name: {{..., sources}}}},
-  `accounts` (one per credit bucket).
+  `accounts` (one per credit bucket that still holds available or frozen credit).
 - GET /v1/customers/{{customer_id}}/ledger: newest first; `limit` 1..100 (default 20), `cursor`
   (from `next_cursor` while `has_more`), `operation_type` (GRANT, FREEZE, CONSUME, UNFREEZE,
   EXPIRE), `transaction_id`. A deduct is recorded as CONSUME, a deposit as GRANT.
@@ -116,8 +116,8 @@ branch on `code`:
   `invalid_credit_types`, `invalid_wallet_selection`, `invalid_business_type`, the freeze
   lifecycle codes above, `unknown_field`, `invalid_json`.
 - 401 `missing_api_key` / `invalid_api_key` / `api_key_revoked`; 404 `customer_not_found`;
-  409 `transaction_conflict`; 503 `overloaded` / `storage_unavailable` (retryable: retry with the
-  same id).
+  409 `transaction_conflict`; 503 `overloaded`, `storage_unavailable`, `not_ready`,
+  `shutting_down` (`retryable` true: retry with the same id).
 """
 
 _PYTHON: Final = f"""\

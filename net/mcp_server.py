@@ -209,10 +209,22 @@ def _customer_path(customer_id: object, suffix: str = "") -> str | types.CallToo
         return error_result("invalid_identifier", "customer_id is not valid Unicode", {"field": "customer_id"})
 
 
+def _unknown_argument(arguments: dict[str, Any], known: set[str]) -> types.CallToolResult | None:
+    """A read tool's argument the API has no field for: refused (the write tools leave that to the
+    API, whose bodies refuse unknown fields with unknown_field)."""
+    unknown = sorted(set(arguments) - known)
+    if not unknown:
+        return None
+    return error_result("invalid_arguments", f"unknown argument {unknown[0]!r}", {"field": unknown[0]})
+
+
 async def _get_customer(client: TallyClient, arguments: dict[str, Any]) -> types.CallToolResult:
     path = _customer_path(arguments.get("customer_id"))
     if isinstance(path, types.CallToolResult):
         return path
+    refused = _unknown_argument(arguments, {"customer_id"})
+    if refused is not None:
+        return refused
     return await _call_api(client, "GET", path)
 
 
@@ -241,9 +253,9 @@ async def _list_ledger(client: TallyClient, arguments: dict[str, Any]) -> types.
             return error_result(code, f"{field} must be a {'integer' if field == 'limit' else 'string'}",
                                 {"field": field})
         params[field] = str(value)
-    unknown = sorted(set(arguments) - {"customer_id", *_LEDGER_QUERY})
-    if unknown:
-        return error_result("invalid_arguments", f"unknown argument {unknown[0]!r}", {"field": unknown[0]})
+    refused = _unknown_argument(arguments, {"customer_id", *_LEDGER_QUERY})
+    if refused is not None:
+        return refused
     return await _call_api(client, "GET", path, params=params)
 
 

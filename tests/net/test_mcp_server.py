@@ -285,6 +285,9 @@ async def test_api_errors_come_back_as_error_results_with_the_code(server: Tally
         assert (await failed(session, "list_ledger", customer_id=customer, operation_type="NOPE"))["code"] == "invalid_operation_type"
         assert (await failed(session, "get_customer", customer_id=""))["code"] == "customer_id_required"
         assert (await failed(session, "get_customer"))["code"] == "customer_id_required"
+        for tool in ("get_customer", "list_ledger"):
+            unknown = await failed(session, tool, customer_id=customer, wallet="default")
+            assert (unknown["code"], unknown["details"]) == ("invalid_arguments", {"field": "wallet"}), tool
         # nothing above charged anything: 100 deposited, 1 deducted
         assert await balance(session, customer) == {"total": 100, "used": 1, "frozen": 0, "available": 99}
 
