@@ -5,6 +5,8 @@
     tally replay  [--data-dir D]   one JSON object: records, last_lsn, customers, digest, ...
     tally verify  [--data-dir D]   exit 0 when every checksum and invariant holds, 1 otherwise
     tally inspect [--data-dir D]   WAL records as JSON lines
+    tally mcp     [--allow-writes] MCP server on stdio for AI agents, a client of a running Tally
+                                   (env TALLY_URL, default http://127.0.0.1:3002, and TALLY_API_KEY)
 
 Exit codes: 0 ok; 1 damaged data / verification failed / refused command; 2 usage error or the
 data directory is held by a running server.
@@ -28,7 +30,7 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import msgspec
 from tqdm import tqdm
@@ -43,6 +45,9 @@ from engine.core.results import Rejected
 from engine.runtime import Runtime, RuntimeConfig
 from engine.runtime.recovery import RecoveryError, recover
 from net.config import ServerConfig
+
+if TYPE_CHECKING:  # imported where used: mcp and its dependencies load only for `tally mcp`
+    from net.mcp_server import McpConfig
 
 DEFAULT_DATA_DIR = "./tally-data"
 EXIT_OK, EXIT_BAD, EXIT_USAGE = 0, 1, 2
@@ -126,6 +131,11 @@ def _parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=text)
         _data_dir(sub)
         sub.set_defaults(run=run)
+
+    mcp = commands.add_parser("mcp", help="MCP server on stdio for AI agents (env TALLY_URL, TALLY_API_KEY)")
+    mcp.add_argument("--allow-writes", action="store_true",
+                     help="also offer deposit, deduct, freeze, consume, unfreeze (default: read-only)")
+    mcp.set_defaults(run=_cmd_mcp)
     return parser
 
 
@@ -415,6 +425,35 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
             sys.stderr.close()
             return EXIT_OK
     return EXIT_OK
+
+
+# -- mcp (a client of a running server: no data dir, no lock) --------------------------------------
+
+# McpConfig field -> the environment variable that sets it.
+ENV_BY_FIELD = {"url": "TALLY_URL", "api_key": "TALLY_API_KEY"}
+
+
+def _mcp_config(args: argparse.Namespace, environ: Mapping[str, str]) -> McpConfig:
+    """TALLY_URL (unset or empty: the default) and TALLY_API_KEY (unset or empty: none, and the
+    API tools answer the server's 401), checked before stdio is served. The key is never echoed."""
+    from net.mcp_server import URL_DEFAULT, McpConfig
+
+    url = environ.get("TALLY_URL") or URL_DEFAULT
+    try:
+        return McpConfig(url=url, api_key=environ.get("TALLY_API_KEY") or None, allow_writes=args.allow_writes)
+    except ValueError as error:
+        field, _, rest = str(error).partition(" ")
+        raise UsageError(f"{ENV_BY_FIELD.get(field, field)} {rest}") from None
+
+
+def _cmd_mcp(args: argparse.Namespace) -> int:
+    config = _mcp_config(args, os.environ)
+    from net.mcp_server import serve
+
+    if config.api_key is None:
+        print("tally mcp: TALLY_API_KEY is not set; the API tools will answer 401 missing_api_key",
+              file=sys.stderr)
+    return serve(config)
 
 
 if __name__ == "__main__":
