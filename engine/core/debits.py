@@ -77,8 +77,8 @@ def _new_debit(state: LedgerState, command: Deduct | Freeze, kind: type) -> _New
 
 def apply_deduct(state: LedgerState, lsn: int, command: Deduct) -> Applied | Rejected:
     debit = _new_debit(state, command, DeductRecord)
-    if type(debit) is not _NewDebit:
-        return debit  # type: ignore[return-value]
+    if not isinstance(debit, _NewDebit):
+        return debit
     customer, project, credit_types = debit
     parts = allocate(customer, command.at_ms, command.amount, credit_types, command.wallet)
     if type(parts) is int:
@@ -123,8 +123,8 @@ def deduct_response(customer: CustomerState, record: DeductRecord, replay: bool)
 
 def apply_freeze(state: LedgerState, lsn: int, command: Freeze) -> Applied | Rejected:
     debit = _new_debit(state, command, FreezeRecord)
-    if type(debit) is not _NewDebit:
-        return debit  # type: ignore[return-value]
+    if not isinstance(debit, _NewDebit):
+        return debit
     customer, project, credit_types = debit
     ttl_guard = _check_ttls(command)
     if ttl_guard is not None:

@@ -192,7 +192,8 @@ def _positions(customer: CustomerState, operation_type: str | None, transaction_
         ]
     assert customer.txn_positions is not None
     if transaction_id is None:
-        return customer.op_positions.get(operation_type, ())  # type: ignore[arg-type]
+        assert operation_type is not None  # both None returned above
+        return customer.op_positions.get(operation_type, ())
     by_transaction = customer.txn_positions.get(transaction_id, ())
     if operation_type is None:
         return by_transaction

@@ -48,7 +48,7 @@ def srv(tmp_path_factory: pytest.TempPathFactory):
         deposit(port, "ü", 9)
         reply = request(port, "POST", "/v1/billing/freeze", body={"customer_id": "bad_c", "amount": 10, "transaction_id": "bad_t"})
         assert reply.status == 200
-        server.seeded_digest = replay(server.data_dir)["digest"]  # type: ignore[attr-defined]
+        server.seeded_digest = replay(server.data_dir)["digest"]  # type: ignore[attr-defined]  # set on the module fixture only
         yield server
     finally:
         server.kill()

@@ -69,7 +69,7 @@ async def test_snapshot_loop_logs_the_traceback_and_backs_off(tmp_path: Path, mo
             raise OSError("disk said no")
 
     monkeypatch.setattr(snapshots.asyncio, "sleep", recording_sleep)
-    snapshotter = FailingSnapshotter(LedgerState(), tmp_path, None, lock=None, snapshot_lsn=0,  # type: ignore[arg-type]
+    snapshotter = FailingSnapshotter(LedgerState(), tmp_path, None, lock=None, snapshot_lsn=0,  # type: ignore[arg-type]  # take() is replaced: no waiter, no lock
                                      interval_records=1, interval_s=0, keep_segments=True)  # fmt: skip
     task = asyncio.ensure_future(snapshotter.run())
     while len(sleeps) < 6:

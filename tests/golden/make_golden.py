@@ -59,21 +59,21 @@ def _check_old_code() -> None:
 
 
 async def _ok(runtime: object, command: object, *, logged: bool = True) -> object:
-    result = await runtime.submit(command)  # type: ignore[attr-defined]
+    result = await runtime.submit(command)  # type: ignore[attr-defined]  # the d80f33e Runtime, imported from the old tree
     assert isinstance(result, Applied) and result.logged == logged, (command, result)
     return result.body
 
 
 async def _rejected(runtime: object, command: object, code: str) -> None:
-    result = await runtime.submit(command)  # type: ignore[attr-defined]
+    result = await runtime.submit(command)  # type: ignore[attr-defined]  # the d80f33e Runtime, imported from the old tree
     assert isinstance(result, Rejected) and result.code == code, (command, result)
 
 
 async def _before_snapshot(runtime: object, clock: FakeClock) -> None:
     """Keys, deposits, deducts, freezes settled by hand; the first backward stamp."""
-    await runtime.create_api_key("proj-a", "tk_golden_a_0001", "key_a1")  # type: ignore[attr-defined]
-    await runtime.create_api_key("proj-a", "tk_golden_a_0002", "key_a2")  # type: ignore[attr-defined]
-    await runtime.create_api_key("proj-b", "tk_golden_b_0001", "key_b1")  # type: ignore[attr-defined]
+    await runtime.create_api_key("proj-a", "tk_golden_a_0001", "key_a1")  # type: ignore[attr-defined]  # the d80f33e Runtime, imported from the old tree
+    await runtime.create_api_key("proj-a", "tk_golden_a_0002", "key_a2")  # type: ignore[attr-defined]  # the d80f33e Runtime, imported from the old tree
+    await runtime.create_api_key("proj-b", "tk_golden_b_0001", "key_b1")  # type: ignore[attr-defined]  # the d80f33e Runtime, imported from the old tree
     t = clock.now_ms + 10
     await _ok(runtime, RevokeApiKey(at_ms=t, key_id="key_a2"))
     alice = {"project": "proj-a", "customer_id": "alice"}
@@ -115,7 +115,7 @@ async def _after_snapshot(runtime: object, clock: FakeClock) -> None:
     """Timers fire (auto-unfreeze, auto-consume, expiry), more writes, a second backward stamp."""
     for step_ms in (10_500, 10_000, 10_000, 30_000):  # +10.5 s, +20.5 s, +30.5 s, +60.5 s
         clock.now_ms += step_ms
-        await runtime.fire_due_timers()  # type: ignore[attr-defined]
+        await runtime.fire_due_timers()  # type: ignore[attr-defined]  # the d80f33e Runtime, imported from the old tree
     t = clock.now_ms
     await _ok(runtime, Deposit(at_ms=t + 1, project="proj-a", customer_id="bob", amount=25, idempotency_key="dep-bob-2"))
     await _ok(runtime, Deposit(at_ms=t + 9, project="proj-b", customer_id="erin", amount=11, metadata={"ref": None}))
@@ -128,7 +128,7 @@ async def _after_snapshot(runtime: object, clock: FakeClock) -> None:
 
 
 def _fields(struct: object) -> dict[str, object]:
-    return {name: getattr(struct, name) for name in struct.__struct_fields__}  # type: ignore[attr-defined]
+    return {name: getattr(struct, name) for name in struct.__struct_fields__}  # type: ignore[attr-defined]  # the d80f33e Runtime, imported from the old tree
 
 
 async def _write(data_dir: Path) -> None:
@@ -148,7 +148,7 @@ def _replay(data_dir: Path) -> dict[str, object]:
     done = subprocess.run([sys.executable, "-m", "net.cli", "replay", "--data-dir", str(data_dir)],
                           cwd=Path(old_runtime.__file__).parents[1],  # `-m` puts cwd first on sys.path
                           capture_output=True, text=True, check=True, timeout=60)  # fmt: skip
-    return json.loads(done.stdout)  # type: ignore[no-any-return]
+    return json.loads(done.stdout)  # type: ignore[no-any-return]  # the JSON object tally replay prints
 
 
 def main() -> None:

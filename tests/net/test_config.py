@@ -13,7 +13,7 @@ def test_defaults_are_valid_and_frozen() -> None:
     config = ServerConfig()
     assert (config.host, config.port, config.request_size_max) == ("127.0.0.1", 3002, 64 * 1024)
     with pytest.raises(dataclasses.FrozenInstanceError):
-        config.port = 1  # type: ignore[misc]
+        config.port = 1  # type: ignore[misc]  # on purpose: a frozen dataclass must refuse it
 
 
 @pytest.mark.parametrize(
@@ -22,7 +22,7 @@ def test_defaults_are_valid_and_frozen() -> None:
 )
 def test_bad_server_bounds_refused(changes: dict[str, object]) -> None:
     with pytest.raises(ValueError):
-        ServerConfig(**changes)  # type: ignore[arg-type]
+        ServerConfig(**changes)  # type: ignore[arg-type]  # on purpose: bad values of mixed types
 
 
 @pytest.mark.parametrize(
@@ -36,7 +36,7 @@ def test_bad_server_bounds_refused(changes: dict[str, object]) -> None:
 )
 def test_bad_runtime_relations_refused(changes: dict[str, object]) -> None:
     with pytest.raises(ValueError):
-        RuntimeConfig(data_dir=Path("x"), **changes)  # type: ignore[arg-type]
+        RuntimeConfig(data_dir=Path("x"), **changes)  # type: ignore[arg-type]  # on purpose: bad values
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0", "::1", "::", "localhost", "tally-1.internal", "example.com."])

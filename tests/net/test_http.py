@@ -397,7 +397,7 @@ async def test_health(client: TestClient, fake: FakeRuntime) -> None:
 def test_handlers_cover_the_route_table() -> None:
     from net.app import routes
 
-    table = [(r.method, r.path) for r in routes(Handlers(FakeRuntime()))]  # type: ignore[attr-defined]
+    table = [(r.method, r.path) for r in routes(Handlers(FakeRuntime()))]  # type: ignore[attr-defined]  # RouteDef has method/path; routes() is typed AbstractRouteDef
     assert table == [
         ("POST", "/v1/customers/deposit"),
         ("POST", "/v1/billing/deposit"),

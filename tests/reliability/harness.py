@@ -234,7 +234,7 @@ class Workload:
             key = freeze.key
             if rng.random() < 0.65:
                 body: dict[str, Any] = {"transaction_id": key}
-                frozen = freeze.response["frozen_amount"]  # type: ignore[index]
+                frozen = freeze.response["frozen_amount"]  # type: ignore[index]  # a 200 freeze always has a body
                 pick = rng.random()
                 if pick < 0.6:
                     body["actual_amount"] = rng.randint(1, frozen)
@@ -294,7 +294,7 @@ class Workload:
 
     def _after(self, op: Op, status: int | None) -> None:
         if status == 200 and op.outcome == ACKED:
-            if op.response.get(FLAG) is not False and op.sends == 1:  # type: ignore[union-attr]
+            if op.response.get(FLAG) is not False and op.sends == 1:  # type: ignore[union-attr]  # acked ops have a body
                 self.history.violations.append(f"{op.describe()}: first send answered as a replay")
             self.acked.append(op)
             if op.kind == "freeze":
@@ -415,7 +415,7 @@ async def check_server(
     return stats
 
 
-async def _check_customer(session, base_url, customer, ops, stats) -> list[str]:  # type: ignore[no-untyped-def]
+async def _check_customer(session, base_url, customer, ops, stats) -> list[str]:  # type: ignore[no-untyped-def]  # aiohttp session and model dicts, typed at the call site
     problems: list[str] = []
     acked = [op for op in ops if op.outcome == ACKED]
     status, view = await fetch_json(session, f"{base_url}/v1/customers/{quote_id(customer)}")
@@ -499,7 +499,7 @@ def _check_acked_present(op: Op, by_txn: dict[tuple[str, str], list[dict[str, An
     return [] if ok else [f"acked {op.describe()} is not (exactly) in the ledger: {dict(by_txn)}"[:1500]]
 
 
-async def _check_model(session, base_url, customer, ops) -> list[str]:  # type: ignore[no-untyped-def]
+async def _check_model(session, base_url, customer, ops) -> list[str]:  # type: ignore[no-untyped-def]  # aiohttp session and model dicts, typed at the call site
     """After every op is resolved: the exact balance the acked ops imply."""
     total = used = 0
     frozen_by_txn: dict[str, int] = {}
