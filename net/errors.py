@@ -42,6 +42,9 @@ from engine.runtime.errors import Unavailable
 logger = logging.getLogger("tally.net")
 
 REQUEST_ID_HEADER: Final = "X-Request-Id"
+# The code of an error response, kept on the response object for the request log line
+# (net/observe.py); never sent.
+ERROR_CODE: Final = web.ResponseKey("code", str)
 
 class HttpError(Exception):
     """An error answer: a registered contract `code` (engine/core/codes.py decides its status,
@@ -116,7 +119,7 @@ def error_response(code: str, message: str, details: dict[str, Any] | None, requ
         content_type="application/json",
         headers={REQUEST_ID_HEADER: request_id},
     )
-    response["code"] = code  # for the request log line (net/observe.py), never sent
+    response[ERROR_CODE] = code
     return response
 
 

@@ -33,7 +33,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from net.errors import REQUEST_ID_HEADER, error_response, new_request_id
+from net.errors import ERROR_CODE, REQUEST_ID_HEADER, error_response, new_request_id
 from net.logs import RequestLog
 
 HEALTH_PATH: Final = "/health"
@@ -136,7 +136,7 @@ class Observer:
             observe(route, request.method, status, duration_s)
             request_log = self.request_log
             if request_log is not None:
-                code = response.get("code") if status >= 400 else None
+                code = response.get(ERROR_CODE) if status >= 400 else None
                 request_id = response.headers.get(REQUEST_ID_HEADER, "")
                 request_log.line(request_id, request.method, route, status, code, duration_s)
             return response
