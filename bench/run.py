@@ -70,12 +70,16 @@ class Scenario:
     hot: bool  # one hot customer, else the spread set
     kind: str = "post"  # which baseline row a ratio divides by: "post" | "get"
     requests_per_op: int = 1  # a freeze+consume pair is 2 HTTP requests
+    serve_args: tuple[str, ...] = ()  # extra `tally serve` flags for this row's server
 
 
 SCENARIOS = (
     Scenario("baseline_post", "bare aiohttp POST (decode + encode, no ledger, no fsync)", "baseline", "deduct", False),
     Scenario("baseline_get", "bare aiohttp GET (pre-encoded body)", "baseline", "get", False, kind="get"),
     Scenario("deduct_hot", "(a) deduct 1, one hot customer", "tally", "deduct", True),
+    # The cost of the per-request log line (CONTRACT §9.4): the same load with request lines off.
+    Scenario("deduct_hot_nolog", "(a') deduct 1, hot, request log off (--log-level warning)", "tally", "deduct",
+             True, serve_args=("--log-level", "warning")),
     Scenario("deduct_spread", "(b) deduct 1, spread customers", "tally", "deduct", False),
     Scenario("pair_hot", "(c) freeze 10 + consume 7, hot", "tally", "pair", True, requests_per_op=2),
     Scenario("pair_spread", "(c) freeze 10 + consume 7, spread", "tally", "pair", False, requests_per_op=2),
@@ -282,8 +286,9 @@ class Row:
     result: dict[str, Any]
 
 
-def prepare_tally(work_dir: Path, api_key: str, plan: Plan, notes: list[str]) -> Server:
-    server = Server("tally", work_dir, api_key)
+def prepare_tally(work_dir: Path, api_key: str, plan: Plan, notes: list[str],
+                  serve_args: tuple[str, ...] = ()) -> Server:  # fmt: skip
+    server = Server("tally", work_dir, api_key, extra_args=serve_args)
     server.start()
     seconds, ok, bad = fund(server, "hot-", 0, 1, HOT_FUNDS)
     seconds2, ok2, bad2 = fund(server, "c-", 0, plan.spread_customers, SPREAD_FUNDS)
@@ -313,12 +318,12 @@ def run_throughput(plan: Plan, names: tuple[str, ...], work_dir: Path, api_key: 
                     baseline.start()
                 server = baseline
             else:
-                if tally is not None and plan.fresh_tally_per_scenario:
+                if tally is not None and (plan.fresh_tally_per_scenario or tally.extra_args != scenario.serve_args):
                     tally.stop()
                     shutil.rmtree(tally.data_dir, ignore_errors=True)
                     tally = None
                 if tally is None:
-                    tally = prepare_tally(work_dir, api_key, plan, notes)
+                    tally = prepare_tally(work_dir, api_key, plan, notes, scenario.serve_args)
                 server = tally
             if plan.warmup_s:
                 run_wrk(server, scenario.mode, customers, max(plan.connections), plan.warmup_s)

@@ -1,6 +1,9 @@
 """create_app(config, runtime): the aiohttp Application and its one route table (CONTRACT §2).
 
 The app holds no loop-bound state of its own; net/server.py runs it (AppRunner(access_log=None)).
+Middlewares, outermost first: net/observe.py's (readiness gate, metrics, request log line), then
+net/errors.py's (request id, the §3.14 envelope). `tally serve` builds the app with runtime=None
+and an Observer so it can listen while recovering (§9.5), then calls `open_app` once ready.
 `client_max_size` is the request body limit (413 `request_too_large`); handler cancellation stays
 off (aiohttp's default), so a client that hangs up never cancels a write half-way.
 """
@@ -8,14 +11,17 @@ off (aiohttp's default), so a client that hangs up never cancels a write half-wa
 from typing import Final
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from net.config import ServerConfig
 from net.errors import error_middleware
-from net.handlers import Handlers, Runtime
+from net.handlers import NOT_READY, Handlers, Runtime
+from net.observe import METRICS_PATH, REGISTRY, Observer, metrics
 from net.openapi import OPENAPI_PATH, openapi_json
 
-RUNTIME: Final = web.AppKey("runtime", Runtime)
 CONFIG: Final = web.AppKey("config", ServerConfig)
+HANDLERS: Final = web.AppKey("handlers", Handlers)
+OBSERVER: Final = web.AppKey("observer", Observer)
 
 
 def routes(handlers: Handlers) -> list[web.RouteDef]:
@@ -31,15 +37,32 @@ def routes(handlers: Handlers) -> list[web.RouteDef]:
         web.post("/v1/billing/deduct", handlers.deduct),
         web.get("/health", handlers.health),
         web.get(OPENAPI_PATH, openapi_json),  # no auth (net/openapi.py)
+        web.get(METRICS_PATH, metrics),  # no auth (CONTRACT §9.4)
     ]
 
 
-def create_app(config: ServerConfig, runtime: Runtime) -> web.Application:
+def create_app(config: ServerConfig, runtime: Runtime | None, *, observer: Observer | None = None) -> web.Application:
+    """The app for `runtime`, or, with runtime None, for one still recovering (every route but
+    /health and /metrics is 503 not_ready until `open_app`). `observer` None: a fresh one with its
+    own CollectorRegistry and no request log (tests, in-process servers)."""
+    if observer is None:
+        observer = Observer(CollectorRegistry(), None)
+    if runtime is not None:
+        observer.open(runtime)
     app = web.Application(
         client_max_size=config.request_size_max,
-        middlewares=[error_middleware],
+        middlewares=[observer.middleware, error_middleware],
     )
+    handlers = Handlers(NOT_READY if runtime is None else runtime)
     app[CONFIG] = config
-    app[RUNTIME] = runtime
-    app.add_routes(routes(Handlers(runtime)))
+    app[HANDLERS] = handlers
+    app[OBSERVER] = observer
+    app[REGISTRY] = observer.registry
+    app.add_routes(routes(handlers))
     return app
+
+
+def open_app(app: web.Application, runtime: Runtime) -> None:
+    """Recovery is done and the runtime accepts writes: bind it, then open the gate (§9.5)."""
+    app[HANDLERS].bind(runtime)
+    app[OBSERVER].open(runtime)

@@ -22,15 +22,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import importlib.metadata
 import json
-import logging
 import math
 import os
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import msgspec
 from tqdm import tqdm
@@ -45,6 +45,7 @@ from engine.core.results import Rejected
 from engine.runtime import Runtime, RuntimeConfig
 from engine.runtime.recovery import RecoveryError, recover
 from net.config import ServerConfig
+from net.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
 
 if TYPE_CHECKING:  # imported where used: mcp and its dependencies load only for `tally mcp`
     from net.mcp_server import McpConfig
@@ -64,9 +65,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"tally: error: {message} (see: {self.prog} --help)\n")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """The `tally` command. `environ` (default os.environ) supplies TALLY_<FLAG> values (§9.6)."""
+    try:
+        parser = _parser(os.environ if environ is None else environ)
+    except UsageError as error:
+        print(f"tally: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    args = parser.parse_args(argv)
+    if args.log_level is None:  # serve: lifecycle and request lines; the offline commands: problems only
+        args.log_level = "info" if args.run is _cmd_serve else "warning"
+    configure_logging(getattr(args, "log_format", "text"), args.log_level)
     try:
         return int(args.run(args))
     except UsageError as error:
@@ -86,15 +95,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    """The argument parser; every serve flag's default comes from TALLY_<FLAG> when set (and
+    TALLY_DATA_DIR is every command's --data-dir default). Raises UsageError for a bad variable."""
     parser = _Parser(prog="tally", description="Tally credit ledger server")
-    parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--version", action="version", version=f"tally {_version()}")
+    parser.add_argument("--log-level", default=None, choices=LOG_LEVELS,
+                        help="default: info for serve, warning for the other commands")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the HTTP server")
     _data_dir(serve)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=3002)
+    serve.add_argument("--log-format", default="json", choices=LOG_FORMATS,
+                       help="stderr lines: json (one object per line) or text (for people)")
+    serve.add_argument("--log-level", default=argparse.SUPPRESS, choices=LOG_LEVELS,
+                       help="info (default): lifecycle + one line per request; warning: problems only")
     serve.add_argument("--shard-count", type=int, default=RuntimeConfig.shard_count)
     serve.add_argument("--shard-queue-depth-max", type=int, default=RuntimeConfig.shard_queue_depth_max)
     serve.add_argument("--snapshot-interval-records", type=int, default=RuntimeConfig.snapshot_interval_records,
@@ -103,11 +120,12 @@ def _parser() -> argparse.ArgumentParser:
                        help="take a snapshot after this many seconds with new records (0: never by time)")
     serve.add_argument("--wal-segment-size-max", type=int, default=RuntimeConfig.wal_segment_size_max,
                        help="start a new WAL segment past this many bytes")
-    serve.add_argument("--prune-segments", action="store_true",
+    serve.add_argument("--prune-segments", action=argparse.BooleanOptionalAction, default=False,
                        help="delete WAL segments a durable snapshot covers (default: keep them)")
-    serve.add_argument("--unsafe-skip-fsync", action="store_true",
+    serve.add_argument("--unsafe-skip-fsync", action=argparse.BooleanOptionalAction, default=False,
                        help="BENCHMARKS ONLY: never fsync; acknowledged writes can be lost on a crash")
     serve.set_defaults(run=_cmd_serve)
+    _environment_defaults(serve, environ)
 
     keys = commands.add_parser("keys", help="manage API keys (server must be stopped)")
     key_commands = keys.add_subparsers(required=True, metavar="ACTION")
@@ -132,6 +150,12 @@ def _parser() -> argparse.ArgumentParser:
         _data_dir(sub)
         sub.set_defaults(run=run)
 
+    backup = commands.add_parser("backup", help="copy a data directory, even while a server runs")
+    _data_dir(backup)
+    backup.add_argument("--to", type=Path, required=True, help="a new or empty directory")
+    backup.set_defaults(run=_cmd_backup)
+    for sub in (create, listing, revoke, backup, *(commands.choices[n] for n in ("replay", "verify", "inspect"))):
+        _environment_defaults(sub, environ, only=("data_dir",))
     mcp = commands.add_parser("mcp", help="MCP server on stdio for AI agents (env TALLY_URL, TALLY_API_KEY)")
     mcp.add_argument("--allow-writes", action="store_true",
                      help="also offer deposit, deduct, freeze, consume, unfreeze (default: read-only)")
@@ -140,7 +164,63 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _data_dir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", type=Path, default=Path(DEFAULT_DATA_DIR))
+    parser.add_argument("--data-dir", type=Path, default=Path(DEFAULT_DATA_DIR),
+                        help=f"default {DEFAULT_DATA_DIR} (environment: TALLY_DATA_DIR)")
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("tally")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
+
+
+_TRUE: Final = ("1", "true", "yes", "on")
+_FALSE: Final = ("0", "false", "no", "off", "")
+
+
+def env_name(dest: str) -> str:
+    """The environment variable of a flag's destination: data_dir -> TALLY_DATA_DIR (§9.6)."""
+    return "TALLY_" + dest.upper()
+
+
+def _environment_defaults(parser: argparse.ArgumentParser, environ: Mapping[str, str],
+                          only: tuple[str, ...] | None = None) -> None:  # fmt: skip
+    """CONTRACT §9.6: each flag of `parser` (or only those dests) takes TALLY_<FLAG> as its
+    default, converted and checked like the flag itself; a flag on the command line wins.
+    Raises UsageError (one line, naming the variable) for a value the flag would refuse."""
+    defaults: dict[str, Any] = {}
+    for action in parser._actions:
+        if not action.option_strings or action.dest in ("help", "log_level") or (only and action.dest not in only):
+            continue
+        name = env_name(action.dest)
+        text = environ.get(name)
+        if text is None:
+            continue
+        defaults[action.dest] = _environment_value(action, name, text)
+    level = environ.get("TALLY_LOG_LEVEL")
+    if only is None and level is not None:  # serve's --log-level (also a top-level option)
+        if level.lower() not in LOG_LEVELS:
+            raise UsageError(f"TALLY_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {level!r}")
+        defaults["log_level"] = level.lower()
+    parser.set_defaults(**defaults, environment_values=dict(defaults))
+
+
+def _environment_value(action: argparse.Action, name: str, text: str) -> Any:
+    if isinstance(action, argparse.BooleanOptionalAction):
+        if text.lower() not in _TRUE + _FALSE:
+            raise UsageError(f"{name} must be one of 1, true, yes, on, 0, false, no, off; not {text!r}")
+        return text.lower() in _TRUE
+    convert: Any = action.type or str
+    try:
+        value = convert(text)
+    except (ValueError, TypeError, argparse.ArgumentTypeError) as error:
+        kind = getattr(convert, "__name__", "value")
+        detail = str(error) if isinstance(error, argparse.ArgumentTypeError) else f"invalid {kind} value"
+        raise UsageError(f"{name}: {detail}: {text!r}") from None
+    if action.choices is not None and value not in action.choices:
+        raise UsageError(f"{name} must be one of {', '.join(map(str, action.choices))}, not {text!r}")
+    return value
 
 
 def _seconds(text: str) -> float:
@@ -178,7 +258,11 @@ def _flag_message(error: ValueError, args: argparse.Namespace) -> str:
         message = f"{flag} {rest}"
         given = getattr(args, field)
         shown = repr(given) if isinstance(given, str) else str(given)
-        return message if f"not {shown}" in message else f"{message}, not {shown}"
+        message = message if f"not {shown}" in message else f"{message}, not {shown}"
+        from_environment = getattr(args, "environment_values", {})
+        if field in from_environment and from_environment[field] == given:
+            message += f" (from {env_name(field)})"
+        return message
     # A relation between knobs the flags do not set one by one: the WAL queue must hold one batch
     # per shard, so it bounds --shard-count.
     return f"--shard-count {args.shard_count} does not fit the runtime: {message}"
@@ -226,11 +310,12 @@ def _check_listen(host: str, port: int) -> None:
 
 
 def _writable_data_dir(path: Path) -> None:
-    """serve and keys: the directory exists (made here if missing) and we may read and write it."""
+    """serve and keys: the directory exists (made here if missing, mode 0700: CONTRACT §9.6) and
+    we may read and write it."""
     if path.exists() and not path.is_dir():
         raise UsageError(f"--data-dir {str(path)!r} is not a directory")
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as error:
         raise UsageError(f"--data-dir {str(path)!r} cannot be created: {error.strerror}") from None
     if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
@@ -276,11 +361,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     bootstrap_key = _bootstrap_key(os.environ)
     _check_listen(config.host, config.port)
     _writable_data_dir(args.data_dir)
+    # The server listens before it takes the lock (CONTRACT §9.5): refuse a held data dir first
+    # (exit 2, nothing listened). A server starting between this and Runtime.open is refused there.
+    probe = wal.DataDirLock(args.data_dir)
+    probe.acquire()
+    probe.release()
     # Imported here: uvloop/aiohttp are only needed to serve, and only once the input is sound.
     from net.server import serve
 
     try:
-        exit_code = serve(config, runtime_config, bootstrap_key=bootstrap_key)
+        exit_code = serve(config, runtime_config, bootstrap_key=bootstrap_key, log_format=args.log_format,
+                          log_requests=args.log_level in ("debug", "info"))
     except OSError as error:
         if error.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
             raise
@@ -454,6 +545,23 @@ def _cmd_mcp(args: argparse.Namespace) -> int:
         print("tally mcp: TALLY_API_KEY is not set; the API tools will answer 401 missing_api_key",
               file=sys.stderr)
     return serve(config)
+
+
+# -- backup (no lock: works beside a running server) ---------------------------------------------
+
+
+def _cmd_backup(args: argparse.Namespace) -> int:
+    """CONTRACT §9.7: copy snapshot + WAL (+ side files) to --to, which must be new or empty."""
+    _readable_data_dir(args.data_dir)
+    target: Path = args.to
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise UsageError(f"--to {str(target)!r} exists and is not an empty directory")
+    if target.resolve() == args.data_dir.resolve():
+        raise UsageError("--to must differ from --data-dir")
+    report = wal.backup(args.data_dir, target)
+    print(json.dumps({"ok": True, "to": str(target), "snapshot_lsn": report.snapshot_lsn,
+                      "last_lsn": report.last_lsn, "files": report.files, "bytes": report.bytes}))
+    return EXIT_OK
 
 
 if __name__ == "__main__":

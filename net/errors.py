@@ -42,6 +42,9 @@ from engine.runtime.errors import Unavailable
 logger = logging.getLogger("tally.net")
 
 REQUEST_ID_HEADER: Final = "X-Request-Id"
+# The code of an error response, kept on the response object for the request log line
+# (net/observe.py); never sent.
+ERROR_CODE: Final = web.ResponseKey("code", str)
 
 class HttpError(Exception):
     """An error answer: a registered contract `code` (engine/core/codes.py decides its status,
@@ -110,12 +113,14 @@ def error_response(code: str, message: str, details: dict[str, Any] | None, requ
             request_id=request_id,
         )
     )
-    return web.Response(
+    response = web.Response(
         status=info.status,
         body=_encoder.encode(envelope),
         content_type="application/json",
         headers={REQUEST_ID_HEADER: request_id},
     )
+    response[ERROR_CODE] = code
+    return response
 
 
 # aiohttp raises these from the router (404, 405) and from request.read() (413); any other 4xx
@@ -212,7 +217,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return refusal_response(400, exc, request_id)
     except Exception:
         # A bug: no input may reach this branch (CONTRACT §3.14).
-        logger.exception("unhandled error, request_id=%s %s %s", request_id, request.method, request.path)
+        # No path: it may hold a customer id (an email, say); the request line has the route.
+        logger.exception("unhandled error, request_id=%s %s", request_id, request.method)
         return error_response("server_error", "internal server error", None, request_id)
     response.headers[REQUEST_ID_HEADER] = request_id
     return response

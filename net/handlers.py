@@ -17,6 +17,7 @@ from aiohttp import web
 
 from engine.core.commands import Command
 from engine.core.results import Applied, CustomerResponse, LedgerPage, Rejected
+from engine.runtime.errors import Unavailable
 from net import schemas
 from net.auth import authenticate
 from net.errors import ClientError, HttpError
@@ -45,6 +46,35 @@ class Runtime(Protocol):
         transaction_id: str | None,
     ) -> LedgerPage | Rejected: ...
 
+
+class _NotReady:
+    """The runtime stand-in while the server recovers (CONTRACT §9.5): net/observe.py's gate
+    answers every request before a handler runs, so this is a second line only."""
+
+    @property
+    def ready(self) -> bool:
+        return False
+
+    def _refuse(self) -> Unavailable:
+        return Unavailable("not_ready", "the server is recovering its ledger; retry shortly")
+
+    def authenticate(self, api_key: str) -> str | Rejected:
+        raise self._refuse()
+
+    async def submit(self, command: Command) -> Applied | Rejected:
+        raise self._refuse()
+
+    async def get_customer(self, project: str, customer_id: str) -> CustomerResponse | Rejected:
+        raise self._refuse()
+
+    async def get_ledger(
+        self, project: str, customer_id: str, *, limit: int, cursor: str | None, operation_type: str | None,
+        transaction_id: str | None,
+    ) -> LedgerPage | Rejected:  # fmt: skip
+        raise self._refuse()
+
+
+NOT_READY: Final[Runtime] = _NotReady()
 
 CUSTOMERS_PREFIX: Final = "/v1/customers/"
 _LEDGER_SUFFIX: Final = "/ledger"
@@ -75,6 +105,10 @@ class Handlers:
     __slots__ = ("_runtime",)
 
     def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    def bind(self, runtime: Runtime) -> None:
+        """Serve from `runtime` from the next request on (net/app.py open_app, after recovery)."""
         self._runtime = runtime
 
     async def _submit(self, command: Command) -> web.Response:

@@ -66,6 +66,7 @@ ROUTE_DOC_PATHS: Final = {
     "/v1/billing/deduct": ("/v1/billing/deduct",),
     "/health": ("/health",),
     OPENAPI_PATH: (OPENAPI_PATH,),
+    "/metrics": ("/metrics",),
 }
 
 # -- shared pieces --------------------------------------------------------------------------------
@@ -392,6 +393,20 @@ def _public_paths() -> dict[str, Any]:
                         "description": "The OpenAPI 3.1 document",
                         "headers": _REQUEST_ID_HEADER,
                         "content": {"application/json": {"schema": {"type": "object", "required": ["openapi", "paths"]}}},
+                    }
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "operationId": "metrics",
+                "summary": "Prometheus metrics (CONTRACT §9.4)",
+                "security": no_auth,
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text exposition format",
+                        "headers": _REQUEST_ID_HEADER,
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
                     }
                 },
             }

@@ -3,6 +3,7 @@
 Imports neither engine nor net: payloads are opaque bytes. Layout in wal/FORMAT.md.
 """
 
+from wal.backup import BackupReport, backup
 from wal.errors import DataDirLocked, WalCorrupt, WalError, WalFailed, WalFull
 from wal.lock import DataDirLock
 from wal.reader import FrameInfo, LogReader, TornTail, VerifyReport, iter_frames, read_log, verify_log
@@ -11,6 +12,7 @@ from wal.store import LogStore
 from wal.writer import LogFile, OsLogFile, WalStats, WalWriter
 
 __all__ = [
+    "BackupReport",
     "DataDirLock",
     "DataDirLocked",
     "FrameInfo",
@@ -27,6 +29,7 @@ __all__ = [
     "WalFull",
     "WalStats",
     "WalWriter",
+    "backup",
     "iter_frames",
     "load_newest_snapshot",
     "prune_segments",

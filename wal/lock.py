@@ -33,7 +33,7 @@ class DataDirLock:
     def acquire(self) -> None:
         """Take the lock or raise DataDirLocked at once (never waits)."""
         assert self._fd is None, "acquired twice"
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -234,7 +234,7 @@ def _cut(path: Path, data: bytes, offset: int) -> Path | None:
         while saved_to.exists():  # an earlier crash cut at the same offset: keep both
             saved_to = path.with_name(f"{path.name}.torn-{offset}.{serial}")
             serial += 1
-        fd = os.open(saved_to, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        fd = os.open(saved_to, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             _write_all(fd, data[offset:])
             os.fsync(fd)

@@ -92,7 +92,7 @@ def write_snapshot_temporary(directory: Path, lsn: int, payload: bytes) -> Path:
     temporary = snapshot_temporary_path(directory, lsn)
     head = SNAPSHOT_HEADER.pack(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, 0, lsn, len(payload), crc32c(payload), 0)
     header = head[:_HEADER_CRC_SPAN] + struct.pack("<I", crc32c(head[:_HEADER_CRC_SPAN]))
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         _write_all(fd, header)
         _write_all(fd, payload)

@@ -75,7 +75,7 @@ class OsLogFile:
     __slots__ = ("fd",)
 
     def __init__(self, path: Path) -> None:
-        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         return os.write(self.fd, data)
@@ -138,6 +138,10 @@ class WalWriter:
         self.records_flushed = 0
         self.bytes_written = 0
         self.fsync_latency_us: deque[float] = deque(maxlen=FSYNC_SAMPLES_MAX)
+        # Observation hook, called on the loop once per durable batch (never per record):
+        # on_batch(records, fsync_seconds or None when fsync is off). Set by the owner (metrics);
+        # it must be cheap and must not raise.
+        self.on_batch: Callable[[int, float | None], None] | None = None
 
     # -- opening -------------------------------------------------------------------------
 
@@ -365,6 +369,8 @@ class WalWriter:
         self.bytes_written += size
         if latency_us is not None:
             self.fsync_latency_us.append(latency_us)
+        if self.on_batch is not None:
+            self.on_batch(records, None if latency_us is None else latency_us / 1e6)
         waiters = self._waiters
         while waiters and waiters[0][0] <= lsn_last:
             waiter = heapq.heappop(waiters)[2]

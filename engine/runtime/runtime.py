@@ -92,18 +92,26 @@ class Runtime:
     async def open(
         cls, config: RuntimeConfig, *, clock: Callable[[], int] = wall_clock_ms,
         log_file_factory: Callable[[Path], wal.LogFile] | None = None,
+        on_record: Callable[[int], None] | None = None,
+        on_wal_batch: Callable[[int, float | None], None] | None = None,
     ) -> Runtime:  # fmt: skip
         """Lock, recover (truncating a torn tail), open the log store, start shards and timers.
 
         `clock` and `log_file_factory` are seams for tests (a fake clock; a LogFile that fails
-        on purpose). Raises wal.DataDirLocked, wal.WalCorrupt, engine.runtime.recovery.RecoveryError.
+        on purpose). `on_record(lsn)` is called from the recovery thread after each replayed
+        record (progress for GET /health, CONTRACT §9.5); `on_wal_batch(records, fsync_s | None)`
+        on the loop after each durable group commit (metrics, §9.4). Both must be cheap and
+        must not raise. Nothing outside sees the state until this returns.
+        Raises wal.DataDirLocked, wal.WalCorrupt, engine.runtime.recovery.RecoveryError.
         """
-        config.data_dir.mkdir(parents=True, exist_ok=True)
+        config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # CONTRACT §9.6
         lock = wal.DataDirLock(config.data_dir)
         lock.acquire()
         try:
             loop = asyncio.get_running_loop()
-            recovered = await loop.run_in_executor(None, lambda: recover(config.data_dir, truncate_torn_tail=True))
+            recovered = await loop.run_in_executor(
+                None, lambda: recover(config.data_dir, truncate_torn_tail=True, on_record=on_record)
+            )
             _report_recovery(recovered)
             store = wal.WalWriter.open(
                 config.data_dir, next_lsn=recovered.state.last_lsn + 1,
@@ -111,6 +119,7 @@ class Runtime:
                 queue_records_max=config.wal_queue_records_max, fsync=config.fsync,
                 log_file_factory=log_file_factory,
             )  # fmt: skip
+            store.on_batch = on_wal_batch
         except BaseException:
             lock.release()
             raise

@@ -91,6 +91,7 @@ class Snapshotter:
         self._running = True
         try:
             lsn = self._state.last_lsn
+            started_s = time.monotonic()
             loop = asyncio.get_running_loop()
             child_pid = self._fork_writer(lsn)
             try:
@@ -105,6 +106,7 @@ class Snapshotter:
             await loop.run_in_executor(None, self._prune, self.snapshot_lsn)
             self.snapshot_lsn = lsn
             self._taken_at_s = time.monotonic()
+            log.info("snapshot published lsn=%d seconds=%.2f", lsn, self._taken_at_s - started_s)
             return lsn
         finally:
             self._running = False

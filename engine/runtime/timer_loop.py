@@ -51,6 +51,8 @@ class TimerLoop:
                 deferred += 1
             elif isinstance(outcome, BaseException):
                 raise outcome
+        if futures:
+            log.info("timers fired customers=%d deferred=%d", len(futures) - deferred, deferred)
         return deferred
 
     async def run(self) -> None:

@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from net import openapi
+from net import observe, openapi
 from net.app import create_app
 from net.config import ServerConfig
 from net.handlers import Handlers
@@ -79,7 +79,7 @@ async def test_every_documented_operation_is_routed(method, path):
     route_path = info.get("path") or re.sub(r"\{(\w+):[^}]*\}", r"{\1}", info["formatter"])
     assert path in openapi.ROUTE_DOC_PATHS[route_path]
     handler = match.route.handler
-    assert handler is openapi.openapi_json or isinstance(getattr(handler, "__self__", None), Handlers)
+    assert handler in (openapi.openapi_json, observe.metrics) or isinstance(getattr(handler, "__self__", None), Handlers)
 
 
 def _refs(node: Any):
@@ -100,7 +100,7 @@ def test_document_shape():
     components = doc["components"]["schemas"]
     for ref in _refs(doc):
         assert ref.startswith("#/components/schemas/") and ref.rsplit("/", 1)[1] in components, ref
-    public = {"/health", "/openapi.json"}
+    public = {"/health", "/openapi.json", "/metrics"}
     for path, item in doc["paths"].items():
         for method, op in item.items():
             statuses = set(op["responses"])

@@ -247,7 +247,7 @@ def _report(tally: Tally, capsys: Any, title: str, started: float) -> None:
 
 def _budget(operations: list[Any], total: int) -> dict[tuple[str, GenerationMode], int]:
     """Cases per (operation, mode): the trivial public operations get few."""
-    heavy = [op for op in operations if op.path not in ("/health", "/openapi.json")]
+    heavy = [op for op in operations if op.path not in ("/health", "/openapi.json", "/metrics")]
     per = max(5, total // (2 * len(heavy)) + 10)
     out = {}
     for op in operations:
@@ -303,7 +303,7 @@ def test_fuzz_every_operation(server, capsys):
     for op in operations:
         statuses = {status for (label, _, status, _) in tally.statuses if label == op.label}
         assert 200 in statuses, (op.label, statuses)
-        if op.path not in ("/health", "/openapi.json"):
+        if op.path not in ("/health", "/openapi.json", "/metrics"):
             assert any(400 <= status < 500 for status in statuses), (op.label, statuses)
 
 
@@ -314,7 +314,7 @@ def test_refused_requests_change_nothing(server, capsys):
     before = state_of(server.port, customers)
     digest_before = replay(server.data_dir)
     served = _served(server)
-    public = ("/health", "/openapi.json")
+    public = ("/health", "/openapi.json", "/metrics")
     operations = [op for op in _operations(served) if op.path not in public]
     unknown_key = [op for op in _operations(served, "vb_live_unknown_key") if op.path not in public]
     per = max(5, (CASES // 3) // (3 * len(operations)))

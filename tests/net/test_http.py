@@ -408,6 +408,7 @@ def test_handlers_cover_the_route_table() -> None:
         ("POST", "/v1/billing/deduct"),
         ("GET", "/health"),
         ("GET", "/openapi.json"),
+        ("GET", "/metrics"),
     ]
 
 
