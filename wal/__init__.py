@@ -5,10 +5,30 @@ Imports neither engine nor net: payloads are opaque bytes. Layout in wal/FORMAT.
 
 from wal.backup import BackupReport, backup
 from wal.errors import DataDirLocked, WalCorrupt, WalError, WalFailed, WalFull
+from wal.local import LocalLog
 from wal.lock import DataDirLock
-from wal.reader import FrameInfo, LogReader, TornTail, VerifyReport, iter_frames, read_log, verify_log
-from wal.snapshot import Snapshot, load_newest_snapshot, prune_segments, prune_snapshots, publish_snapshot, quarantine_snapshot, read_snapshot, snapshot_temporary_path, write_snapshot, write_snapshot_temporary
-from wal.store import LogStore
+from wal.reader import (
+    FrameInfo,
+    LogReader,
+    TornTail,
+    VerifyReport,
+    iter_frames,
+    read_log,
+    verify_log,
+)
+from wal.snapshot import (
+    Snapshot,
+    load_newest_snapshot,
+    prune_segments,
+    prune_snapshots,
+    publish_snapshot,
+    quarantine_snapshot,
+    read_snapshot,
+    snapshot_temporary_path,
+    write_snapshot,
+    write_snapshot_temporary,
+)
+from wal.store import LogBackend, LogRecords, LogStore
 from wal.writer import LogFile, OsLogFile, WalStats, WalWriter
 
 __all__ = [
@@ -17,7 +37,10 @@ __all__ = [
     "DataDirLocked",
     "FrameInfo",
     "LogFile",
+    "LocalLog",
+    "LogBackend",
     "LogReader",
+    "LogRecords",
     "LogStore",
     "OsLogFile",
     "Snapshot",

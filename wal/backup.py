@@ -26,7 +26,13 @@ from pathlib import Path
 from typing import BinaryIO, Final
 
 from wal.errors import WalCorrupt
-from wal.frame import SEGMENT_HEADER, check_frame, decode_segment_header, fsync_directory, list_segments
+from wal.frame import (
+    SEGMENT_HEADER,
+    check_frame,
+    decode_segment_header,
+    fsync_directory,
+    list_segments,
+)
 from wal.lock import LOCK_FILE_NAME
 from wal.snapshot import list_snapshots, read_snapshot
 

@@ -38,7 +38,7 @@ class Recovered:
     state: LedgerState
     snapshot_lsn: int  # 0 when no snapshot was used
     records_replayed: int  # WAL records applied after the snapshot
-    torn: wal.TornTail | None  # a torn final frame that was found (and cut, when asked)
+    torn: object | None  # a torn final record that was found (and cut, when asked): wal.TornTail locally
     snapshots_skipped: tuple[wal.WalCorrupt, ...]  # damaged snapshots passed over (an older one was used)
 
 
@@ -46,9 +46,11 @@ def recover(
     data_dir: Path,
     *,
     truncate_torn_tail: bool,
+    log: wal.LogBackend | None = None,
     on_record: Callable[[int], None] | None = None,
 ) -> Recovered:
-    """Rebuild the ledger state from `data_dir`.
+    """Rebuild the ledger state: the newest sound snapshot in `data_dir` (snapshots are local to
+    each node), then the records after it from `log` (default: the segments in `data_dir`).
 
     Raises wal.WalCorrupt (damaged log or snapshot; names file and offset) or RecoveryError.
     `on_record(lsn)` is called after each replayed record (progress bars).
@@ -58,13 +60,16 @@ def recover(
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _recover(data_dir, truncate_torn_tail=truncate_torn_tail, on_record=on_record)
+        backend: wal.LogBackend = wal.LocalLog(data_dir) if log is None else log
+        return _recover(data_dir, backend, truncate_torn_tail=truncate_torn_tail, on_record=on_record)
     finally:
         if gc_was_enabled:
             gc.enable()
 
 
-def _recover(data_dir: Path, *, truncate_torn_tail: bool, on_record: Callable[[int], None] | None) -> Recovered:
+def _recover(
+    data_dir: Path, log: wal.LogBackend, *, truncate_torn_tail: bool, on_record: Callable[[int], None] | None
+) -> Recovered:
     snapshot = wal.load_newest_snapshot(data_dir)
     if snapshot is None:
         state = LedgerState()
@@ -75,7 +80,7 @@ def _recover(data_dir: Path, *, truncate_torn_tail: bool, on_record: Callable[[i
         snapshot_lsn = snapshot.lsn
         skipped = snapshot.skipped
         assert state.last_lsn == snapshot.lsn, (state.last_lsn, snapshot.lsn)
-    reader = wal.read_log(data_dir, after_lsn=snapshot_lsn, truncate_torn_tail=truncate_torn_tail)
+    reader = log.read(snapshot_lsn, truncate_torn_tail=truncate_torn_tail)
     replayed = 0
     for lsn, payload in reader:
         _replay_one(state, lsn, payload)

@@ -92,13 +92,15 @@ class Runtime:
     async def open(
         cls, config: RuntimeConfig, *, clock: Callable[[], int] = wall_clock_ms,
         log_file_factory: Callable[[Path], wal.LogFile] | None = None,
+        log: wal.LogBackend | None = None,
         on_record: Callable[[int], None] | None = None,
         on_wal_batch: Callable[[int, float | None], None] | None = None,
     ) -> Runtime:  # fmt: skip
         """Lock, recover (truncating a torn tail), open the log store, start shards and timers.
 
-        `clock` and `log_file_factory` are seams for tests (a fake clock; a LogFile that fails
-        on purpose). `on_record(lsn)` is called from the recovery thread after each replayed
+        `log` is where the log lives (any wal.LogBackend; default: wal.LocalLog, segments in the
+        data directory, built from the config). `clock` and `log_file_factory` are seams for tests
+        (a fake clock; a LogFile that fails on purpose). `on_record(lsn)` is called from the recovery thread after each replayed
         record (progress for GET /health, CONTRACT §9.5); `on_wal_batch(records, fsync_s | None)`
         on the loop after each durable group commit (metrics, §9.4). Both must be cheap and
         must not raise. Nothing outside sees the state until this returns.
@@ -107,18 +109,18 @@ class Runtime:
         config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # CONTRACT §9.6
         lock = wal.DataDirLock(config.data_dir)
         lock.acquire()
+        backend: wal.LogBackend = log if log is not None else wal.LocalLog(
+            config.data_dir, segment_size_max=config.wal_segment_size_max,
+            batch_records_max=config.wal_batch_records_max, queue_records_max=config.wal_queue_records_max,
+            fsync=config.fsync, log_file_factory=log_file_factory,
+        )  # fmt: skip
         try:
             loop = asyncio.get_running_loop()
             recovered = await loop.run_in_executor(
-                None, lambda: recover(config.data_dir, truncate_torn_tail=True, on_record=on_record)
+                None, lambda: recover(config.data_dir, truncate_torn_tail=True, log=backend, on_record=on_record)
             )
             _report_recovery(recovered)
-            store = wal.WalWriter.open(
-                config.data_dir, next_lsn=recovered.state.last_lsn + 1,
-                segment_size_max=config.wal_segment_size_max, batch_records_max=config.wal_batch_records_max,
-                queue_records_max=config.wal_queue_records_max, fsync=config.fsync,
-                log_file_factory=log_file_factory,
-            )  # fmt: skip
+            store = backend.open_store(recovered.state.last_lsn + 1)
             store.on_batch = on_wal_batch
         except BaseException:
             lock.release()

@@ -120,3 +120,34 @@ async def test_stamps_are_taken_on_the_shard_in_log_order(tmp_path: Path) -> Non
         await runtime.close()
     stamps = [entry.created_at_ms for entry in recover(tmp_path, truncate_torn_tail=False).state.projects[P].customers["c"].entries]
     assert stamps == sorted(stamps) and stamps[0] >= T0_MS and stamps[-1] < T0_MS + 1_000
+
+
+async def test_the_log_is_any_backend_the_runtime_is_given(tmp_path: Path) -> None:
+    """wal.LogBackend is the seam a second store (PostgreSQL, CONTRACT §12) plugs into: here a
+    backend that counts what the runtime reads and opens, around the local one."""
+    import wal
+
+    calls: list[str] = []
+
+    class CountingLog:
+        def __init__(self) -> None:
+            self._local = wal.LocalLog(tmp_path / "elsewhere")
+
+        def read(self, after_lsn: int, *, truncate_torn_tail: bool) -> wal.LogRecords:
+            calls.append(f"read after {after_lsn}")
+            return self._local.read(after_lsn, truncate_torn_tail=truncate_torn_tail)
+
+        def open_store(self, next_lsn: int) -> wal.LogStore:
+            calls.append(f"open at {next_lsn}")
+            return self._local.open_store(next_lsn)
+
+    (tmp_path / "elsewhere").mkdir()
+    for round_ in range(2):
+        runtime = await Runtime.open(_config(tmp_path / "data"), log=CountingLog())
+        try:
+            await runtime.submit(Deposit(at_ms=0, project=P, customer_id="c", amount=5))
+        finally:
+            await runtime.close()
+    assert calls == ["read after 0", "open at 1", "read after 0", "open at 2"]
+    assert list((tmp_path / "elsewhere").glob("wal-*.log")) and not list((tmp_path / "data").glob("wal-*.log"))
+    assert recover(tmp_path / "data", truncate_torn_tail=False, log=wal.LocalLog(tmp_path / "elsewhere")).state.last_lsn == 2
