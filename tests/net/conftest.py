@@ -11,6 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from engine.core.commands import Command, Consume, Deduct, Deposit, Freeze, Unfreeze
+from engine.core.queries import LedgerFilters
 from engine.core.results import (
     Applied,
     Balance,
@@ -147,7 +148,9 @@ class FakeRuntime:
         cursor: str | None,
         operation_type: str | None,
         transaction_id: str | None,
+        filters: LedgerFilters | None = None,
     ) -> LedgerPage | Rejected:
+        self.last_filters = filters
         self.reads.append(("ledger", project, customer_id, limit, cursor, operation_type, transaction_id))
         result = self._steer()
         if result is not None:
