@@ -35,6 +35,8 @@ def routes(handlers: Handlers) -> list[web.RouteDef]:
         web.post("/v1/billing/consume", handlers.consume),
         web.post("/v1/billing/unfreeze", handlers.unfreeze),
         web.post("/v1/billing/deduct", handlers.deduct),
+        web.post("/v1/billing/refund", handlers.refund),  # CONTRACT §10
+        web.post("/v1/billing/void", handlers.void),
         web.get("/health", handlers.health),
         web.get(OPENAPI_PATH, openapi_json),  # no auth (net/openapi.py)
         web.get(METRICS_PATH, metrics),  # no auth (CONTRACT §9.4)

@@ -16,6 +16,7 @@ import msgspec
 from aiohttp import web
 
 from engine.core.commands import Command
+from engine.core.queries import LedgerFilters
 from engine.core.results import Applied, CustomerResponse, LedgerPage, Rejected
 from engine.runtime.errors import Unavailable
 from net import schemas
@@ -42,8 +43,7 @@ class Runtime(Protocol):
         *,
         limit: int,
         cursor: str | None,
-        operation_type: str | None,
-        transaction_id: str | None,
+        filters: LedgerFilters,
     ) -> LedgerPage | Rejected: ...
 
 
@@ -68,9 +68,8 @@ class _NotReady:
         raise self._refuse()
 
     async def get_ledger(
-        self, project: str, customer_id: str, *, limit: int, cursor: str | None, operation_type: str | None,
-        transaction_id: str | None,
-    ) -> LedgerPage | Rejected:  # fmt: skip
+        self, project: str, customer_id: str, *, limit: int, cursor: str | None, filters: LedgerFilters
+    ) -> LedgerPage | Rejected:
         raise self._refuse()
 
 
@@ -139,6 +138,14 @@ class Handlers:
     async def deduct(self, request: web.Request) -> web.Response:
         return await self._write(request, schemas.parse_deduct)
 
+    async def refund(self, request: web.Request) -> web.Response:
+        """POST /v1/billing/refund (CONTRACT §10.1)."""
+        return await self._write(request, schemas.parse_refund)
+
+    async def void(self, request: web.Request) -> web.Response:
+        """POST /v1/billing/void (CONTRACT §10.2)."""
+        return await self._write(request, schemas.parse_void)
+
     async def _write(self, request: web.Request, parse: Parser) -> web.Response:
         """Auth (401) -> body -> parse (400) -> runtime; the shared shape of the billing writes."""
         runtime = self._runtime
@@ -168,8 +175,10 @@ class Handlers:
                 customer_id,
                 limit=query.limit,
                 cursor=query.cursor,
-                operation_type=query.operation_type,
-                transaction_id=query.transaction_id,
+                filters=LedgerFilters(
+                    operation_type=query.operation_type, transaction_id=query.transaction_id, wallet=query.wallet,
+                    business_type=query.business_type, from_ms=query.from_ms, to_ms=query.to_ms,
+                ),  # fmt: skip
             )
         if type(result) is Rejected:
             raise _rejected(result)

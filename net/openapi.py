@@ -47,7 +47,9 @@ from engine.core.results import (
     DepositResponse,
     FreezeResponse,
     LedgerPage,
+    RefundResponse,
     UnfreezeResponse,
+    VoidResponse,
 )
 from net import schemas
 from net.config import REQUEST_SIZE_MAX_DEFAULT
@@ -64,6 +66,8 @@ ROUTE_DOC_PATHS: Final = {
     "/v1/billing/consume": ("/v1/billing/consume",),
     "/v1/billing/unfreeze": ("/v1/billing/unfreeze",),
     "/v1/billing/deduct": ("/v1/billing/deduct",),
+    "/v1/billing/refund": ("/v1/billing/refund",),
+    "/v1/billing/void": ("/v1/billing/void",),
     "/health": ("/health",),
     OPENAPI_PATH: (OPENAPI_PATH,),
     "/metrics": ("/metrics",),
@@ -154,7 +158,32 @@ OPERATION_CODES: Final[dict[str, tuple[str, ...]]] = {
     ),
     "unfreeze": (*_BODY_CODES, "transaction_id_required", "invalid_identifier", "no_unfreezable_records"),
     "get_customer": _READ_CODES,
-    "get_ledger": (*_READ_CODES, "unknown_field", "invalid_limit", "invalid_cursor", "invalid_operation_type"),
+    "refund": (
+        *_BODY_CODES,
+        "refund_id_required",
+        "transaction_id_required",
+        "invalid_identifier",
+        "amount_must_be_positive",
+        "amount_too_large",
+        "invalid_reason",
+        "no_refundable_charge",
+        "refund_exceeds_refundable",
+        "transaction_conflict",
+    ),
+    "void": (
+        *_BODY_CODES,
+        "void_id_required",
+        "account_id_required",
+        "invalid_identifier",
+        "invalid_reason",
+        "account_not_found",
+        "account_already_voided",
+        "transaction_conflict",
+    ),
+    "get_ledger": (
+        *_READ_CODES, "unknown_field", "invalid_limit", "invalid_cursor", "invalid_operation_type",
+        "invalid_business_type", "invalid_from", "invalid_to",
+    ),  # fmt: skip
     "health": ("not_ready",),
 }
 for _codes in OPERATION_CODES.values():
@@ -283,6 +312,27 @@ _LEDGER_PARAMS: Final = [
         "schema": {"type": "string", "enum": sorted(OPERATION_TYPES)},
     },
     {"name": "transaction_id", "in": "query", "required": False, "schema": _id("Exact match.")},
+    {"name": "wallet", "in": "query", "required": False, "schema": _id("Exact match (CONTRACT §10.3).")},
+    {
+        "name": "business_type",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string", "enum": sorted(BUSINESS_TYPES)},
+    },
+    {
+        "name": "from",
+        "in": "query",
+        "required": False,
+        "description": "created_at >= from. RFC 3339 with an offset (400 invalid_from without one).",
+        "schema": {"type": "string", "format": "date-time"},
+    },
+    {
+        "name": "to",
+        "in": "query",
+        "required": False,
+        "description": "created_at < to; from >= to is an empty page. RFC 3339 with an offset (400 invalid_to).",
+        "schema": {"type": "string", "format": "date-time"},
+    },
 ]
 
 # -- response components from the engine.core.results Structs -----------------------------------------
@@ -295,10 +345,13 @@ _RESPONSE_STRUCTS: Final = (
     DeductResponse,
     CustomerResponse,
     LedgerPage,
+    RefundResponse,
+    VoidResponse,
 )
 _TIME_FIELDS: Final = frozenset(
-    {"starts_at", "expires_at", "unfreeze_after", "consume_after", "consumed_at", "unfrozen_at", "deducted_at", "created_at"}
-)
+    {"starts_at", "expires_at", "unfreeze_after", "consume_after", "consumed_at", "unfrozen_at", "deducted_at", "created_at",
+     "refunded_at", "voided_at"}
+)  # fmt: skip
 # Integer fields that are always > 0 on the wire; every other integer is >= 0.
 _POSITIVE_FIELDS: Final = {
     "Detail": {"amount"},
@@ -307,6 +360,8 @@ _POSITIVE_FIELDS: Final = {
     "FreezeResponse": {"frozen_amount"},
     "DeductResponse": {"deducted_amount"},
     "UnfreezeResponse": {"unfrozen_amount"},
+    "RefundDetail": {"amount"},
+    "RefundResponse": {"refunded_amount"},
 }
 _CONSTANTS: Final = {
     ("Account", "account_type"): {"const": "CREDIT"},
@@ -333,6 +388,8 @@ def _tighten(name: str, component: dict[str, Any]) -> None:
         constant = _CONSTANTS.get((name, field))
         if constant is not None:
             schema.update(constant)
+    if name == "LedgerEntryView":  # only on REFUND entries (omit_defaults), never null
+        component["properties"]["refund_id"] = {"type": "string", "minLength": 1}
     if name == "ConsumeResponse":  # omitted when zero/None, never null (omit_defaults)
         for field in ("returned_amount", "overage_amount"):
             component["properties"][field] = {"type": "integer", "minimum": 1, "maximum": AMOUNT_MAX}
@@ -450,6 +507,12 @@ def document() -> dict[str, Any]:
         },
         "/v1/billing/deduct": {
             "post": _write_op("deduct", "Charge immediately", schemas.DeductRequest, "DeductResponse")
+        },
+        "/v1/billing/refund": {
+            "post": _write_op("refund", "Give back credit of a charge (CONTRACT §10.1)", schemas.RefundRequest, "RefundResponse")
+        },
+        "/v1/billing/void": {
+            "post": _write_op("void", "Write off a grant's available remainder (CONTRACT §10.2)", schemas.VoidRequest, "VoidResponse")
         },
         **_public_paths(),
     }

@@ -67,7 +67,7 @@ from urllib.parse import unquote, unquote_plus
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from engine.core.commands import Consume, Deduct, Deposit, Freeze, Unfreeze
+from engine.core.commands import Consume, Deduct, Deposit, Freeze, Refund, Unfreeze, Void
 from engine.core.limits import (
     AMOUNT_MAX,
     BUSINESS_TYPES,
@@ -83,6 +83,7 @@ from engine.core.limits import (
     METADATA_SIZE_MAX,
     NAME_LENGTH_MAX,
     OPERATION_TYPES,
+    REASON_LENGTH_MAX,
     UNFREEZE_AFTER_S_MAX,
 )
 from net.errors import ClientError
@@ -204,7 +205,33 @@ class UnfreezeRequest(_Request):
     transaction_id: Annotated[str, ID, _about("The freeze to release.")]
 
 
-REQUEST_STRUCTS: Final = (DepositRequest, FreezeRequest, DeductRequest, ConsumeRequest, UnfreezeRequest)
+Reason = Annotated[str, Meta(max_length=REASON_LENGTH_MAX, description="Why; shown as the entries' description.")]
+
+
+class RefundRequest(_Request):
+    """CONTRACT §10.1."""
+
+    refund_id: Annotated[str, ID, _about("Identity of the refund, its own namespace per project.")]
+    transaction_id: Annotated[str, ID, _about("The deduct or consumed freeze to refund.")]
+    amount: (
+        Annotated[int, Meta(ge=1, le=AMOUNT_MAX, description="Credits to give back; absent: all that is still "
+                            "refundable. Not null." + _NUMBER_TEXT)]
+        | UnsetType
+    ) = UNSET  # fmt: skip
+    reason: Reason | None = None
+
+
+class VoidRequest(_Request):
+    """CONTRACT §10.2."""
+
+    void_id: Annotated[str, ID, _about("Identity of the void, its own namespace per project.")]
+    account_id: Annotated[str, ID, _about("The bucket (a deposit's account_id) to void.")]
+    reason: Reason | None = None
+
+
+REQUEST_STRUCTS: Final = (
+    DepositRequest, FreezeRequest, DeductRequest, ConsumeRequest, UnfreezeRequest, RefundRequest, VoidRequest,
+)  # fmt: skip
 
 # -- decoding: the typed fast path, the lenient retry, msgspec's error -> the contract code --------
 
@@ -213,6 +240,8 @@ _freeze_decoder = msgspec.json.Decoder(FreezeRequest)
 _deduct_decoder = msgspec.json.Decoder(DeductRequest)
 _consume_decoder = msgspec.json.Decoder(ConsumeRequest)
 _unfreeze_decoder = msgspec.json.Decoder(UnfreezeRequest)
+_refund_decoder = msgspec.json.Decoder(RefundRequest)
+_void_decoder = msgspec.json.Decoder(VoidRequest)
 _fields_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])  # one field at a time, text kept
 _any_decoder = msgspec.json.Decoder(float_hook=Decimal)  # numbers other than ints: exact Decimal
 _metadata_decoder = msgspec.json.Decoder(dict[str, Any] | None)
@@ -243,8 +272,18 @@ _FIELD_CODES: Final = {
     "metadata": "invalid_metadata",
     "unfreeze_after_seconds": "invalid_auto_settlement_ttl",
     "consume_after_seconds": "invalid_auto_settlement_ttl",
+    "refund_id": "invalid_identifier",
+    "void_id": "invalid_identifier",
+    "account_id": "invalid_identifier",
+    "reason": "invalid_reason",
 }
-_REQUIRED_CODES: Final = {"customer_id": "customer_id_required", "transaction_id": "transaction_id_required"}
+_REQUIRED_CODES: Final = {
+    "customer_id": "customer_id_required",
+    "transaction_id": "transaction_id_required",
+    "refund_id": "refund_id_required",
+    "void_id": "void_id_required",
+    "account_id": "account_id_required",
+}
 _UNKNOWN_FIELD = re.compile(r"Object contains unknown field `(.*)`", re.DOTALL)
 _MISSING_FIELD = re.compile(r"Object missing required field `([A-Za-z_]+)`")
 _ERROR_PATH = re.compile(r" - at `\$\.([A-Za-z_]+)(?:\[([0-9]+)\])?")
@@ -593,6 +632,30 @@ def parse_unfreeze(body: bytes, project: str) -> Unfreeze:
     return Unfreeze(at_ms=0, project=project, customer_id=None, transaction_id=req.transaction_id)
 
 
+def parse_refund(body: bytes, project: str) -> Refund:
+    """POST /v1/billing/refund (CONTRACT §10.1) -> Refund (customer_id left to the runtime).
+    An absent `amount` means all that is refundable; a null one is 400 amount_must_be_positive.
+    Raises ClientError (refund_id_required, transaction_id_required, invalid_identifier,
+    amount_must_be_positive, amount_too_large, invalid_reason, invalid_json, unknown_field)."""
+    req: RefundRequest = _decode(_refund_decoder, body)
+    return Refund(
+        at_ms=0,  # stamped by the runtime on the command's shard
+        project=project,
+        customer_id=None,
+        refund_id=req.refund_id,
+        transaction_id=req.transaction_id,
+        amount=None if req.amount is UNSET else req.amount,
+        reason=req.reason,
+    )
+
+
+def parse_void(body: bytes, project: str) -> Void:
+    """POST /v1/billing/void (CONTRACT §10.2) -> Void (customer_id left to the runtime).
+    Raises ClientError (void_id_required, account_id_required, invalid_identifier, invalid_reason)."""
+    req: VoidRequest = _decode(_void_decoder, body)
+    return Void(at_ms=0, project=project, customer_id=None, void_id=req.void_id, account_id=req.account_id, reason=req.reason)
+
+
 # -- GET paths and queries ------------------------------------------------------------------------
 
 
@@ -611,6 +674,10 @@ class LedgerQuery(msgspec.Struct, frozen=True, gc=False):
     cursor: str | None = None
     operation_type: str | None = None
     transaction_id: str | None = None
+    wallet: str | None = None  # CONTRACT §10.3
+    business_type: str | None = None
+    from_ms: int | None = None
+    to_ms: int | None = None
 
 
 _LEDGER_PARAM_CODES: Final = {
@@ -618,6 +685,10 @@ _LEDGER_PARAM_CODES: Final = {
     "cursor": "invalid_cursor",
     "operation_type": "invalid_operation_type",
     "transaction_id": "invalid_identifier",
+    "wallet": "invalid_identifier",
+    "business_type": "invalid_business_type",
+    "from": "invalid_from",
+    "to": "invalid_to",
 }
 _LIMIT_TEXT = re.compile(r"[0-9]{1,3}")
 
@@ -648,7 +719,8 @@ def _query_values(raw_query: str) -> dict[str, str]:
 
 def parse_ledger_query(raw_query: str) -> LedgerQuery:
     """The raw query string of GET .../ledger. Raises ClientError (unknown_field, invalid_limit,
-    invalid_cursor, invalid_operation_type, invalid_identifier; details.field)."""
+    invalid_cursor, invalid_operation_type, invalid_identifier, invalid_business_type,
+    invalid_from, invalid_to; details.field). `from`/`to`: RFC 3339 with an offset (§10.3)."""
     values = _query_values(raw_query)
     limit = LEDGER_PAGE_SIZE_DEFAULT
     text = values.get("limit")
@@ -670,4 +742,15 @@ def parse_ledger_query(raw_query: str) -> LedgerQuery:
     transaction_id = values.get("transaction_id")
     if transaction_id is not None and not is_identifier(transaction_id):
         raise _invalid_id("transaction_id")
-    return LedgerQuery(limit=limit, cursor=cursor, operation_type=operation_type, transaction_id=transaction_id)
+    wallet = values.get("wallet")
+    if wallet is not None and not is_identifier(wallet):
+        raise _invalid_id("wallet")
+    business_type = values.get("business_type")
+    if business_type is not None and business_type not in BUSINESS_TYPES:
+        raise ClientError("invalid_business_type",
+            f"business_type must be one of {', '.join(sorted(BUSINESS_TYPES))}", {"field": "business_type"}
+        )  # fmt: skip
+    return LedgerQuery(
+        limit=limit, cursor=cursor, operation_type=operation_type, transaction_id=transaction_id, wallet=wallet,
+        business_type=business_type, from_ms=_time(values.get("from"), "from"), to_ms=_time(values.get("to"), "to"),
+    )  # fmt: skip

@@ -23,6 +23,8 @@ from engine.core.state import (
     LedgerEntry,
     LedgerState,
     ProjectState,
+    RefundRecord,
+    VoidRecord,
     rebuild_derived,
 )
 
@@ -36,7 +38,9 @@ class CustomerSnap(msgspec.Struct, array_like=True):
     last_lsn: int
     buckets: list[Bucket]  # lsn order
     entries: list[LedgerEntry]  # (lsn, i) order
-    txns: list[FreezeRecord | DeductRecord]  # first-use order
+    # first-use order: freezes and deducts, then refunds, then voids (CONTRACT §10). Refunds and
+    # voids ride in this tagged union so a history without them encodes byte for byte as before.
+    txns: list[FreezeRecord | DeductRecord | RefundRecord | VoidRecord]
     deposits: list[DepositRecord]  # first-use order
 
 
@@ -94,7 +98,7 @@ def _customer_snap(c: CustomerState) -> CustomerSnap:
         last_lsn=c.last_lsn,
         buckets=c.buckets,
         entries=c.entries,
-        txns=list((c.txns or {}).values()),
+        txns=[*(c.txns or {}).values(), *(c.refunds or {}).values(), *(c.voids or {}).values()],
         deposits=list((c.deposits or {}).values()),
     )
 
@@ -129,7 +133,9 @@ def _customer_from_snap(cs: CustomerSnap) -> CustomerState:
         last_lsn=cs.last_lsn,
         buckets=cs.buckets,
         entries=cs.entries,
-        txns={r.transaction_id: r for r in cs.txns} or None,
+        txns={r.transaction_id: r for r in cs.txns if isinstance(r, (FreezeRecord, DeductRecord))} or None,
+        refunds={r.refund_id: r for r in cs.txns if isinstance(r, RefundRecord)} or None,
+        voids={r.void_id: r for r in cs.txns if isinstance(r, VoidRecord)} or None,
         deposits={r.idempotency_key: r for r in cs.deposits} or None,
     )
     # Decoding made a fresh copy of every string; point entries back at their bucket's wallet
@@ -142,4 +148,4 @@ def _customer_from_snap(cs: CustomerSnap) -> CustomerState:
     return customer
 
 
-_OPS = {op: op for op in ("GRANT", "FREEZE", "CONSUME", "UNFREEZE", "EXPIRE")}
+_OPS = {op: op for op in ("GRANT", "FREEZE", "CONSUME", "UNFREEZE", "EXPIRE", "REFUND", "VOID")}

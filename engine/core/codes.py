@@ -68,6 +68,12 @@ _BY_STATUS: Final[dict[int, tuple[str, ...]]] = {
         "invalid_limit",
         "invalid_cursor",
         "invalid_operation_type",
+        "refund_id_required",  # CONTRACT §10
+        "void_id_required",
+        "account_id_required",
+        "invalid_reason",
+        "invalid_from",
+        "invalid_to",
         # business rules (engine/core; CONTRACT §3.4-§3.8, §7.2)
         "insufficient_balance",
         "insufficient_balance_in_selected_credit_types",
@@ -75,9 +81,12 @@ _BY_STATUS: Final[dict[int, tuple[str, ...]]] = {
         "no_unfreezable_records",
         "freeze_records_already_consumed",
         "freeze_auto_unfrozen",
+        "no_refundable_charge",  # CONTRACT §10
+        "refund_exceeds_refundable",
+        "account_already_voided",
     ),
     401: ("missing_api_key", "invalid_api_key", "api_key_revoked"),
-    404: ("not_found", "customer_not_found", "api_key_not_found"),
+    404: ("not_found", "customer_not_found", "api_key_not_found", "account_not_found"),
     405: ("method_not_allowed",),
     409: ("transaction_conflict", "api_key_exists"),
     413: ("request_too_large",),

@@ -129,6 +129,35 @@ class AutoSettle(Command, tag="auto_settle", frozen=True):
     transaction_id: str
 
 
+# -- corrections (CONTRACT §10) ---------------------------------------------------------------------
+
+
+class Refund(Command, tag="refund", frozen=True):
+    """CONTRACT §10.1. `customer_id` is filled by the runtime from the project's transaction index
+    (None when `transaction_id` is unknown: the engine answers no_refundable_charge). `amount`
+    None: all that is still refundable."""
+
+    at_ms: int
+    project: str
+    customer_id: str | None
+    refund_id: str
+    transaction_id: str
+    amount: int | None = None
+    reason: str | None = None
+
+
+class Void(Command, tag="void", frozen=True):
+    """CONTRACT §10.2. `customer_id` is filled by the runtime from the project's bucket index
+    (None when `account_id` names no bucket of the project: 404 account_not_found)."""
+
+    at_ms: int
+    project: str
+    customer_id: str | None
+    void_id: str
+    account_id: str
+    reason: str | None = None
+
+
 AnyCommand = (
     CreateApiKey
     | RevokeApiKey
@@ -139,6 +168,8 @@ AnyCommand = (
     | Unfreeze
     | ExpireBuckets
     | AutoSettle
+    | Refund
+    | Void
 )
 
 # Every command class is in the union (the WAL decoder and apply's `match` both rely on it).

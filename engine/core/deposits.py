@@ -132,6 +132,7 @@ def _deposit_write(
         bucket.is_expired = True  # never enters `live`
         bucket.expired = command.amount
     customer.add_bucket(bucket)
+    project.add_bucket_owner(lsn, customer.customer_id)
     key = command.idempotency_key
     customer.add_entry(entry(lsn, 0, GRANT, bucket, command.amount, key, "UNDEFINED", command.description, at_ms))
     if expired_now:

@@ -2,7 +2,8 @@
 
 One `match` over the Command union; the rules live one subsystem per module beside this one:
 `deposits`, `debits` (deduct, freeze), `settlement` (consume, unfreeze), `timers` (expiry, TTLs,
-the due index), `apikeys`; their shared steps in `common`. A new subsystem (slots,
+the due index), `corrections` (refund, void: CONTRACT §10), `apikeys`; their shared steps in
+`common`. A new subsystem (slots,
 entitlements, refunds) is a new module and a new `case` here.
 
 Pure and deterministic: no I/O, no clock, no randomness, no asyncio. Time comes in as `at_ms`
@@ -41,9 +42,12 @@ from engine.core.commands import (
     Deposit,
     ExpireBuckets,
     Freeze,
+    Refund,
     RevokeApiKey,
     Unfreeze,
+    Void,
 )
+from engine.core.corrections import apply_refund, apply_void
 from engine.core.debits import apply_deduct, apply_freeze
 from engine.core.deposits import apply_deposit
 from engine.core.results import Applied, Rejected
@@ -79,6 +83,10 @@ def apply(state: LedgerState, lsn: int, command: AnyCommand) -> Applied | Reject
             result = apply_expire_buckets(state, lsn, command)
         case AutoSettle():
             result = apply_auto_settle(state, lsn, command)
+        case Refund():
+            result = apply_refund(state, lsn, command)
+        case Void():
+            result = apply_void(state, lsn, command)
         case CreateApiKey():
             result = apply_create_api_key(state, lsn, command)
         case RevokeApiKey():

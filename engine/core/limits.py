@@ -46,4 +46,5 @@ BUSINESS_TYPES: Final = frozenset(
         "ADMIN_DEDUCT",
     }
 )
-OPERATION_TYPES: Final = frozenset({"GRANT", "FREEZE", "CONSUME", "UNFREEZE", "EXPIRE"})
+OPERATION_TYPES: Final = frozenset({"GRANT", "FREEZE", "CONSUME", "UNFREEZE", "EXPIRE", "REFUND", "VOID"})
+REASON_LENGTH_MAX: Final = 2000  # refund / void `reason` (CONTRACT §10), like a description

@@ -16,11 +16,13 @@ from __future__ import annotations
 import base64
 import hashlib
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from itertools import islice
 from typing import Final
 
 import msgspec
 
+from engine.core.corrections import parse_account_id
 from engine.core.limits import LEDGER_PAGE_SIZE_MAX, OPERATION_TYPES
 from engine.core.results import (
     Account,
@@ -33,7 +35,10 @@ from engine.core.results import (
     WalletSource,
 )
 from engine.core.state import (
+    BY_BUSINESS_TYPE,
+    BY_WALLET,
     INDEX_ENTRIES_MIN,
+    REFUND,
     ApiKey,
     Bucket,
     CustomerState,
@@ -132,6 +137,22 @@ def _source(name: str, buckets: list[Bucket]) -> WalletSource:
 # -- ledger pages (velobase-api §1A.3, CONTRACT §3.12) ---------------------------------------------
 
 
+class LedgerFilters(msgspec.Struct, frozen=True, gc=False):
+    """The ledger query's filters (CONTRACT §2, §10.3), all exact matches but the time range
+    `from_ms` <= created_at < `to_ms`. None: not filtered."""
+
+    operation_type: str | None = None
+    transaction_id: str | None = None
+    wallet: str | None = None
+    business_type: str | None = None
+    from_ms: int | None = None
+    to_ms: int | None = None
+
+
+NO_FILTERS: Final = LedgerFilters()
+Descending = Callable[[int], Iterator[int]]  # end position -> matching positions < end, newest first
+
+
 def ledger_page(
     state: LedgerState,
     project: str,
@@ -139,68 +160,164 @@ def ledger_page(
     *,
     limit: int,
     cursor: str | None,
-    operation_type: str | None,
-    transaction_id: str | None,
+    operation_type: str | None = None,
+    transaction_id: str | None = None,
+    filters: LedgerFilters | None = None,
 ) -> LedgerPage | Rejected:
-    """Newest first. The cursor is the (lsn, i) key of the last entry shown, bound to project,
-    customer and filters; the next page holds the matches strictly older than it, so entries are
-    never skipped or repeated, even with equal timestamps. O(log n + limit) for every filter
-    once the customer's position indexes exist (they do above INDEX_ENTRIES_MIN entries)."""
+    """Newest first -> LedgerPage{items, total_count, has_more, next_cursor} | Rejected
+    (customer_not_found 404, invalid_limit, invalid_operation_type, invalid_cursor).
+
+    The cursor is the (lsn, i) key of the last entry shown, bound to project, customer and every
+    filter (CONTRACT §7.9, §10.3); the next page holds the matches strictly older than it, so
+    entries are never skipped or repeated, even with equal timestamps. `from_ms >= to_ms` is an
+    empty page. Work per page, once the customer's indexes exist (above INDEX_ENTRIES_MIN
+    entries): O(log n + limit) for no filter or one exact filter; + O(late entries) with a time
+    range (see state.TimeIndex); two or more exact filters scan the smallest index's list."""
+    if filters is None:
+        filters = LedgerFilters(operation_type=operation_type, transaction_id=transaction_id)
     customer = _customer(state, project, customer_id)
     if customer is None:
         return _not_found(customer_id)
     # net/ checks these first; answering here too keeps any caller from reaching a 500.
     if not 1 <= limit <= LEDGER_PAGE_SIZE_MAX:
         return Rejected("invalid_limit", f"limit must be 1..{LEDGER_PAGE_SIZE_MAX}")
-    if operation_type is not None and operation_type not in OPERATION_TYPES:
+    if filters.operation_type is not None and filters.operation_type not in OPERATION_TYPES:
         return Rejected("invalid_operation_type", "unknown operation_type")
-    binding = _cursor_binding(project, customer_id, operation_type, transaction_id)
-    positions = _positions(customer, operation_type, transaction_id)
+    binding = _cursor_binding(project, customer_id, filters)
     entries = customer.entries
-    end = len(positions)
+    end = len(entries)
     if cursor is not None:
         key = _decode_cursor(cursor, binding)
         if key is None:
             return Rejected("invalid_cursor", "malformed cursor, or made for another listing")
-        end = bisect_left(positions, bisect_left(entries, key, key=_entry_key))
-    start = end - limit if end > limit else 0
-    items = [_entry_view(entries[positions[k]]) for k in range(end - 1, start - 1, -1)]
-    has_more = start > 0
+        end = bisect_left(entries, key, key=_entry_key)
+    total, descending = _matches(customer, filters)
+    found = list(islice(descending(end), limit + 1))
+    has_more = len(found) > limit
+    shown = found[:limit]
+    items = [_entry_view(customer, entries[p]) for p in shown]
     next_cursor = None
     if has_more:
-        last = entries[positions[start]]
+        last = entries[shown[-1]]
         next_cursor = _encode_cursor(last.lsn, last.i, binding)
-    return LedgerPage(items=items, total_count=len(positions), has_more=has_more, next_cursor=next_cursor)
+    return LedgerPage(items=items, total_count=total, has_more=has_more, next_cursor=next_cursor)
 
 
 def _entry_key(entry: LedgerEntry) -> tuple[int, int]:
     return (entry.lsn, entry.i)
 
 
-def _positions(customer: CustomerState, operation_type: str | None, transaction_id: str | None) -> Sequence[int]:
-    """Ascending positions in `customer.entries` of the matching entries."""
+def _exact(filters: LedgerFilters) -> list[tuple[str, str]]:
+    """The exact-match filters given, as (entry attribute, value)."""
+    named = (
+        ("op", filters.operation_type), ("transaction_id", filters.transaction_id),
+        ("wallet", filters.wallet), ("business_type", filters.business_type),
+    )  # fmt: skip
+    return [(name, value) for name, value in named if value is not None]
+
+
+def _predicate(exact: list[tuple[str, str]], filters: LedgerFilters) -> Callable[[LedgerEntry], bool]:
+    low = filters.from_ms
+    high = filters.to_ms
+
+    def matches(entry: LedgerEntry) -> bool:
+        for name, value in exact:
+            if getattr(entry, name) != value:
+                return False
+        if low is not None and entry.created_at_ms < low:
+            return False
+        return high is None or entry.created_at_ms < high
+
+    return matches
+
+
+def _over(positions: Sequence[int]) -> tuple[int, Descending]:
+    def descending(end: int) -> Iterator[int]:
+        for k in range(bisect_left(positions, end) - 1, -1, -1):
+            yield positions[k]
+
+    return len(positions), descending
+
+
+def _matches(customer: CustomerState, filters: LedgerFilters) -> tuple[int, Descending]:
+    """(total_count, newest-first positions below an end) of the entries matching `filters`."""
     entries = customer.entries
-    if operation_type is None and transaction_id is None:
-        return range(len(entries))
+    exact = _exact(filters)
+    timed = filters.from_ms is not None or filters.to_ms is not None
+    if timed and filters.from_ms is not None and filters.to_ms is not None and filters.from_ms >= filters.to_ms:
+        return _over(())
+    if not exact and not timed:
+        return _over(range(len(entries)))
+    matches = _predicate(exact, filters)
     if customer.op_positions is None:
         assert len(entries) <= INDEX_ENTRIES_MIN  # small: a scan is as cheap as an index
-        return [
-            p
-            for p, e in enumerate(entries)
-            if (operation_type is None or e.op == operation_type)
-            and (transaction_id is None or e.transaction_id == transaction_id)
-        ]
-    assert customer.txn_positions is not None
-    if transaction_id is None:
-        assert operation_type is not None  # both None returned above
-        return customer.op_positions.get(operation_type, ())
-    by_transaction = customer.txn_positions.get(transaction_id, ())
-    if operation_type is None:
-        return by_transaction
-    return [p for p in by_transaction if entries[p].op == operation_type]  # one transaction: few
+        return _over([p for p, e in enumerate(entries) if matches(e)])
+    lists = [_index_list(customer, name, value) for name, value in exact]
+    base: Sequence[int] = min(lists, key=len) if lists else range(len(entries))
+    if len(lists) > 1:  # bounded by the smallest list
+        base = [p for p in base if matches(entries[p])]
+    if not timed:
+        return _over(base)
+    return _timed(customer, base, matches, filters)
 
 
-def _entry_view(entry: LedgerEntry) -> LedgerEntryView:
+def _index_list(customer: CustomerState, name: str, value: str) -> Sequence[int]:
+    assert customer.op_positions is not None and customer.txn_positions is not None
+    assert customer.filter_positions is not None
+    if name == "op":
+        return customer.op_positions.get(value, ())
+    if name == "transaction_id":
+        return customer.txn_positions.get(value, ())
+    kind = BY_WALLET if name == "wallet" else BY_BUSINESS_TYPE
+    return customer.filter_positions.get((kind, value), ())
+
+
+def _timed(
+    customer: CustomerState, base: Sequence[int], matches: Callable[[LedgerEntry], bool], filters: LedgerFilters
+) -> tuple[int, Descending]:
+    """The time range over `base` (ascending positions that match every exact filter), with
+    the customer's TimeIndex: a window by bisect, corrected by the late entries only."""
+    entries = customer.entries
+    index = customer.time_index
+    assert index is not None
+    low = 0 if filters.from_ms is None else bisect_left(index.high, filters.from_ms)
+    high = len(entries) if filters.to_ms is None else bisect_left(index.high, filters.to_ms)
+    a, b = bisect_left(base, low), bisect_left(base, high)
+    in_base = type(base) is range
+    skipped: set[int] = set()  # late entries inside the window that fall outside the range
+    extra: list[int] = []  # late entries past the window that fall inside it (ascending)
+    for p in index.late:  # bounded by the number of late entries
+        if not in_base:
+            k = bisect_left(base, p)
+            if k == len(base) or base[k] != p:
+                continue
+        if low <= p < high:
+            if not matches(entries[p]):
+                skipped.add(p)
+        elif p >= high and matches(entries[p]):
+            extra.append(p)
+    total = (b - a) - len(skipped) + len(extra)
+
+    def descending(end: int) -> Iterator[int]:
+        k = min(b, bisect_left(base, end)) - 1
+        j = bisect_left(extra, end) - 1
+        while k >= a or j >= 0:
+            if j >= 0 and (k < a or extra[j] > base[k]):
+                yield extra[j]
+                j -= 1
+                continue
+            p = base[k]
+            k -= 1
+            if p not in skipped:
+                yield p
+
+    return total, descending
+
+
+def _entry_view(customer: CustomerState, entry: LedgerEntry) -> LedgerEntryView:
+    refund_id = None
+    if entry.op == REFUND and customer.refund_lsns is not None:
+        refund_id = customer.refund_lsns.get(entry.lsn)
     return LedgerEntryView(
         id=entry_id(entry.lsn, entry.i),
         operation_type=entry.op,
@@ -214,14 +331,20 @@ def _entry_view(entry: LedgerEntry) -> LedgerEntryView:
         account_id=account_id(entry.bucket_lsn),
         status="COMPLETED",
         created_at=format_ms(entry.created_at_ms),
+        refund_id=refund_id,
     )
 
 
-def _cursor_binding(project: str, customer_id: str, operation_type: str | None, transaction_id: str | None) -> bytes:
-    """8 bytes naming the listing a cursor belongs to (CONTRACT §7.9 invalid_cursor). Parts are
-    length-prefixed so no two listings share a binding by concatenation."""
+def _cursor_binding(project: str, customer_id: str, filters: LedgerFilters) -> bytes:
+    """8 bytes naming the listing a cursor belongs to (CONTRACT §7.9, §10.3 invalid_cursor). Parts
+    are length-prefixed so no two listings share a binding by concatenation. The filters added
+    by §10.3 are hashed only when given, so cursors made before them stay valid."""
     digest = hashlib.sha256(b"tally-cursor-v1")
-    for part in (project, customer_id, operation_type, transaction_id):
+    parts: list[str | None] = [project, customer_id, filters.operation_type, filters.transaction_id]
+    later = (filters.wallet, filters.business_type, filters.from_ms, filters.to_ms)
+    if any(part is not None for part in later):
+        parts.extend(None if part is None else str(part) for part in later)
+    for part in parts:
         if part is None:
             digest.update(b"\x00")
         else:
@@ -258,6 +381,13 @@ def customer_last_lsn(state: LedgerState, project: str, customer_id: str) -> int
     """The LSN of the last change to the customer (0 if unknown): what a read must wait for."""
     customer = _customer(state, project, customer_id)
     return 0 if customer is None else customer.last_lsn
+
+
+def bucket_owner(state: LedgerState, project: str, account: str) -> str | None:
+    """The customer owning the bucket `account` (an `acc_<lsn>` id) in the project, or None."""
+    project_state = state.projects.get(project)
+    bucket_lsn = parse_account_id(account)
+    return None if project_state is None or bucket_lsn is None else project_state.bucket_owner(bucket_lsn)
 
 
 def transaction_owner(state: LedgerState, project: str, transaction_id: str) -> str | None:

@@ -73,6 +73,39 @@ class DeductResponse(msgspec.Struct, kw_only=True):
     is_idempotent_replay: bool
 
 
+class RefundDetail(msgspec.Struct, kw_only=True):
+    """One bucket a refund gave credit back to (CONTRACT §10.1)."""
+
+    account_id: str
+    wallet: str
+    source: str
+    amount: int
+
+
+class RefundResponse(msgspec.Struct, kw_only=True):
+    """POST /v1/billing/refund (CONTRACT §10.1). `refundable_amount`: what is left after it."""
+
+    refund_id: str
+    transaction_id: str
+    customer_id: str
+    refunded_amount: int
+    refundable_amount: int
+    refund_details: list[RefundDetail]
+    refunded_at: str
+    is_idempotent_replay: bool
+
+
+class VoidResponse(msgspec.Struct, kw_only=True):
+    """POST /v1/billing/void (CONTRACT §10.2). `voided_amount` may be 0 (nothing was available)."""
+
+    void_id: str
+    account_id: str
+    customer_id: str
+    voided_amount: int
+    voided_at: str
+    is_idempotent_replay: bool
+
+
 class Balance(msgspec.Struct, kw_only=True):
     total: int
     used: int
@@ -127,8 +160,9 @@ class CustomerResponse(msgspec.Struct, kw_only=True):
     created_at: str
 
 
-class LedgerEntryView(msgspec.Struct, kw_only=True):
-    """One ledger entry on the wire (CONTRACT §3.12)."""
+class LedgerEntryView(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One ledger entry on the wire (CONTRACT §3.12). `refund_id` only on REFUND entries
+    (CONTRACT §10.4); every other field is always present (null included)."""
 
     id: str
     operation_type: str
@@ -142,6 +176,7 @@ class LedgerEntryView(msgspec.Struct, kw_only=True):
     account_id: str
     status: str
     created_at: str
+    refund_id: str | None = None
 
 
 class LedgerPage(msgspec.Struct, kw_only=True):

@@ -20,6 +20,7 @@ strings instead of copying them. Ledger position indexes only exist once a custo
 from __future__ import annotations
 
 import heapq
+from array import array
 from bisect import bisect_left, insort
 from typing import Any, Final
 
@@ -31,6 +32,8 @@ FREEZE: Final = "FREEZE"
 CONSUME: Final = "CONSUME"
 UNFREEZE: Final = "UNFREEZE"
 EXPIRE: Final = "EXPIRE"
+REFUND: Final = "REFUND"  # CONTRACT §10.1: credit of a charge given back
+VOID: Final = "VOID"  # CONTRACT §10.2: a grant's available remainder written off
 
 # Freeze lifecycle (CONTRACT §3.8): FROZEN -> CONSUMED | UNFROZEN, both terminal.
 FROZEN: Final = 0
@@ -62,8 +65,18 @@ Parts = tuple[tuple[int, int], ...]
 
 
 class Bucket(msgspec.Struct, array_like=True, gc=False):
-    """One deposit's credit (CONTRACT §3.5). Money identity: total == used + frozen + expired +
-    available, with available == 0 once `is_expired` (the write-off moves it to `expired`)."""
+    """One deposit's credit (CONTRACT §3.5). Money identity, per bucket, always:
+
+        total == used + frozen + expired + available,   available == 0 once `is_expired`
+
+    where `used` is what is charged net of refunds (CONSUME − REFUND entries: a refund lowers
+    `used`, CONTRACT §10.4) and `expired` is everything written off (EXPIRE + VOID entries).
+    `is_expired` means *closed*: expired by time, or voided (CONTRACT §10.2; the customer's
+    `voided` index tells which). Credit coming back to a closed bucket is written off at once.
+    In the issue's terms: deposited = available + frozen + charged + expired + voided − refunded.
+
+    The layout is fixed (snapshot bytes and digests of old histories must not change): refunds
+    and voids add no field here; their records live beside the freeze and deduct records."""
 
     lsn: int  # LSN of the deposit that created it: account_id and the allocation tie-break
     wallet: str
@@ -147,6 +160,32 @@ class DepositRecord(msgspec.Struct, array_like=True, gc=False):
     wallet_total: int  # `total_amount` of the original response
 
 
+class RefundRecord(msgspec.Struct, tag="refund", array_like=True, gc=False):
+    """A refund (CONTRACT §10.1). Its own namespace per project (refund_id); `requested` is the
+    amount the request named (None: "all that is refundable"), `amount` what was refunded."""
+
+    refund_id: str
+    transaction_id: str
+    lsn: int
+    at_ms: int
+    amount: int
+    requested: int | None
+    refundable_after: int  # `refundable_amount` of the original response
+    parts: Parts  # (bucket_lsn, amount) given back, response order (newest charge first)
+    reason: str | None = None
+
+
+class VoidRecord(msgspec.Struct, tag="void", array_like=True, gc=False):
+    """A void of one bucket (CONTRACT §10.2). Its own namespace per project (void_id)."""
+
+    void_id: str
+    bucket_lsn: int
+    lsn: int
+    at_ms: int
+    amount: int  # the available remainder written off (may be 0: a spent or expired grant)
+    reason: str | None = None
+
+
 class ApiKey(msgspec.Struct, array_like=True, gc=False):
     key_id: str
     key_hash: str
@@ -188,6 +227,13 @@ class CustomerState(msgspec.Struct, gc=False):
     due: list[tuple[int, int, int, str | None]] | None = None  # derived: (due_ms, kind, lsn, txn)
     op_positions: dict[str, list[int]] | None = None  # derived: op -> entry positions
     txn_positions: dict[str, list[int]] | None = None  # derived: transaction_id -> positions
+    refunds: dict[str, RefundRecord] | None = None  # by refund_id (CONTRACT §10.1)
+    voids: dict[str, VoidRecord] | None = None  # by void_id (CONTRACT §10.2)
+    refunded: dict[str, int] | None = None  # derived: transaction_id -> refunded so far
+    voided: dict[int, str] | None = None  # derived: bucket_lsn -> void_id
+    refund_lsns: dict[int, str] | None = None  # derived: lsn of a refund -> refund_id
+    filter_positions: dict[tuple[int, str], list[int]] | None = None  # derived: (kind, value)
+    time_index: TimeIndex | None = None  # derived: created_at positions (ledger `from`/`to`)
 
     def bucket_by_lsn(self, lsn: int) -> Bucket:
         """O(log n): `buckets` is in lsn order (append-only, LSNs increase)."""
@@ -222,16 +268,47 @@ def _bucket_lsn(bucket: Bucket) -> int:
     return bucket.lsn
 
 
+# Kinds of `filter_positions` keys (ledger filters, CONTRACT §10.3).
+BY_WALLET: Final = 0
+BY_BUSINESS_TYPE: Final = 1
+
+
+class TimeIndex(msgspec.Struct, gc=False):
+    """Positions by `created_at` (CONTRACT §10.3 `from`/`to`). Entries are almost in time order
+    (client stamps never go backwards) but a timer's entries carry their due time and a deposit
+    already expired writes its EXPIRE at `expires_at`, so a few lie before an earlier entry.
+
+    `high[p]` = max created_at of entries[0..p] (non-decreasing: bisectable). An entry is *late*
+    when its created_at < high[p - 1]; `late` lists those positions (ascending). Every entry that
+    is not late has created_at == high[p], so the in-order matches of [from, to) are exactly the
+    non-late positions in [bisect(high, from), bisect(high, to)); late ones are checked one by one
+    (their number bounds the extra work of a time-filtered page)."""
+
+    high: array[int] = msgspec.field(default_factory=lambda: array("q"))
+    late: list[int] = msgspec.field(default_factory=list)
+
+
 def _index_entry(customer: CustomerState, entry: LedgerEntry, position: int) -> None:
     assert customer.op_positions is not None and customer.txn_positions is not None
+    assert customer.filter_positions is not None and customer.time_index is not None
     customer.op_positions.setdefault(entry.op, []).append(position)
     if entry.transaction_id is not None:
         customer.txn_positions.setdefault(entry.transaction_id, []).append(position)
+    customer.filter_positions.setdefault((BY_WALLET, entry.wallet), []).append(position)
+    customer.filter_positions.setdefault((BY_BUSINESS_TYPE, entry.business_type), []).append(position)
+    high = customer.time_index.high
+    if high and entry.created_at_ms < high[-1]:
+        customer.time_index.late.append(position)
+        high.append(high[-1])
+    else:
+        high.append(entry.created_at_ms)
 
 
 def build_entry_indexes(customer: CustomerState) -> None:
     customer.op_positions = {}
     customer.txn_positions = {}
+    customer.filter_positions = {}
+    customer.time_index = TimeIndex()
     for position, entry in enumerate(customer.entries):
         _index_entry(customer, entry, position)
 
@@ -242,6 +319,24 @@ class ProjectState(msgspec.Struct):
     # Project-wide identity indexes (CONTRACT §3.9); derived from the customers' records.
     txn_owner: dict[str, str] = msgspec.field(default_factory=dict)  # derived
     deposit_owner: dict[str, str] = msgspec.field(default_factory=dict)  # derived
+    refund_owner: dict[str, str] = msgspec.field(default_factory=dict)  # derived: refund_id
+    void_owner: dict[str, str] = msgspec.field(default_factory=dict)  # derived: void_id
+    # derived: bucket lsn -> owning customer, as two parallel arrays in lsn order (16 bytes a
+    # bucket; a void names only an account_id, CONTRACT §10.2). Appended as deposits apply.
+    bucket_lsns: array[int] = msgspec.field(default_factory=lambda: array("q"))
+    bucket_customers: list[str] = msgspec.field(default_factory=list)
+
+    def add_bucket_owner(self, bucket_lsn: int, customer_id: str) -> None:
+        assert not self.bucket_lsns or self.bucket_lsns[-1] < bucket_lsn
+        self.bucket_lsns.append(bucket_lsn)
+        self.bucket_customers.append(customer_id)
+
+    def bucket_owner(self, bucket_lsn: int) -> str | None:
+        """The customer owning bucket `bucket_lsn` in this project, or None. O(log n)."""
+        index = bisect_left(self.bucket_lsns, bucket_lsn)
+        if index < len(self.bucket_lsns) and self.bucket_lsns[index] == bucket_lsn:
+            return self.bucket_customers[index]
+        return None
 
 
 class LedgerState(msgspec.Struct):
@@ -263,14 +358,25 @@ def rebuild_derived(state: LedgerState) -> None:
     for project in state.projects.values():
         project.txn_owner = {}
         project.deposit_owner = {}
+        project.refund_owner = {}
+        project.void_owner = {}
+        owners: list[tuple[int, str]] = []
         for customer in project.customers.values():
             _rebuild_customer(customer)
             for transaction_id in customer.txns or ():
                 project.txn_owner[transaction_id] = customer.customer_id
             for key in customer.deposits or ():
                 project.deposit_owner[key] = customer.customer_id
+            for refund_id in customer.refunds or ():
+                project.refund_owner[refund_id] = customer.customer_id
+            for void_id in customer.voids or ():
+                project.void_owner[void_id] = customer.customer_id
             for due in customer.due or ():
                 state.due_heap.append((due[0], project.name, customer.customer_id))
+            owners.extend((bucket.lsn, customer.customer_id) for bucket in customer.buckets)
+        owners.sort()
+        project.bucket_lsns = array("q", [lsn for lsn, _ in owners])
+        project.bucket_customers = [customer_id for _, customer_id in owners]
     heapq.heapify(state.due_heap)
 
 
@@ -287,5 +393,33 @@ def _rebuild_customer(customer: CustomerState) -> None:
                 customer.push_due((due_ms, DUE_SETTLE, record.lsn, record.transaction_id))
     customer.op_positions = None
     customer.txn_positions = None
+    customer.filter_positions = None
+    customer.time_index = None
     if len(customer.entries) > INDEX_ENTRIES_MIN:
         build_entry_indexes(customer)
+    rebuild_corrections(customer)
+
+
+def rebuild_corrections(customer: CustomerState) -> None:
+    """The derived refund / void indexes from the records (CONTRACT §10)."""
+    customer.refunded = None
+    customer.refund_lsns = None
+    customer.voided = None
+    for refund in (customer.refunds or {}).values():
+        note_refund(customer, refund)
+    for void in (customer.voids or {}).values():
+        note_void(customer, void)
+
+
+def note_refund(customer: CustomerState, refund: RefundRecord) -> None:
+    if customer.refunded is None or customer.refund_lsns is None:
+        customer.refunded = {}
+        customer.refund_lsns = {}
+    customer.refunded[refund.transaction_id] = customer.refunded.get(refund.transaction_id, 0) + refund.amount
+    customer.refund_lsns[refund.lsn] = refund.refund_id
+
+
+def note_void(customer: CustomerState, void: VoidRecord) -> None:
+    if customer.voided is None:
+        customer.voided = {}
+    customer.voided[void.bucket_lsn] = void.void_id

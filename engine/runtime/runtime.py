@@ -31,7 +31,9 @@ from engine.core.commands import (
     Command,
     Consume,
     CreateApiKey,
+    Refund,
     Unfreeze,
+    Void,
     encode_command,
 )
 from engine.core.keys import hash_api_key, keys_match
@@ -194,8 +196,12 @@ class Runtime:
         self._check_writable()
         project: str = getattr(command, "project", "")
         customer_id: str | None = getattr(command, "customer_id", None)
-        if isinstance(command, (Consume, Unfreeze)) and customer_id is None:
+        if isinstance(command, (Consume, Unfreeze, Refund)) and customer_id is None:
             customer_id = queries.transaction_owner(self.state, project, command.transaction_id)
+            if customer_id is not None:
+                command = msgspec.structs.replace(command, customer_id=customer_id)
+        elif isinstance(command, Void) and customer_id is None:
+            customer_id = queries.bucket_owner(self.state, project, command.account_id)
             if customer_id is not None:
                 command = msgspec.structs.replace(command, customer_id=customer_id)
         shard = self._shard_for(project, customer_id)
@@ -210,14 +216,12 @@ class Runtime:
         return await self._read(project, customer_id, view)
 
     async def get_ledger(
-        self, project: str, customer_id: str, *, limit: int, cursor: str | None, operation_type: str | None,
-        transaction_id: str | None,
-    ) -> LedgerPage | Rejected:  # fmt: skip
+        self, project: str, customer_id: str, *, limit: int, cursor: str | None, filters: queries.LedgerFilters
+    ) -> LedgerPage | Rejected:
+        """A ledger page (engine.core.queries.ledger_page, CONTRACT §3.12, §10.3)."""
+
         def view(now_ms: int) -> LedgerPage | Rejected:
-            return queries.ledger_page(
-                self.state, project, customer_id, limit=limit, cursor=cursor, operation_type=operation_type,
-                transaction_id=transaction_id,
-            )  # fmt: skip
+            return queries.ledger_page(self.state, project, customer_id, limit=limit, cursor=cursor, filters=filters)
 
         return await self._read(project, customer_id, view)
 

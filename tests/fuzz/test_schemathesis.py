@@ -68,6 +68,9 @@ SEEDED_FREEZES = 60
 # Open freezes of 1 on SEEDED_CUSTOMERS[i % 3]; renewed before each operation (_reseed), since
 # fuzzed consumes and unfreezes settle them.
 SEEDED_TRANSACTIONS: list[str] = []
+# Buckets deposited by the last _reseed (void targets) and deducts of 1 (refund targets), CONTRACT §10.
+SEEDED_ACCOUNTS: list[str] = []
+SEEDED_CHARGES: list[str] = []
 # Codes a schema-valid request may get: business rules, existence, conflicts, and the cross-field
 # rules the document can only state in prose (net/openapi.py module doc).
 POSITIVE_REFUSALS = frozenset(
@@ -88,6 +91,12 @@ POSITIVE_REFUSALS = frozenset(
         "invalid_metadata",  # size, depth, integer range
         "invalid_starts_at",  # date-time of year 0000/10000 after offset, leap second
         "invalid_expires_at",
+        "no_refundable_charge",  # CONTRACT §10: business rules and existence of refund / void
+        "refund_exceeds_refundable",
+        "account_not_found",
+        "account_already_voided",
+        "invalid_from",  # date-time of year 0000/10000 after offset, leap second (as starts_at)
+        "invalid_to",
     }
 )
 
@@ -152,7 +161,9 @@ def _point_at_seeded(case: Any, pick: int) -> None:
         if "customer_id" in body:
             body["customer_id"] = customer
         if "transaction_id" in body and pick % 4 != 1:
-            body["transaction_id"] = transaction
+            body["transaction_id"] = SEEDED_CHARGES[pick % len(SEEDED_CHARGES)] if "refund_id" in body else transaction
+        if "account_id" in body and pick % 4 != 1:
+            body["account_id"] = SEEDED_ACCOUNTS[pick % len(SEEDED_ACCOUNTS)]
         case.body = body
 
 
@@ -228,8 +239,11 @@ def _seed(server: Server) -> None:
 
 def _reseed(server: Server, round_: int) -> None:
     port = server.port
-    for customer in SEEDED_CUSTOMERS:
-        deposit(port, customer, SEEDED_FREEZES)
+    SEEDED_ACCOUNTS[:] = [deposit(port, customer, SEEDED_FREEZES)["account_id"] for customer in SEEDED_CUSTOMERS]
+    SEEDED_CHARGES[:] = [f"fuzz_r{round_}_d{i}" for i in range(len(SEEDED_CUSTOMERS))]
+    for customer, charge in zip(SEEDED_CUSTOMERS, SEEDED_CHARGES):
+        reply = request(port, "POST", "/v1/billing/deduct", body={"customer_id": customer, "amount": 1, "transaction_id": charge})
+        assert reply.status == 200, reply.body
     SEEDED_TRANSACTIONS[:] = [f"fuzz_r{round_}_t{i}" for i in range(SEEDED_FREEZES)]
     for i, transaction in enumerate(SEEDED_TRANSACTIONS):
         customer = SEEDED_CUSTOMERS[i % len(SEEDED_CUSTOMERS)]

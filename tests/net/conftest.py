@@ -11,6 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from engine.core.commands import Command, Consume, Deduct, Deposit, Freeze, Unfreeze
+from engine.core.queries import LedgerFilters
 from engine.core.results import (
     Applied,
     Balance,
@@ -145,10 +146,10 @@ class FakeRuntime:
         *,
         limit: int,
         cursor: str | None,
-        operation_type: str | None,
-        transaction_id: str | None,
+        filters: LedgerFilters,
     ) -> LedgerPage | Rejected:
-        self.reads.append(("ledger", project, customer_id, limit, cursor, operation_type, transaction_id))
+        self.last_filters = filters
+        self.reads.append(("ledger", project, customer_id, limit, cursor, filters.operation_type, filters.transaction_id))
         result = self._steer()
         if result is not None:
             return result

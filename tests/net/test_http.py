@@ -406,6 +406,8 @@ def test_handlers_cover_the_route_table() -> None:
         ("POST", "/v1/billing/consume"),
         ("POST", "/v1/billing/unfreeze"),
         ("POST", "/v1/billing/deduct"),
+        ("POST", "/v1/billing/refund"),
+        ("POST", "/v1/billing/void"),
         ("GET", "/health"),
         ("GET", "/openapi.json"),
         ("GET", "/metrics"),
