@@ -1,6 +1,7 @@
 """UTC milliseconds -> RFC 3339 (CONTRACT §3.16, §7.5). Pure arithmetic: no clock, no `time`."""
 
-_MS_PER_DAY = 86_400_000
+import functools
+
 
 
 def _civil_from_days(days: int) -> tuple[int, int, int]:
@@ -17,14 +18,25 @@ def _civil_from_days(days: int) -> tuple[int, int, int]:
     return year, month, day
 
 
+_MILLIS = tuple(f".{millis:03d}Z" for millis in range(1000))
+
+
+@functools.lru_cache(maxsize=256)
+def _second_prefix(second_number: int) -> str:
+    """'2026-04-07T12:00:00' for a second since the epoch. Responses format the current second
+    over and over (the hot path: every write answers with its time), so the calendar arithmetic
+    and the formatting run once per second, not once per timestamp."""
+    days, second_of_day = divmod(second_number, 86_400)
+    year, month, day = _civil_from_days(days)
+    minutes, second = divmod(second_of_day, 60)
+    hour, minute = divmod(minutes, 60)
+    return f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}"
+
+
 def format_ms(ms: int) -> str:
     """UTC milliseconds -> '2026-04-07T12:00:00.000Z' (years 0001-9999, zero-padded)."""
-    days, ms_of_day = divmod(ms, _MS_PER_DAY)
-    year, month, day = _civil_from_days(days)
-    seconds, millis = divmod(ms_of_day, 1000)
-    minutes, second = divmod(seconds, 60)
-    hour, minute = divmod(minutes, 60)
-    return f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}.{millis:03d}Z"
+    second_number, millis = divmod(ms, 1000)
+    return _second_prefix(second_number) + _MILLIS[millis]
 
 
 def format_ms_or_none(ms: int | None) -> str | None:
