@@ -9,6 +9,7 @@ from typing import Final
 
 from aiohttp import web
 
+from net.admin import AdminHandlers, admin_routes
 from net.config import ServerConfig
 from net.errors import error_middleware
 from net.handlers import Handlers, Runtime
@@ -18,10 +19,12 @@ RUNTIME: Final = web.AppKey("runtime", Runtime)
 CONFIG: Final = web.AppKey("config", ServerConfig)
 
 
-def routes(handlers: Handlers) -> list[web.RouteDef]:
+def routes(handlers: Handlers, admin: AdminHandlers) -> list[web.RouteDef]:
     """The route table. The static POST /v1/customers/deposit is listed before the GET catch-all;
-    aiohttp tries a path's routes in order, so GET /v1/customers/deposit is customer "deposit"."""
+    aiohttp tries a path's routes in order, so GET /v1/customers/deposit is customer "deposit".
+    GET /v1/customers (no trailing segment) is the customer list; the catch-all needs one."""
     return [
+        web.get("/v1/customers", handlers.customers),
         web.post("/v1/customers/deposit", handlers.deposit),
         web.post("/v1/billing/deposit", handlers.deposit),
         web.get("/v1/customers/{tail:.+}", handlers.customer),  # {id} and {id}/ledger, raw path
@@ -31,6 +34,7 @@ def routes(handlers: Handlers) -> list[web.RouteDef]:
         web.post("/v1/billing/deduct", handlers.deduct),
         web.get("/health", handlers.health),
         web.get(OPENAPI_PATH, openapi_json),  # no auth (net/openapi.py)
+        *admin_routes(admin),
     ]
 
 
@@ -41,5 +45,5 @@ def create_app(config: ServerConfig, runtime: Runtime) -> web.Application:
     )
     app[CONFIG] = config
     app[RUNTIME] = runtime
-    app.add_routes(routes(Handlers(runtime)))
+    app.add_routes(routes(Handlers(runtime), AdminHandlers(runtime)))
     return app

@@ -181,17 +181,18 @@ def _serve_configs(args: argparse.Namespace) -> tuple[ServerConfig, RuntimeConfi
         raise UsageError(_flag_message(error, args)) from None
 
 
-def _bootstrap_key(environ: Mapping[str, str]) -> str | None:
-    """TALLY_BOOTSTRAP_KEY, checked for the shape net/auth.py accepts in a bearer token (printable
-    ASCII, at most API_KEY_LENGTH_MAX, no surrounding blanks, which the header parser strips): a
-    key that could never authenticate is refused at start, not discovered at the first request.
-    Unset or empty: the server makes a key (CONTRACT §5). The value is never echoed (a secret)."""
-    key = environ.get("TALLY_BOOTSTRAP_KEY") or None
+def _bootstrap_key(environ: Mapping[str, str], variable: str = "TALLY_BOOTSTRAP_KEY") -> str | None:
+    """TALLY_BOOTSTRAP_KEY (or TALLY_ADMIN_KEY, CONTRACT §9.1), checked for the shape net/auth.py
+    accepts in a bearer token (printable ASCII, at most API_KEY_LENGTH_MAX, no surrounding blanks,
+    which the header parser strips): a key that could never authenticate is refused at start, not
+    discovered at the first request. Unset or empty: the server makes a key (CONTRACT §5). The
+    value is never echoed (a secret)."""
+    key = environ.get(variable) or None
     if key is None:
         return None
     if len(key) > API_KEY_LENGTH_MAX or not (key.isascii() and key.isprintable()) or key != key.strip(" \t"):
         raise UsageError(
-            f"TALLY_BOOTSTRAP_KEY must be 1..{API_KEY_LENGTH_MAX} printable ASCII characters "
+            f"{variable} must be 1..{API_KEY_LENGTH_MAX} printable ASCII characters "
             f"without leading or trailing blanks (got {len(key)} characters)"
         )
     return key
@@ -264,13 +265,16 @@ def _serve_runtime_config(args: argparse.Namespace) -> RuntimeConfig:
 def _cmd_serve(args: argparse.Namespace) -> int:
     config, runtime_config = _serve_configs(args)
     bootstrap_key = _bootstrap_key(os.environ)
+    admin_key = _bootstrap_key(os.environ, "TALLY_ADMIN_KEY")
+    if admin_key is not None and admin_key == bootstrap_key:
+        raise UsageError("TALLY_ADMIN_KEY must differ from TALLY_BOOTSTRAP_KEY")
     _check_listen(config.host, config.port)
     _writable_data_dir(args.data_dir)
     # Imported here: uvloop/aiohttp are only needed to serve, and only once the input is sound.
     from net.server import serve
 
     try:
-        exit_code = serve(config, runtime_config, bootstrap_key=bootstrap_key)
+        exit_code = serve(config, runtime_config, bootstrap_key=bootstrap_key, admin_key=admin_key)
     except OSError as error:
         if error.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
             raise
@@ -311,11 +315,16 @@ def _cmd_keys_create(args: argparse.Namespace) -> int:
 
 
 def _cmd_keys_list(args: argparse.Namespace) -> int:
+    from engine.core.apikeys import key_view
+
     async def listing(runtime: Runtime) -> list[Any]:
         return queries.list_api_keys(runtime.state)
 
     for record in _offline(args, listing):
-        print(json.dumps({"key_id": record.key_id, "project": record.project, "revoked": record.revoked}))
+        view = key_view(record)  # never the key or its hash
+        print(json.dumps({"key_id": record.key_id, "project": record.project, "revoked": record.revoked,
+                          "admin": record.admin, "label": view.label, "created_at": view.created_at,
+                          "revoked_at": view.revoked_at}))  # fmt: skip
     return EXIT_OK
 
 

@@ -6,7 +6,8 @@ the runtime passes through to it too (503). Success is always 200 with the msgsp
 
 GET /v1/customers/{customer_id}[/ledger] is one catch-all route handled on the RAW path, because a
 customer id may hold any character, `/` included (the SDK sends it as %2F): the raw path is split
-on literal `/`, then the id segment is percent-decoded exactly once.
+on literal `/`, then the id segment is percent-decoded exactly once. GET /v1/customers (nothing
+after it) is the customer list (CONTRACT §9.3), a route of its own.
 """
 
 from collections.abc import Callable
@@ -16,19 +17,18 @@ import msgspec
 from aiohttp import web
 
 from engine.core.commands import Command
-from engine.core.results import Applied, CustomerResponse, LedgerPage, Rejected
+from engine.core.results import Applied, CustomerPage, CustomerResponse, LedgerPage, Rejected
+from net.admin import AdminRuntime
 from net import schemas
 from net.auth import authenticate
 from net.errors import ClientError, HttpError
 
 
-class Runtime(Protocol):
+class Runtime(AdminRuntime, Protocol):
     """What net needs from engine.runtime.Runtime (the lead's); tests pass a fake."""
 
     @property
     def ready(self) -> bool: ...
-
-    def authenticate(self, api_key: str) -> str | Rejected: ...
 
     async def submit(self, command: Command) -> Applied | Rejected: ...
 
@@ -44,6 +44,10 @@ class Runtime(Protocol):
         operation_type: str | None,
         transaction_id: str | None,
     ) -> LedgerPage | Rejected: ...
+
+    async def list_customers(
+        self, project: str, *, limit: int, cursor: str | None, prefix: str | None
+    ) -> CustomerPage | Rejected: ...
 
 
 CUSTOMERS_PREFIX: Final = "/v1/customers/"
@@ -137,6 +141,16 @@ class Handlers:
                 operation_type=query.operation_type,
                 transaction_id=query.transaction_id,
             )
+        if type(result) is Rejected:
+            raise _rejected(result)
+        return _ok(result)
+
+    async def customers(self, request: web.Request) -> web.Response:
+        """GET /v1/customers?limit=&cursor=&prefix= (CONTRACT §9.3)."""
+        runtime = self._runtime
+        project = authenticate(request, runtime)
+        query = schemas.parse_customers_query(request.raw_path.partition("?")[2])
+        result = await runtime.list_customers(project, limit=query.limit, cursor=query.cursor, prefix=query.prefix)
         if type(result) is Rejected:
             raise _rejected(result)
         return _ok(result)

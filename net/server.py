@@ -30,12 +30,16 @@ GC_FREEZE_INTERVAL_S = 1.0
 GC_FULL_INTERVAL_S = 600.0
 
 
-def serve(config: ServerConfig, runtime_config: RuntimeConfig, *, bootstrap_key: str | None) -> int:
+def serve(
+    config: ServerConfig, runtime_config: RuntimeConfig, *, bootstrap_key: str | None, admin_key: str | None = None
+) -> int:
     """Run until SIGTERM/SIGINT. Returns the process exit code."""
-    return uvloop.run(_serve(config, runtime_config, bootstrap_key))
+    return uvloop.run(_serve(config, runtime_config, bootstrap_key, admin_key))
 
 
-async def _serve(config: ServerConfig, runtime_config: RuntimeConfig, bootstrap_key: str | None) -> int:
+async def _serve(
+    config: ServerConfig, runtime_config: RuntimeConfig, bootstrap_key: str | None, admin_key: str | None
+) -> int:
     runtime = await Runtime.open(runtime_config)
     # The recovered ledger is long-lived: move it out of the collector's generations so that
     # collections triggered by request garbage never walk it (p99 latency).
@@ -43,7 +47,7 @@ async def _serve(config: ServerConfig, runtime_config: RuntimeConfig, bootstrap_
     gc.freeze()
     gc_task = asyncio.get_running_loop().create_task(_keep_old_objects_frozen(), name="tally-gc")
     try:
-        await bootstrap_keys(runtime, runtime_config.data_dir, bootstrap_key)
+        await bootstrap_keys(runtime, runtime_config.data_dir, bootstrap_key, admin_key)
         app = create_app(config, runtime)
         runner = TallyRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
         await runner.setup()

@@ -3,17 +3,50 @@
 Same history, same digest (CONTRACT §5), whatever the shard count or snapshot cadence: derived
 heaps and indexes are left out, projects / customers / keys are sorted by name, and msgpack
 with `order="sorted"` sorts every dict's keys (customer metadata included).
+
+API keys (CONTRACT §3.15, §9.1-§9.2) are hashed as `[key_id, key_hash, project, revoked]`, the
+layout they had before labels and admin keys existed, so every older history keeps its digest;
+a key with a label or the admin flag appends `[label, admin]`. Key times (`created_at_ms`,
+`revoked_at_ms`) are left out, like `stamp_ms_last`: they are stamps the log already holds, and a
+key restored from a snapshot written before Tally kept them has none, so including them would
+make the digest depend on the snapshot cadence.
 """
 
 import hashlib
+from typing import Any
 
 import msgspec
 
-from engine.core.codec import to_snap
-from engine.core.state import LedgerState
+from engine.core.codec import ProjectSnap, to_snap
+from engine.core.state import ApiKey, LedgerState
 
 _encoder = msgspec.msgpack.Encoder(order="sorted")
 
 
+class _DigestSnap(msgspec.Struct, array_like=True):
+    """codec.StateSnap's layout (same field order, so the same bytes), keys in their digest form."""
+
+    version: int
+    last_lsn: int
+    api_keys: list[tuple[Any, ...]]
+    projects: list[ProjectSnap]
+    stamp_ms_last: int
+
+
+def _key_form(key: ApiKey) -> tuple[Any, ...]:
+    base = (key.key_id, key.key_hash, key.project, key.revoked)
+    if key.label is None and not key.admin:
+        return base
+    return (*base, key.label, key.admin)
+
+
 def digest(state: LedgerState) -> str:
-    return hashlib.sha256(_encoder.encode(to_snap(state, canonical=True))).hexdigest()
+    snap = to_snap(state, canonical=True)
+    canonical = _DigestSnap(
+        version=snap.version,
+        last_lsn=snap.last_lsn,
+        api_keys=[_key_form(key) for key in snap.api_keys],
+        projects=snap.projects,
+        stamp_ms_last=snap.stamp_ms_last,
+    )
+    return hashlib.sha256(_encoder.encode(canonical)).hexdigest()
