@@ -2,9 +2,10 @@
 
 - Project `default` and its first API key, when the data dir holds no project key: the key from
   TALLY_BOOTSTRAP_KEY, or generated, printed once and written to `<data-dir>/bootstrap-key`.
-- An admin key, when the data dir holds none (a first start, or the first start of a data dir
-  made before admin keys existed): from TALLY_ADMIN_KEY, or generated, printed once and written
-  to `<data-dir>/admin-key`. Later starts ignore both variables.
+- An admin key, when the data dir holds none that is not revoked (a first start, the first start
+  of a data dir made before admin keys existed, or after `tally keys revoke` of the admin key: the
+  way to replace a leaked one): from TALLY_ADMIN_KEY, or generated, printed once and written to
+  `<data-dir>/admin-key`. Later starts ignore both variables.
 
 Key files are mode 0600 and written (and fsync'd) before the key is logged: a crash in between
 leaves a file with an unused key (the next start makes a new one), never a logged key nobody can
@@ -59,11 +60,11 @@ async def _make_key(runtime: Runtime, path: Path, given: str | None, variable: s
             await runtime.create_api_key(project, given, key_id, admin=admin)
         except ValueError:  # the same key is already here (e.g. the other variable's value)
             raise ValueError(f"{variable} is already a key of this data directory; choose another") from None
-        print(f"tally: created {what} with the key from {variable}", flush=True)
+        print(f"tally: created {what} ({key_id}) with the key from {variable}", flush=True)
         return
     key, key_id = new_api_key()
     _write_key_file(path, key)
     await runtime.create_api_key(project, key, key_id, admin=admin)
-    print(f"tally: created {what}; {'admin' if admin else 'API'} key (shown once, also in {path}):", flush=True)
+    print(f"tally: created {what} ({key_id}); {'admin' if admin else 'API'} key (shown once, also in {path}):", flush=True)
     print(key, flush=True)
     sys.stdout.flush()

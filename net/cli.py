@@ -110,8 +110,9 @@ def _parser() -> argparse.ArgumentParser:
     _data_dir(create)
     create.add_argument("--project", required=True)
     create.set_defaults(run=_cmd_keys_create)
-    listing = key_commands.add_parser("list", help="list keys: id, project, revoked")
+    listing = key_commands.add_parser("list", help="list keys: id, project, revoked, label, times")
     _data_dir(listing)
+    listing.add_argument("--admin", action="store_true", help="list the admin keys instead (CONTRACT §9.1)")
     listing.set_defaults(run=_cmd_keys_list)
     revoke = key_commands.add_parser("revoke", help="revoke a key by its id")
     _data_dir(revoke)
@@ -321,6 +322,8 @@ def _cmd_keys_list(args: argparse.Namespace) -> int:
         return queries.list_api_keys(runtime.state)
 
     for record in _offline(args, listing):
+        if record.admin != args.admin:
+            continue
         view = key_view(record)  # never the key or its hash
         print(json.dumps({"key_id": record.key_id, "project": record.project, "revoked": record.revoked,
                           "admin": record.admin, "label": view.label, "created_at": view.created_at,

@@ -282,8 +282,8 @@ class Runtime:
         return None if key.admin else apikeys.key_view(key)
 
     def has_admin_key(self) -> bool:
-        """Some admin key was ever created (revoked or not): start-up makes one otherwise (§9.1)."""
-        return any(key.admin for key in self.state.api_keys.values())
+        """An admin key that is not revoked exists: start-up makes one otherwise (§9.1)."""
+        return any(key.admin and not key.revoked for key in self.state.api_keys.values())
 
     def has_project_key(self) -> bool:
         """Some project key was ever created: start-up bootstraps project `default` otherwise (§5)."""
