@@ -313,7 +313,7 @@ _LEDGER_PARAMS: Final = [
 
 # -- the customer list and the admin API (CONTRACT §9.2, §9.3) -------------------------------------
 
-_ADMIN_SECURITY: Final = [{"adminAuth": []}]
+_ADMIN_SECURITY: Final[list[dict[str, list[str]]]] = [{"adminAuth": []}]
 
 
 def _get_op(
