@@ -64,12 +64,15 @@ class AdminHandlers:
         self._runtime = runtime
 
     async def projects(self, request: web.Request) -> web.Response:
+        """GET /admin/v1/projects -> ProjectList; 400 unknown_field for any query parameter."""
         authenticate_admin(request, self._runtime)
         if request.query_string:
             raise ClientError("unknown_field", "this route takes no query parameters")
         return _ok(await self._runtime.list_projects())
 
     async def list_keys(self, request: web.Request) -> web.Response:
+        """GET /admin/v1/keys[?project=] -> KeyList; 400 unknown_field, invalid_identifier; 404
+        project_not_found."""
         authenticate_admin(request, self._runtime)
         project = schemas.parse_keys_query(request.raw_path.partition("?")[2])
         result = await self._runtime.list_keys(project)
@@ -78,6 +81,8 @@ class AdminHandlers:
         return _ok(result)
 
     async def create_key(self, request: web.Request) -> web.Response:
+        """POST /admin/v1/keys {project, label?} -> CreatedKey, after the key is durable; 400 as
+        schemas.parse_create_key says."""
         authenticate_admin(request, self._runtime)
         body = schemas.parse_create_key(await request.read())
         key, key_id = new_api_key()
@@ -92,7 +97,9 @@ class AdminHandlers:
         return _ok(CreatedKey(key_id=view.key_id, project=view.project, label=view.label, created_at=view.created_at, key=key))
 
     async def revoke_key(self, request: web.Request) -> web.Response:
-        """Routed on the raw path: the key id segment is percent-decoded once."""
+        """POST /admin/v1/keys/{key_id}/revoke -> RevokedKey (idempotent), after the revocation is
+        durable; 404 key_not_found (also for an admin key's id). Routed on the raw path: the key
+        id segment is percent-decoded once."""
         authenticate_admin(request, self._runtime)
         key_id = _key_id_of(request)
         if self._runtime.find_key(key_id) is None:  # unknown, or an admin key

@@ -290,9 +290,12 @@ class Runtime:
         return any(not key.admin for key in self.state.api_keys.values())
 
     async def list_projects(self) -> ProjectList:
+        """GET /admin/v1/projects (CONTRACT §9.2): every project by name, once durable."""
         return await self._read_all(listings.list_projects(self.state))
 
     async def list_keys(self, project: str | None) -> KeyList | Rejected:
+        """GET /admin/v1/keys (CONTRACT §9.2): project keys, of `project` if given; Rejected
+        project_not_found for a project that does not exist."""
         return await self._read_all(listings.list_keys(self.state, project))
 
     async def list_customers(
