@@ -13,6 +13,7 @@ from typing import Final
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from net.admin import AdminHandlers, admin_routes
 from net.config import ServerConfig
 from net.errors import error_middleware
 from net.handlers import NOT_READY, Handlers, Runtime
@@ -21,13 +22,16 @@ from net.openapi import OPENAPI_PATH, openapi_json
 
 CONFIG: Final = web.AppKey("config", ServerConfig)
 HANDLERS: Final = web.AppKey("handlers", Handlers)
+ADMIN_HANDLERS: Final = web.AppKey("admin_handlers", AdminHandlers)
 OBSERVER: Final = web.AppKey("observer", Observer)
 
 
-def routes(handlers: Handlers) -> list[web.RouteDef]:
+def routes(handlers: Handlers, admin: AdminHandlers) -> list[web.RouteDef]:
     """The route table. The static POST /v1/customers/deposit is listed before the GET catch-all;
-    aiohttp tries a path's routes in order, so GET /v1/customers/deposit is customer "deposit"."""
+    aiohttp tries a path's routes in order, so GET /v1/customers/deposit is customer "deposit".
+    GET /v1/customers (no trailing segment) is the customer list; the catch-all needs one."""
     return [
+        web.get("/v1/customers", handlers.customers),
         web.post("/v1/customers/deposit", handlers.deposit),
         web.post("/v1/billing/deposit", handlers.deposit),
         web.get("/v1/customers/{tail:.+}", handlers.customer),  # {id} and {id}/ledger, raw path
@@ -40,6 +44,7 @@ def routes(handlers: Handlers) -> list[web.RouteDef]:
         web.get("/health", handlers.health),
         web.get(OPENAPI_PATH, openapi_json),  # no auth (net/openapi.py)
         web.get(METRICS_PATH, metrics),  # no auth (CONTRACT §9.4)
+        *admin_routes(admin),
     ]
 
 
@@ -56,15 +61,18 @@ def create_app(config: ServerConfig, runtime: Runtime | None, *, observer: Obser
         middlewares=[observer.middleware, error_middleware],
     )
     handlers = Handlers(NOT_READY if runtime is None else runtime)
+    admin = AdminHandlers(NOT_READY if runtime is None else runtime)
     app[CONFIG] = config
     app[HANDLERS] = handlers
+    app[ADMIN_HANDLERS] = admin
     app[OBSERVER] = observer
     app[REGISTRY] = observer.registry
-    app.add_routes(routes(handlers))
+    app.add_routes(routes(handlers, admin))
     return app
 
 
 def open_app(app: web.Application, runtime: Runtime) -> None:
     """Recovery is done and the runtime accepts writes: bind it, then open the gate (§9.5)."""
     app[HANDLERS].bind(runtime)
+    app[ADMIN_HANDLERS].bind(runtime)
     app[OBSERVER].open(runtime)

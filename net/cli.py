@@ -133,8 +133,9 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     _data_dir(create)
     create.add_argument("--project", required=True)
     create.set_defaults(run=_cmd_keys_create)
-    listing = key_commands.add_parser("list", help="list keys: id, project, revoked")
+    listing = key_commands.add_parser("list", help="list keys: id, project, revoked, label, times")
     _data_dir(listing)
+    listing.add_argument("--admin", action="store_true", help="list the admin keys instead (CONTRACT §9.1)")
     listing.set_defaults(run=_cmd_keys_list)
     revoke = key_commands.add_parser("revoke", help="revoke a key by its id")
     _data_dir(revoke)
@@ -275,17 +276,18 @@ def _serve_configs(args: argparse.Namespace) -> tuple[ServerConfig, RuntimeConfi
         raise UsageError(_flag_message(error, args)) from None
 
 
-def _bootstrap_key(environ: Mapping[str, str]) -> str | None:
-    """TALLY_BOOTSTRAP_KEY, checked for the shape net/auth.py accepts in a bearer token (printable
-    ASCII, at most API_KEY_LENGTH_MAX, no surrounding blanks, which the header parser strips): a
-    key that could never authenticate is refused at start, not discovered at the first request.
-    Unset or empty: the server makes a key (CONTRACT §5). The value is never echoed (a secret)."""
-    key = environ.get("TALLY_BOOTSTRAP_KEY") or None
+def _bootstrap_key(environ: Mapping[str, str], variable: str = "TALLY_BOOTSTRAP_KEY") -> str | None:
+    """TALLY_BOOTSTRAP_KEY (or TALLY_ADMIN_KEY, CONTRACT §9.1), checked for the shape net/auth.py
+    accepts in a bearer token (printable ASCII, at most API_KEY_LENGTH_MAX, no surrounding blanks,
+    which the header parser strips): a key that could never authenticate is refused at start, not
+    discovered at the first request. Unset or empty: the server makes a key (CONTRACT §5). The
+    value is never echoed (a secret)."""
+    key = environ.get(variable) or None
     if key is None:
         return None
     if len(key) > API_KEY_LENGTH_MAX or not (key.isascii() and key.isprintable()) or key != key.strip(" \t"):
         raise UsageError(
-            f"TALLY_BOOTSTRAP_KEY must be 1..{API_KEY_LENGTH_MAX} printable ASCII characters "
+            f"{variable} must be 1..{API_KEY_LENGTH_MAX} printable ASCII characters "
             f"without leading or trailing blanks (got {len(key)} characters)"
         )
     return key
@@ -359,6 +361,9 @@ def _serve_runtime_config(args: argparse.Namespace) -> RuntimeConfig:
 def _cmd_serve(args: argparse.Namespace) -> int:
     config, runtime_config = _serve_configs(args)
     bootstrap_key = _bootstrap_key(os.environ)
+    admin_key = _bootstrap_key(os.environ, "TALLY_ADMIN_KEY")
+    if admin_key is not None and admin_key == bootstrap_key:
+        raise UsageError("TALLY_ADMIN_KEY must differ from TALLY_BOOTSTRAP_KEY")
     _check_listen(config.host, config.port)
     _writable_data_dir(args.data_dir)
     # The server listens before it takes the lock (CONTRACT §9.5): refuse a held data dir first
@@ -370,8 +375,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from net.server import serve
 
     try:
-        exit_code = serve(config, runtime_config, bootstrap_key=bootstrap_key, log_format=args.log_format,
-                          log_requests=args.log_level in ("debug", "info"))
+        exit_code = serve(config, runtime_config, bootstrap_key=bootstrap_key, admin_key=admin_key,
+                          log_format=args.log_format, log_requests=args.log_level in ("debug", "info"))
     except OSError as error:
         if error.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
             raise
@@ -412,11 +417,18 @@ def _cmd_keys_create(args: argparse.Namespace) -> int:
 
 
 def _cmd_keys_list(args: argparse.Namespace) -> int:
+    from engine.core.apikeys import key_view
+
     async def listing(runtime: Runtime) -> list[Any]:
         return queries.list_api_keys(runtime.state)
 
     for record in _offline(args, listing):
-        print(json.dumps({"key_id": record.key_id, "project": record.project, "revoked": record.revoked}))
+        if record.admin != args.admin:
+            continue
+        view = key_view(record)  # never the key or its hash
+        print(json.dumps({"key_id": record.key_id, "project": record.project, "revoked": record.revoked,
+                          "admin": record.admin, "label": view.label, "created_at": view.created_at,
+                          "revoked_at": view.revoked_at}))  # fmt: skip
     return EXIT_OK
 
 

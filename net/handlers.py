@@ -6,7 +6,8 @@ the runtime passes through to it too (503). Success is always 200 with the msgsp
 
 GET /v1/customers/{customer_id}[/ledger] is one catch-all route handled on the RAW path, because a
 customer id may hold any character, `/` included (the SDK sends it as %2F): the raw path is split
-on literal `/`, then the id segment is percent-decoded exactly once.
+on literal `/`, then the id segment is percent-decoded exactly once. GET /v1/customers (nothing
+after it) is the customer list (CONTRACT §9.3), a route of its own.
 """
 
 from collections.abc import Callable
@@ -17,20 +18,20 @@ from aiohttp import web
 
 from engine.core.commands import Command
 from engine.core.queries import LedgerFilters
-from engine.core.results import Applied, CustomerResponse, LedgerPage, Rejected
+from engine.core.results import Applied, CustomerPage, CustomerResponse, KeyList, KeyView, LedgerPage, ProjectList, Rejected
+from engine.runtime import Admin
 from engine.runtime.errors import Unavailable
+from net.admin import AdminRuntime
 from net import schemas
 from net.auth import authenticate
 from net.errors import ClientError, HttpError
 
 
-class Runtime(Protocol):
+class Runtime(AdminRuntime, Protocol):
     """What net needs from engine.runtime.Runtime (the lead's); tests pass a fake."""
 
     @property
     def ready(self) -> bool: ...
-
-    def authenticate(self, api_key: str) -> str | Rejected: ...
 
     async def submit(self, command: Command) -> Applied | Rejected: ...
 
@@ -46,6 +47,10 @@ class Runtime(Protocol):
         filters: LedgerFilters,
     ) -> LedgerPage | Rejected: ...
 
+    async def list_customers(
+        self, project: str, *, limit: int, cursor: str | None, prefix: str | None
+    ) -> CustomerPage | Rejected: ...
+
 
 class _NotReady:
     """The runtime stand-in while the server recovers (CONTRACT §9.5): net/observe.py's gate
@@ -58,10 +63,27 @@ class _NotReady:
     def _refuse(self) -> Unavailable:
         return Unavailable("not_ready", "the server is recovering its ledger; retry shortly")
 
-    def authenticate(self, api_key: str) -> str | Rejected:
+    def authenticate(self, api_key: str) -> str | Admin | Rejected:
+        raise self._refuse()
+
+    def has_project(self, project: str) -> bool:
+        raise self._refuse()
+
+    def find_key(self, key_id: str) -> KeyView | None:
         raise self._refuse()
 
     async def submit(self, command: Command) -> Applied | Rejected:
+        raise self._refuse()
+
+    async def list_projects(self) -> ProjectList:
+        raise self._refuse()
+
+    async def list_keys(self, project: str | None) -> KeyList | Rejected:
+        raise self._refuse()
+
+    async def list_customers(
+        self, project: str, *, limit: int, cursor: str | None, prefix: str | None
+    ) -> CustomerPage | Rejected:
         raise self._refuse()
 
     async def get_customer(self, project: str, customer_id: str) -> CustomerResponse | Rejected:
@@ -180,6 +202,16 @@ class Handlers:
                     business_type=query.business_type, from_ms=query.from_ms, to_ms=query.to_ms,
                 ),  # fmt: skip
             )
+        if type(result) is Rejected:
+            raise _rejected(result)
+        return _ok(result)
+
+    async def customers(self, request: web.Request) -> web.Response:
+        """GET /v1/customers?limit=&cursor=&prefix= (CONTRACT §9.3)."""
+        runtime = self._runtime
+        project = authenticate(request, runtime)
+        query = schemas.parse_customers_query(request.raw_path.partition("?")[2])
+        result = await runtime.list_customers(project, limit=query.limit, cursor=query.cursor, prefix=query.prefix)
         if type(result) is Rejected:
             raise _rejected(result)
         return _ok(result)

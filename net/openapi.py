@@ -36,18 +36,27 @@ from engine.core.limits import (
     AMOUNT_MAX,
     BUSINESS_TYPES,
     CURSOR_LENGTH_MAX,
+    CUSTOMER_CURSOR_LENGTH_MAX,
+    CUSTOMER_PAGE_SIZE_DEFAULT,
+    CUSTOMER_PAGE_SIZE_MAX,
     LEDGER_PAGE_SIZE_DEFAULT,
     LEDGER_PAGE_SIZE_MAX,
     OPERATION_TYPES,
+    PREFIX_LENGTH_MAX,
 )
 from engine.core.results import (
     ConsumeResponse,
+    CreatedKey,
+    CustomerPage,
     CustomerResponse,
     DeductResponse,
     DepositResponse,
     FreezeResponse,
+    KeyList,
     LedgerPage,
     RefundResponse,
+    ProjectList,
+    RevokedKey,
     UnfreezeResponse,
     VoidResponse,
 )
@@ -71,6 +80,10 @@ ROUTE_DOC_PATHS: Final = {
     "/health": ("/health",),
     OPENAPI_PATH: (OPENAPI_PATH,),
     "/metrics": ("/metrics",),
+    "/v1/customers": ("/v1/customers",),
+    "/admin/v1/projects": ("/admin/v1/projects",),
+    "/admin/v1/keys": ("/admin/v1/keys",),
+    "/admin/v1/keys/{tail}": ("/admin/v1/keys/{key_id}/revoke",),  # raw path, net/admin.py
 }
 
 # -- shared pieces --------------------------------------------------------------------------------
@@ -102,7 +115,10 @@ _NOT_BOTH: Final = {
 
 # -- error codes: which codes each operation can answer; statuses come from the registry ----------
 
-_AUTH_CODES: Final = ("missing_api_key", "invalid_api_key", "api_key_revoked")
+_KEY_CODES: Final = ("missing_api_key", "invalid_api_key", "api_key_revoked")
+# /v1 with an admin key: X-Tally-Project missing, or naming no project (CONTRACT §9.1)
+_AUTH_CODES: Final = (*_KEY_CODES, "project_required", "project_not_found")
+_ADMIN_CODES: Final = (*_KEY_CODES, "admin_required")  # /admin with a project key: 403
 _UNAVAILABLE_CODES: Final = ("overloaded", "storage_unavailable")
 _BODY_CODES: Final = ("invalid_json", "unknown_field", "request_too_large", *_AUTH_CODES, *_UNAVAILABLE_CODES)
 _DEBIT_CODES: Final = (
@@ -185,6 +201,16 @@ OPERATION_CODES: Final[dict[str, tuple[str, ...]]] = {
         "invalid_business_type", "invalid_from", "invalid_to",
     ),  # fmt: skip
     "health": ("not_ready",),
+    "list_customers": (
+        *_AUTH_CODES, *_UNAVAILABLE_CODES, "unknown_field", "invalid_limit", "invalid_cursor", "invalid_prefix"
+    ),
+    "list_projects": (*_ADMIN_CODES, *_UNAVAILABLE_CODES, "unknown_field"),
+    "create_key": (
+        *_ADMIN_CODES, *_UNAVAILABLE_CODES, "invalid_json", "unknown_field", "request_too_large",
+        "project_required", "invalid_identifier", "invalid_label", "api_key_exists",
+    ),  # fmt: skip
+    "list_keys": (*_ADMIN_CODES, *_UNAVAILABLE_CODES, "unknown_field", "invalid_identifier", "project_not_found"),
+    "revoke_key": (*_ADMIN_CODES, *_UNAVAILABLE_CODES, "key_not_found", "not_found"),
 }
 for _codes in OPERATION_CODES.values():
     for _code in _codes:
@@ -226,6 +252,7 @@ _REQUEST_ID_HEADER: Final = {
 _STATUS_TEXT: Final = {
     400: "Bad request: shape, values or a business rule",
     401: "Missing, invalid or revoked API key",
+    403: "A project key on an admin route",
     404: "Not found",
     409: "Conflict with an earlier operation of the same id",
     413: "Body over the size limit",
@@ -335,6 +362,77 @@ _LEDGER_PARAMS: Final = [
     },
 ]
 
+# -- the customer list and the admin API (CONTRACT §9.2, §9.3) -------------------------------------
+
+_ADMIN_SECURITY: Final[list[dict[str, list[str]]]] = [{"adminAuth": []}]
+
+
+def _get_op(
+    op_id: str, summary: str, response: str, parameters: list[dict[str, Any]], *, admin: bool = False
+) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "operationId": op_id,
+        "summary": summary,
+        "parameters": parameters,
+        "responses": dict(sorted({"200": _ok(response), **_errors(op_id)}.items())),
+    }
+    if admin:
+        op["security"] = _ADMIN_SECURITY
+    return op
+
+
+_CUSTOMERS_PARAMS: Final = [
+    {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1, "maximum": CUSTOMER_PAGE_SIZE_MAX, "default": CUSTOMER_PAGE_SIZE_DEFAULT},
+    },
+    {
+        "name": "cursor",
+        "in": "query",
+        "required": False,
+        "description": "Opaque: a `next_cursor` of the same listing (project and prefix).",
+        "schema": {"type": "string", "minLength": 1, "maxLength": CUSTOMER_CURSOR_LENGTH_MAX, "pattern": r"^[\u0020-\u007e]+$"},
+    },
+    {
+        "name": "prefix",
+        "in": "query",
+        "required": False,
+        "description": "Only customers whose id starts with this text (empty: all).",
+        "schema": {"type": "string", "maxLength": PREFIX_LENGTH_MAX, "pattern": "^[^\\u0000-\\u001f\\u007f]*$"},
+    },
+]
+_KEY_ID_PARAM: Final = {
+    "name": "key_id",
+    "in": "path",
+    "required": True,
+    "description": "A key id as listed; an admin key's id is not found here.",
+    "schema": {"type": "string", "pattern": "^key_[0-9a-f]{16}$"},
+}
+
+
+def _admin_paths() -> dict[str, Any]:
+    """GET /v1/customers (any key) and the /admin/v1 operations (an admin key)."""
+    create = _write_op("create_key", "Create a key for a project (the project too if new)", schemas.CreateKeyRequest, "CreatedKey")
+    create["security"] = _ADMIN_SECURITY
+    revoke = _get_op("revoke_key", "Revoke a key (idempotent); refused from the next request on", "RevokedKey",
+                     [_KEY_ID_PARAM], admin=True)  # fmt: skip
+    project_filter = {"name": "project", "in": "query", "required": False, "schema": _id("Only this project's keys.")}
+    return {
+        "/v1/customers": {
+            "get": _get_op("list_customers", "Customers by customer_id, prefix search, keyset cursor", "CustomerPage",
+                           _CUSTOMERS_PARAMS)  # fmt: skip
+        },
+        "/admin/v1/projects": {"get": _get_op("list_projects", "Every project", "ProjectList", [], admin=True)},
+        "/admin/v1/keys": {
+            "post": create,
+            "get": _get_op("list_keys", "Project keys (never the key or its hash)", "KeyList", [project_filter], admin=True),
+        },
+        "/admin/v1/keys/{key_id}/revoke": {"post": revoke},
+    }
+
+
 # -- response components from the engine.core.results Structs -----------------------------------------
 
 _RESPONSE_STRUCTS: Final = (
@@ -347,10 +445,15 @@ _RESPONSE_STRUCTS: Final = (
     LedgerPage,
     RefundResponse,
     VoidResponse,
+    CustomerPage,
+    ProjectList,
+    KeyList,
+    CreatedKey,
+    RevokedKey,
 )
 _TIME_FIELDS: Final = frozenset(
     {"starts_at", "expires_at", "unfreeze_after", "consume_after", "consumed_at", "unfrozen_at", "deducted_at", "created_at",
-     "refunded_at", "voided_at"}
+     "refunded_at", "voided_at", "revoked_at"}
 )  # fmt: skip
 # Integer fields that are always > 0 on the wire; every other integer is >= 0.
 _POSITIVE_FIELDS: Final = {
@@ -515,6 +618,7 @@ def document() -> dict[str, Any]:
             "post": _write_op("void", "Write off a grant's available remainder (CONTRACT §10.2)", schemas.VoidRequest, "VoidResponse")
         },
         **_public_paths(),
+        **_admin_paths(),
     }
     return {
         "openapi": "3.1.0",
@@ -524,13 +628,21 @@ def document() -> dict[str, Any]:
             "version": "0.1.0",
             "description": "A durable credit ledger speaking the hosted Velobase billing API. "
             "Every error is {\"error\": {code, type, message, details, retryable, request_id}}; "
-            "a wrong method on a known path is 405 method_not_allowed, an unknown path 404 not_found.",
+            "a wrong method on a known path is 405 method_not_allowed, an unknown path 404 not_found. "
+            "An admin key may call the /v1 operations for any project named in the X-Tally-Project "
+            "header (absent: 400 project_required; unknown: 404 project_not_found); a project key's "
+            "X-Tally-Project is ignored.",
         },
         "servers": [{"url": "http://127.0.0.1:3002"}],
         "security": [{"bearerAuth": []}],
         "paths": paths,
         "components": {
-            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "description": "A project's API key."}},
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer",
+                               "description": "A project's API key, or an admin key with X-Tally-Project."},
+                "adminAuth": {"type": "http", "scheme": "bearer",
+                              "description": "An admin key (CONTRACT §9.1); a project key gets 403 admin_required."},
+            },  # fmt: skip
             "schemas": _components(),
         },
     }

@@ -74,9 +74,13 @@ from engine.core.limits import (
     CONSUME_AFTER_S_MAX,
     CREDIT_TYPES_COUNT_MAX,
     CURSOR_LENGTH_MAX,
+    CUSTOMER_CURSOR_LENGTH_MAX,
+    CUSTOMER_PAGE_SIZE_DEFAULT,
+    CUSTOMER_PAGE_SIZE_MAX,
     DESCRIPTION_LENGTH_MAX,
     EMAIL_LENGTH_MAX,
     ID_LENGTH_MAX,
+    LABEL_LENGTH_MAX,
     LEDGER_PAGE_SIZE_DEFAULT,
     LEDGER_PAGE_SIZE_MAX,
     METADATA_DEPTH_MAX,
@@ -84,6 +88,7 @@ from engine.core.limits import (
     NAME_LENGTH_MAX,
     OPERATION_TYPES,
     REASON_LENGTH_MAX,
+    PREFIX_LENGTH_MAX,
     UNFREEZE_AFTER_S_MAX,
 )
 from net.errors import ClientError
@@ -229,8 +234,18 @@ class VoidRequest(_Request):
     reason: Reason | None = None
 
 
+
+class CreateKeyRequest(_Request):
+    """POST /admin/v1/keys (CONTRACT §9.2)."""
+
+    project: Annotated[str, ID, _about("The project the key acts on; created if new.")]
+    label: Annotated[str, Meta(max_length=LABEL_LENGTH_MAX, pattern=f"^{_NO_CONTROL}*$(?!\\n)",
+                               description="A name for people (which app holds the key).")] | None = None  # fmt: skip
+
+
 REQUEST_STRUCTS: Final = (
     DepositRequest, FreezeRequest, DeductRequest, ConsumeRequest, UnfreezeRequest, RefundRequest, VoidRequest,
+    CreateKeyRequest,
 )  # fmt: skip
 
 # -- decoding: the typed fast path, the lenient retry, msgspec's error -> the contract code --------
@@ -242,6 +257,7 @@ _consume_decoder = msgspec.json.Decoder(ConsumeRequest)
 _unfreeze_decoder = msgspec.json.Decoder(UnfreezeRequest)
 _refund_decoder = msgspec.json.Decoder(RefundRequest)
 _void_decoder = msgspec.json.Decoder(VoidRequest)
+_create_key_decoder = msgspec.json.Decoder(CreateKeyRequest)
 _fields_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])  # one field at a time, text kept
 _any_decoder = msgspec.json.Decoder(float_hook=Decimal)  # numbers other than ints: exact Decimal
 _metadata_decoder = msgspec.json.Decoder(dict[str, Any] | None)
@@ -276,6 +292,8 @@ _FIELD_CODES: Final = {
     "void_id": "invalid_identifier",
     "account_id": "invalid_identifier",
     "reason": "invalid_reason",
+    "project": "invalid_identifier",
+    "label": "invalid_label",
 }
 _REQUIRED_CODES: Final = {
     "customer_id": "customer_id_required",
@@ -283,6 +301,7 @@ _REQUIRED_CODES: Final = {
     "refund_id": "refund_id_required",
     "void_id": "void_id_required",
     "account_id": "account_id_required",
+    "project": "project_required",
 }
 _UNKNOWN_FIELD = re.compile(r"Object contains unknown field `(.*)`", re.DOTALL)
 _MISSING_FIELD = re.compile(r"Object missing required field `([A-Za-z_]+)`")
@@ -693,9 +712,10 @@ _LEDGER_PARAM_CODES: Final = {
 _LIMIT_TEXT = re.compile(r"[0-9]{1,3}")
 
 
-def _query_values(raw_query: str) -> dict[str, str]:
+def _query_values(raw_query: str, param_codes: dict[str, str] = _LEDGER_PARAM_CODES) -> dict[str, str]:
     """Form-decoded parameters (`+` is a space, as the SDK's urlencode writes it); unknown or
-    repeated ones refused: a typo never silently widens a filter."""
+    repeated ones refused: a typo never silently widens a filter. `param_codes`: name -> the
+    code for a bad value."""
     values: dict[str, str] = {}
     for part in raw_query.split("&"):
         if not part:
@@ -705,7 +725,7 @@ def _query_values(raw_query: str) -> dict[str, str]:
             name = unquote_plus(raw_name, errors="strict")
         except UnicodeDecodeError:
             name = raw_name
-        code = _LEDGER_PARAM_CODES.get(name)
+        code = param_codes.get(name)
         if code is None:
             raise ClientError("unknown_field", f"unknown query parameter {name!r}", {"field": name})
         if name in values:
@@ -722,14 +742,7 @@ def parse_ledger_query(raw_query: str) -> LedgerQuery:
     invalid_cursor, invalid_operation_type, invalid_identifier, invalid_business_type,
     invalid_from, invalid_to; details.field). `from`/`to`: RFC 3339 with an offset (§10.3)."""
     values = _query_values(raw_query)
-    limit = LEDGER_PAGE_SIZE_DEFAULT
-    text = values.get("limit")
-    if text is not None:
-        limit = int(text) if _LIMIT_TEXT.fullmatch(text) else 0
-        if not 1 <= limit <= LEDGER_PAGE_SIZE_MAX:
-            raise ClientError("invalid_limit",
-                f"limit must be an integer from 1 to {LEDGER_PAGE_SIZE_MAX}", {"field": "limit"}
-            )  # fmt: skip
+    limit = _limit(values.get("limit"), LEDGER_PAGE_SIZE_DEFAULT, LEDGER_PAGE_SIZE_MAX)
     cursor = values.get("cursor")
     if cursor is not None and not (0 < len(cursor) <= CURSOR_LENGTH_MAX and cursor.isascii() and cursor.isprintable()):
         raise ClientError("invalid_cursor", "cursor is malformed", {"field": "cursor"})
@@ -754,3 +767,61 @@ def parse_ledger_query(raw_query: str) -> LedgerQuery:
         limit=limit, cursor=cursor, operation_type=operation_type, transaction_id=transaction_id, wallet=wallet,
         business_type=business_type, from_ms=_time(values.get("from"), "from"), to_ms=_time(values.get("to"), "to"),
     )  # fmt: skip
+
+
+def _limit(text: str | None, default: int, maximum: int) -> int:
+    """A page size: 1..maximum digits only; raises ClientError invalid_limit."""
+    if text is None:
+        return default
+    limit = int(text) if _LIMIT_TEXT.fullmatch(text) else 0
+    if not 1 <= limit <= maximum:
+        raise ClientError("invalid_limit", f"limit must be an integer from 1 to {maximum}", {"field": "limit"})
+    return limit
+
+
+# -- the admin API and the customer list (CONTRACT §9.2, §9.3) -------------------------------------
+
+
+def parse_create_key(body: bytes) -> CreateKeyRequest:
+    """POST /admin/v1/keys. Raises ClientError (invalid_json, unknown_field, project_required,
+    invalid_identifier, invalid_label; details.field)."""
+    request: CreateKeyRequest = _decode(_create_key_decoder, body)
+    _check_required_id(request.project, "project", "project_required")
+    return request
+
+
+class CustomersQuery(msgspec.Struct, frozen=True, gc=False):
+    limit: int = CUSTOMER_PAGE_SIZE_DEFAULT
+    cursor: str | None = None
+    prefix: str | None = None  # None or "": every customer
+
+
+_CUSTOMERS_PARAM_CODES: Final = {"limit": "invalid_limit", "cursor": "invalid_cursor", "prefix": "invalid_prefix"}
+
+
+def parse_customers_query(raw_query: str) -> CustomersQuery:
+    """The raw query of GET /v1/customers. Raises ClientError (unknown_field, invalid_limit,
+    invalid_cursor, invalid_prefix; details.field). A prefix is 0..PREFIX_LENGTH_MAX characters
+    without control characters (it need not be a whole identifier: " " and "a" are prefixes)."""
+    values = _query_values(raw_query, _CUSTOMERS_PARAM_CODES)
+    limit = _limit(values.get("limit"), CUSTOMER_PAGE_SIZE_DEFAULT, CUSTOMER_PAGE_SIZE_MAX)
+    cursor = values.get("cursor")
+    if cursor is not None and not (
+        0 < len(cursor) <= CUSTOMER_CURSOR_LENGTH_MAX and cursor.isascii() and cursor.isprintable()
+    ):
+        raise ClientError("invalid_cursor", "cursor is malformed", {"field": "cursor"})
+    prefix = values.get("prefix")
+    if prefix is not None and (len(prefix) > PREFIX_LENGTH_MAX or _FORBIDDEN_CHARS.search(prefix) is not None):
+        raise ClientError("invalid_prefix",
+            f"prefix must be at most {PREFIX_LENGTH_MAX} characters without control characters", {"field": "prefix"}
+        )  # fmt: skip
+    return CustomersQuery(limit=limit, cursor=cursor, prefix=prefix or None)
+
+
+def parse_keys_query(raw_query: str) -> str | None:
+    """The raw query of GET /admin/v1/keys: the `project` filter, or None. Raises ClientError
+    (unknown_field, invalid_identifier)."""
+    project = _query_values(raw_query, {"project": "invalid_identifier"}).get("project")
+    if project is not None and not is_identifier(project):
+        raise _invalid_id("project")
+    return project

@@ -43,15 +43,15 @@ RECOVERY_PROGRESS_INTERVAL_S: Final = 2.0  # a lifecycle log line this often whi
 
 
 def serve(config: ServerConfig, runtime_config: RuntimeConfig, *, bootstrap_key: str | None,
-          log_format: str = "json", log_requests: bool = True) -> int:  # fmt: skip
+          admin_key: str | None = None, log_format: str = "json", log_requests: bool = True) -> int:  # fmt: skip
     """Run until SIGTERM/SIGINT. Returns the process exit code. `log_format` "json" | "text" for
     the request lines on stderr; `log_requests` False: none (e.g. --log-level warning)."""
     request_log = RequestLog(log_format) if log_requests else None
-    return uvloop.run(_serve(config, runtime_config, bootstrap_key, request_log))
+    return uvloop.run(_serve(config, runtime_config, bootstrap_key, admin_key, request_log))
 
 
 async def _serve(config: ServerConfig, runtime_config: RuntimeConfig, bootstrap_key: str | None,
-                 request_log: RequestLog | None) -> int:  # fmt: skip
+                 admin_key: str | None, request_log: RequestLog | None) -> int:  # fmt: skip
     registry = CollectorRegistry()  # this server's own: never prometheus_client's global REGISTRY
     ProcessCollector(registry=registry)
     observer = Observer(registry, request_log)
@@ -70,7 +70,7 @@ async def _serve(config: ServerConfig, runtime_config: RuntimeConfig, bootstrap_
         loop.add_signal_handler(signum, stop.set)
     gc_task = loop.create_task(_keep_old_objects_frozen(), name="tally-gc")
     try:
-        await bootstrap_keys(runtime, runtime_config.data_dir, bootstrap_key)
+        await bootstrap_keys(runtime, runtime_config.data_dir, bootstrap_key, admin_key)
         open_app(app, runtime)
         log.info("ready lsn=%d", runtime.durable_lsn)
         print(f"tally: serving http://{config.host}:{config.port} data-dir={runtime_config.data_dir}", flush=True)

@@ -74,6 +74,9 @@ _BY_STATUS: Final[dict[int, tuple[str, ...]]] = {
         "invalid_reason",
         "invalid_from",
         "invalid_to",
+        "invalid_prefix",
+        "invalid_label",
+        "project_required",  # an admin key on /v1 without X-Tally-Project; a key without project
         # business rules (engine/core; CONTRACT §3.4-§3.8, §7.2)
         "insufficient_balance",
         "insufficient_balance_in_selected_credit_types",
@@ -86,7 +89,8 @@ _BY_STATUS: Final[dict[int, tuple[str, ...]]] = {
         "account_already_voided",
     ),
     401: ("missing_api_key", "invalid_api_key", "api_key_revoked"),
-    404: ("not_found", "customer_not_found", "api_key_not_found", "account_not_found"),
+    403: ("admin_required",),  # a project key on /admin (CONTRACT §9.2)
+    404: ("not_found", "customer_not_found", "key_not_found", "project_not_found", "account_not_found"),
     405: ("method_not_allowed",),
     409: ("transaction_conflict", "api_key_exists"),
     413: ("request_too_large",),

@@ -25,15 +25,22 @@ class Command(msgspec.Struct, tag_field="op", array_like=True, frozen=True, forb
 
 
 class CreateApiKey(Command, tag="create_api_key", frozen=True):
-    """Create `project` if new and add a key to it. Only the SHA-256 hex of the key is stored."""
+    """Create `project` if new and add a key to it. Only the SHA-256 hex of the key is stored.
+
+    Appended for CONTRACT §9.1-§9.2 (older records decode with the defaults): `label`, a name
+    for people; `admin`: an admin key (`project` is then "" and no project is created)."""
 
     at_ms: int
     project: str
     key_id: str
     key_hash: str
+    label: str | None = None
+    admin: bool = False
 
 
 class RevokeApiKey(Command, tag="revoke_api_key", frozen=True):
+    """Revoke a key by id (idempotent); `at_ms` becomes its `revoked_at` (CONTRACT §9.2)."""
+
     at_ms: int
     key_id: str
 

@@ -103,6 +103,7 @@ def apply_deposit(state: LedgerState, lsn: int, command: Deposit) -> Applied | R
             email=command.email, metadata=command.metadata,
         )  # fmt: skip
         project.customers[command.customer_id] = customer
+        project.customer_ids.add(command.customer_id)
     return _deposit_write(state, lsn, project, customer, command)
 
 

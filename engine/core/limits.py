@@ -26,9 +26,19 @@ CONSUME_AFTER_S_MAX: Final = 604_800  # 7 days
 # -- pages (CONTRACT §2) ---------------------------------------------------------------------------
 LEDGER_PAGE_SIZE_MAX: Final = 100
 LEDGER_PAGE_SIZE_DEFAULT: Final = 20
+CUSTOMER_PAGE_SIZE_MAX: Final = 100  # CONTRACT §9.3
+CUSTOMER_PAGE_SIZE_DEFAULT: Final = 20
+PREFIX_LENGTH_MAX: Final = ID_LENGTH_MAX  # a longer prefix could match no customer id
+# A customer-list cursor holds a customer id: msgpack (version, id <= 255 chars = <= 1020 UTF-8
+# bytes, 8-byte binding) is <= 1036 bytes, base64 without padding <= 1382 characters.
+CUSTOMER_CURSOR_LENGTH_MAX: Final = 1400
+
+# -- projects and keys (CONTRACT §9.1, §9.2) --------------------------------------------------------
+LABEL_LENGTH_MAX: Final = 255
 
 # -- the runtime ---------------------------------------------------------------------------------
 SHARD_COUNT_MAX: Final = 256
+assert CUSTOMER_CURSOR_LENGTH_MAX >= 4 * -(-(1 + 3 + 4 * ID_LENGTH_MAX + 2 + 8 + 1) // 3)
 # The log must keep this much room before a shard applies one more item: an item logs its command
 # plus the customer's due timers, which are few; a breach is a broken bound (fail-stop).
 LOG_ROOM_PER_ITEM_MIN: Final = 64

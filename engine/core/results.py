@@ -186,6 +186,71 @@ class LedgerPage(msgspec.Struct, kw_only=True):
     next_cursor: str | None
 
 
+# -- the admin API and the customer list (CONTRACT §9.2, §9.3) ----------------------------------
+
+
+class KeyView(msgspec.Struct, kw_only=True):
+    """A project key as GET /admin/v1/keys lists it: never the key or its hash. A time is null
+    only for a key restored from a snapshot written before Tally kept key times."""
+
+    key_id: str
+    project: str
+    label: str | None
+    created_at: str | None
+    revoked_at: str | None
+
+
+class KeyList(msgspec.Struct, kw_only=True):
+    items: list[KeyView]
+
+
+class CreatedKey(msgspec.Struct, kw_only=True):
+    """POST /admin/v1/keys: the only time `key` is shown."""
+
+    key_id: str
+    project: str
+    label: str | None
+    created_at: str
+    key: str
+
+
+class RevokedKey(msgspec.Struct, kw_only=True):
+    """POST /admin/v1/keys/{key_id}/revoke (a replay repeats the first revocation's time)."""
+
+    key_id: str
+    revoked_at: str | None
+
+
+class ProjectView(msgspec.Struct, kw_only=True):
+    """`customers`: how many; `keys_active`: its keys not revoked; `created_at`: its first key's."""
+
+    name: str
+    created_at: str | None
+    customers: int
+    keys_active: int
+
+
+class ProjectList(msgspec.Struct, kw_only=True):
+    items: list[ProjectView]
+
+
+class CustomerSummary(msgspec.Struct, kw_only=True):
+    """One customer in GET /v1/customers; `balance` as GET /v1/customers/{id} reports it."""
+
+    customer_id: str
+    name: str | None
+    email: str | None
+    created_at: str
+    balance: Balance
+
+
+class CustomerPage(msgspec.Struct, kw_only=True):
+    items: list[CustomerSummary]
+    has_more: bool
+    next_cursor: str | None
+    total_count: int
+
+
 class Applied(msgspec.Struct, frozen=True):
     """Success. `body` is the response (None for timer commands and key commands).
 

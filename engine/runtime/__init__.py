@@ -3,6 +3,6 @@
 `Runtime` (runtime.py) is the facade net/ uses; `RuntimeConfig` its one configuration value.
 """
 
-from engine.runtime.runtime import Runtime, RuntimeConfig
+from engine.runtime.runtime import ADMIN, Admin, Runtime, RuntimeConfig
 
-__all__ = ["Runtime", "RuntimeConfig"]
+__all__ = ["ADMIN", "Admin", "Runtime", "RuntimeConfig"]

@@ -3,7 +3,8 @@
     Runtime.open(config)          lock the data dir, recover, open the log store, start shards
       .submit(command)            route by stable hash -> shard: stamp, apply, log -> durable
       .get_customer / get_ledger  reads, waiting until what they show is durable
-      .authenticate(key)          API key -> project (keys live in the log like everything else)
+      .authenticate(key)          API key -> project, or ADMIN (keys live in the log like everything else)
+      .list_customers / list_projects / list_keys   the operator's listings (CONTRACT §9.2, §9.3)
       .close()                    drain shards, last group commit + fsync, release the lock
 
 Its parts, one module each: `shards` (single writers), `durability` (answers wait for the log),
@@ -12,6 +13,13 @@ Its parts, one module each: `shards` (single writers), `durability` (answers wai
 Durability rule: a write's answer waits until the log is durable up to the ledger's last LSN at
 the moment it was decided (its own change and every change its outcome could depend on); a read
 waits for the customer's last LSN. So no answer shows state a crash could lose (CONTRACT §4).
+
+Keys (CONTRACT §9.2): `authenticate` reads the in-memory state. A created key is refused until its
+CreateApiKey is durable (`_keys_not_durable`), so no request is served on a key a crash could
+still take back; its 2xx comes after that, so it works from the next request on. A revoked key is
+refused from the moment the revocation is applied, before it is durable (and so before its 2xx):
+refusing early is the safe side; a crash before the fsync brings the key back, and the caller,
+who got no 2xx, revokes again.
 """
 
 from __future__ import annotations
@@ -20,12 +28,12 @@ import asyncio
 import logging
 import zlib
 from pathlib import Path
-from typing import Any, Callable, TypeVar, cast
+from typing import Any, Callable, Final, TypeVar, cast
 
 import msgspec
 
 import wal
-from engine.core import queries
+from engine.core import apikeys, listings, queries
 from engine.core.commands import (
     AnyCommand,
     Command,
@@ -38,7 +46,16 @@ from engine.core.commands import (
 )
 from engine.core.keys import hash_api_key, keys_match
 from engine.core.ledger import apply
-from engine.core.results import Applied, CustomerResponse, LedgerPage, Rejected
+from engine.core.results import (
+    Applied,
+    CustomerPage,
+    CustomerResponse,
+    KeyList,
+    KeyView,
+    LedgerPage,
+    ProjectList,
+    Rejected,
+)
 from engine.core.state import LedgerState
 from engine.core.timers import due_commands
 from engine.runtime.clock import Stamper, wall_clock_ms
@@ -50,11 +67,23 @@ from engine.runtime.shards import Shard
 from engine.runtime.snapshots import Snapshotter
 from engine.runtime.timer_loop import TimerLoop
 
-__all__ = ["Runtime", "RuntimeConfig"]
+__all__ = ["ADMIN", "Admin", "Runtime", "RuntimeConfig"]
 
 log = logging.getLogger("tally.runtime")
 
 V = TypeVar("V")  # what a read returns
+
+
+class Admin:
+    """What `Runtime.authenticate` returns for an admin key (CONTRACT §9.1): no project."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "ADMIN"
+
+
+ADMIN: Final = Admin()
 
 
 class Runtime:
@@ -87,6 +116,8 @@ class Runtime:
         self._tasks: list[asyncio.Task[None]] = []
         self._failure: BaseException | None = None
         self._accepting = False
+        # key_hash -> LSN of its CreateApiKey, until that LSN is durable (see the module docstring)
+        self._keys_not_durable: dict[str, int] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -175,8 +206,10 @@ class Runtime:
         """A stamp from the runtime clock (never going backwards): what "now" is for a read."""
         return self._stamper.stamp()
 
-    def authenticate(self, api_key: str) -> str | Rejected:
-        """Bearer key -> project id, or a 401 code (CONTRACT §3.15)."""
+    def authenticate(self, api_key: str) -> str | Admin | Rejected:
+        """Bearer key -> its project id, ADMIN for an admin key, or a 401 code (CONTRACT §3.15,
+        §9.1): missing_api_key, invalid_api_key (unknown, or created but not yet durable),
+        api_key_revoked."""
         if not api_key:
             return Rejected("missing_api_key", "missing API key")
         key_hash = hash_api_key(api_key)
@@ -184,9 +217,24 @@ class Runtime:
         # The index finds the candidate by digest; the comparison that decides is constant-time.
         if record is None or not keys_match(record.key_hash, key_hash):
             return Rejected("invalid_api_key", "invalid API key")
+        if self._keys_not_durable and not self._key_durable(key_hash):
+            return Rejected("invalid_api_key", "invalid API key")
         if record.revoked:
             return Rejected("api_key_revoked", "API key has been revoked")
-        return record.project
+        return ADMIN if record.admin else record.project
+
+    def _key_durable(self, key_hash: str) -> bool:
+        lsn = self._keys_not_durable.get(key_hash)
+        if lsn is None:
+            return True
+        if lsn > self._store.durable_lsn:
+            return False
+        del self._keys_not_durable[key_hash]
+        return True
+
+    def has_project(self, project: str) -> bool:
+        """The project exists (it had a key once): what X-Tally-Project may name (CONTRACT §9.1)."""
+        return project in self.state.projects
 
     async def submit(self, command: Command) -> Applied | Rejected:
         """Apply one command and return once its outcome is durable. Raises Unavailable.
@@ -225,13 +273,60 @@ class Runtime:
 
         return await self._read(project, customer_id, view)
 
-    async def create_api_key(self, project: str, key: str, key_id: str) -> None:
-        """Log a new key for `project` (created if new) and wait until it is durable.
-        Raises ValueError when the key id or key already exists."""
-        command = CreateApiKey(at_ms=0, project=project, key_id=key_id, key_hash=hash_api_key(key))
+    async def create_api_key(
+        self, project: str, key: str, key_id: str, *, label: str | None = None, admin: bool = False
+    ) -> KeyView:
+        """Log a new key for `project` (created if new; "" with `admin`) and wait until it is
+        durable. Raises ValueError when the key id or key already exists; Unavailable."""
+        command = CreateApiKey(
+            at_ms=0, project=project, key_id=key_id, key_hash=hash_api_key(key), label=label, admin=admin
+        )
         result = await self.submit(command)
         if isinstance(result, Rejected):
             raise ValueError(result.message)
+        assert isinstance(result.body, KeyView), result
+        return result.body
+
+    def find_key(self, key_id: str) -> KeyView | None:
+        """A project key by id (None for an unknown id or an admin key: the admin API manages
+        project keys only, CONTRACT §9.2)."""
+        key_hash = self.state.key_hash_by_id.get(key_id)
+        if key_hash is None:
+            return None
+        key = self.state.api_keys[key_hash]
+        return None if key.admin else apikeys.key_view(key)
+
+    def has_admin_key(self) -> bool:
+        """An admin key that is not revoked exists: start-up makes one otherwise (§9.1)."""
+        return any(key.admin and not key.revoked for key in self.state.api_keys.values())
+
+    def has_project_key(self) -> bool:
+        """Some project key was ever created: start-up bootstraps project `default` otherwise (§5)."""
+        return any(not key.admin for key in self.state.api_keys.values())
+
+    async def list_projects(self) -> ProjectList:
+        """GET /admin/v1/projects (CONTRACT §9.2): every project by name, once durable."""
+        return await self._read_all(listings.list_projects(self.state))
+
+    async def list_keys(self, project: str | None) -> KeyList | Rejected:
+        """GET /admin/v1/keys (CONTRACT §9.2): project keys, of `project` if given; Rejected
+        project_not_found for a project that does not exist."""
+        return await self._read_all(listings.list_keys(self.state, project))
+
+    async def list_customers(
+        self, project: str, *, limit: int, cursor: str | None, prefix: str | None
+    ) -> CustomerPage | Rejected:
+        """CONTRACT §9.3. Balances count buckets valid now, like GET /v1/customers/{id}; a due
+        expiry not yet written off is already left out (bucket_valid_at), so no timer runs here."""
+        page = listings.customer_page(
+            self.state, project, limit=limit, cursor=cursor, prefix=prefix, now_ms=self._stamper.stamp()
+        )
+        return await self._read_all(page)
+
+    async def _read_all(self, result: V) -> V:
+        """A listing may show any change: it waits until the whole ledger as read is durable."""
+        await self._durability.wait_durable(self.state.last_lsn)
+        return result
 
     async def fire_due_timers(self) -> int:
         """Fire every timer due now (tests and start-up); returns the customers deferred."""
@@ -263,6 +358,8 @@ class Runtime:
         if isinstance(result, Applied) and result.logged:
             assert self.state.last_lsn == lsn
             self._store.append(lsn, encode_command(command))
+            if type(command) is CreateApiKey:
+                self._keys_not_durable[command.key_hash] = lsn
         else:
             assert self.state.last_lsn == lsn - 1
         return result

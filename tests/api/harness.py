@@ -24,15 +24,19 @@ from tests.system.server import replay_json as replay  # noqa: F401  (re-exporte
 from tests.system.server import tally_cli as tally
 
 API_KEY = "vb_live_api_tests_key_0123456789abcdef"
+ADMIN_KEY = "tly_admin_api_tests_key_0123456789abcdef"
 HTTP_TIMEOUT_S = 15
 
 
 class Server(TallyProcess):
     """A TallyProcess; `fsize_limit` (bytes) caps every file the server writes."""
 
-    def __init__(self, data_dir: Path, *, api_key: str = API_KEY, fsize_limit: int | None = None, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, data_dir: Path, *, api_key: str = API_KEY, admin_key: str | None = ADMIN_KEY,
+        fsize_limit: int | None = None, extra_args: tuple[str, ...] = (),
+    ) -> None:  # fmt: skip
         preexec = None if fsize_limit is None else (lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (fsize_limit, fsize_limit)))
-        super().__init__(data_dir, api_key=api_key, extra_args=extra_args, preexec_fn=preexec)
+        super().__init__(data_dir, api_key=api_key, admin_key=admin_key, extra_args=extra_args, preexec_fn=preexec)
 
     def restart(self) -> Server:
         assert self.stop() == 0

@@ -18,6 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from net import observe, openapi
+from net.admin import AdminHandlers
 from net.app import create_app
 from net.config import ServerConfig
 from net.handlers import Handlers
@@ -79,7 +80,9 @@ async def test_every_documented_operation_is_routed(method, path):
     route_path = info.get("path") or re.sub(r"\{(\w+):[^}]*\}", r"{\1}", info["formatter"])
     assert path in openapi.ROUTE_DOC_PATHS[route_path]
     handler = match.route.handler
-    assert handler in (openapi.openapi_json, observe.metrics) or isinstance(getattr(handler, "__self__", None), Handlers)
+    assert handler in (openapi.openapi_json, observe.metrics) or isinstance(
+        getattr(handler, "__self__", None), (Handlers, AdminHandlers)
+    )
 
 
 def _refs(node: Any):
@@ -107,6 +110,10 @@ def test_document_shape():
             assert "200" in statuses
             if path in public:
                 assert op["security"] == []
+                continue
+            if path.startswith("/admin/"):
+                assert op["security"] == [{"adminAuth": []}], (method, path)  # an admin key (§9.2)
+                assert {"401", "403", "503"} <= statuses, (method, path)
                 continue
             assert "security" not in op  # the global bearer scheme applies
             assert {"400", "401", "503"} <= statuses, (method, path)
@@ -137,9 +144,11 @@ def test_document_shape():
         **consume["properties"]["actual_amount"], "type": "integer", "minimum": 0, "maximum": 2**53 - 1
     }  # an integer, never null (CONTRACT §3.1)
     assert "actual_amount" not in consume["required"]
-    assert doc["components"]["securitySchemes"]["bearerAuth"] == {
-        "type": "http", "scheme": "bearer", "description": "A project's API key."
+    schemes = doc["components"]["securitySchemes"]
+    assert schemes["bearerAuth"] == {
+        "type": "http", "scheme": "bearer", "description": "A project's API key, or an admin key with X-Tally-Project."
     }
+    assert {k: schemes["adminAuth"][k] for k in ("type", "scheme")} == {"type": "http", "scheme": "bearer"}
 
 
 def test_error_codes_are_registered_with_their_status():

@@ -51,14 +51,14 @@ def test_3_15_create_and_revoke_api_key():
     d = Driver()
     d.ok(CreateApiKey(at_ms=T, project="default", key_id="key_1", key_hash="h1"))
     assert "default" in d.state.projects and customer_count(d.state) == 0
-    assert find_api_key(d.state, "h1") == ApiKey("key_1", "h1", "default", False)
+    assert find_api_key(d.state, "h1") == ApiKey("key_1", "h1", "default", False, created_at_ms=T)
     assert d.rejected(CreateApiKey(at_ms=T, project="x", key_id="key_1", key_hash="h2")).code == "api_key_exists"
     d.ok(RevokeApiKey(at_ms=T, key_id="key_1"))
     assert find_api_key(d.state, "h1").revoked is True
     assert d.run(RevokeApiKey(at_ms=T, key_id="key_1")).logged is False
-    assert d.rejected(RevokeApiKey(at_ms=T, key_id="nope")).code == "api_key_not_found"
+    assert d.rejected(RevokeApiKey(at_ms=T, key_id="nope")).code == "key_not_found"
     assert find_api_key(d.state, "zz") is None
-    assert list_api_keys(d.state) == [ApiKey("key_1", "h1", "default", True)]
+    assert list_api_keys(d.state) == [ApiKey("key_1", "h1", "default", True, created_at_ms=T, revoked_at_ms=T)]
     assert d.state.last_lsn == 2
 
 

@@ -47,7 +47,7 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
     status_code_conformance,
 )
 
-from tests.api.harness import API_KEY, Server, deposit, replay, request, state_of  # noqa: E402
+from tests.api.harness import ADMIN_KEY, API_KEY, Server, deposit, replay, request, state_of  # noqa: E402
 
 LONG = os.environ.get("TALLY_LONG") == "1"
 CI_CASES = 1500
@@ -71,6 +71,9 @@ SEEDED_TRANSACTIONS: list[str] = []
 # Buckets deposited by the last _reseed (void targets) and deducts of 1 (refund targets), CONTRACT §10.
 SEEDED_ACCOUNTS: list[str] = []
 SEEDED_CHARGES: list[str] = []
+# Project keys made through the admin API in _seed: positive revoke cases are pointed at them, so
+# POST /admin/v1/keys/{key_id}/revoke also answers 200 (a random key id is always 404).
+SEEDED_KEY_IDS: list[str] = []
 # Codes a schema-valid request may get: business rules, existence, conflicts, and the cross-field
 # rules the document can only state in prose (net/openapi.py module doc).
 POSITIVE_REFUSALS = frozenset(
@@ -97,6 +100,8 @@ POSITIVE_REFUSALS = frozenset(
         "account_already_voided",
         "invalid_from",  # date-time of year 0000/10000 after offset, leap second (as starts_at)
         "invalid_to",
+        "key_not_found",  # revoke of a well-formed key id that no key has
+        "project_not_found",  # GET /admin/v1/keys?project= naming no project
     }
 )
 
@@ -125,10 +130,12 @@ def _code(response: Any) -> str | None:
     return error.get("code") if isinstance(error, dict) else None
 
 
-def _operations(served: dict[str, Any], key: str = API_KEY) -> list[Any]:
-    """The document's operations, with `key` as the bearer token of positive cases (schemathesis
-    then also generates negative cases with a missing or garbled Authorization header)."""
-    config = schemathesis.Config.from_dict({"auth": {"openapi": {"bearerAuth": {"bearer": key}}}})
+def _operations(served: dict[str, Any], key: str = API_KEY, admin_key: str = ADMIN_KEY) -> list[Any]:
+    """The document's operations, with `key` (and `admin_key` on /admin) as the bearer token of
+    positive cases (schemathesis then also generates negative cases with a missing or garbled
+    Authorization header)."""
+    schemes = {"bearerAuth": {"bearer": key}, "adminAuth": {"bearer": admin_key}}
+    config = schemathesis.Config.from_dict({"auth": {"openapi": schemes}})
     schema = schemathesis.openapi.from_dict(served, config=config)
     return [result.ok() for result in schema.get_all_operations()]
 
@@ -137,13 +144,16 @@ _ENCODED: dict[int, dict[str, Any]] = {}  # id -> the path-parameter dicts made 
 
 
 def _encode_path(case: Any) -> None:
-    """Percent-encode the customer id as the SDKs do (schemathesis puts it into the path raw, so
-    `/`, `?`, `#`, `%` and `..` would change which resource is asked for). Generated cases may
-    share or be handed over again with their dicts, so a new dict is made, and only once."""
+    """Percent-encode the customer id (and key id) as the SDKs do (schemathesis puts it into the
+    path raw, so `/`, `?`, `#`, `%` and `..` would change which resource is asked for). Generated
+    cases may share or be handed over again with their dicts, so a new dict is made, and only once."""
     params = case.path_parameters
-    if not params or not isinstance(params.get("customer_id"), str) or _ENCODED.get(id(params)) is params:
+    if not params or _ENCODED.get(id(params)) is params:
         return
-    encoded = {**params, "customer_id": quote(params["customer_id"], safe="")}
+    names = [name for name in ("customer_id", "key_id") if isinstance(params.get(name), str)]
+    if not names:
+        return
+    encoded = {**params, **{name: quote(params[name], safe="") for name in names}}
     _ENCODED[id(encoded)] = encoded
     case.path_parameters = encoded
 
@@ -156,6 +166,8 @@ def _point_at_seeded(case: Any, pick: int) -> None:
     transaction = SEEDED_TRANSACTIONS[pick]
     if case.path_parameters and "customer_id" in case.path_parameters:
         case.path_parameters = {**case.path_parameters, "customer_id": customer}
+    if case.path_parameters and "key_id" in case.path_parameters and pick % 2 == 0:
+        case.path_parameters = {**case.path_parameters, "key_id": SEEDED_KEY_IDS[pick % len(SEEDED_KEY_IDS)]}
     if isinstance(case.body, dict):
         body = dict(case.body)  # never edit a dict another case may share
         if "customer_id" in body:
@@ -234,6 +246,11 @@ def _seed(server: Server) -> None:
     deposit(port, "fuzz_a", 5_000, wallet="promo", source="campaign")
     deposit(port, "fuzz/b %2F ü", 300, expires_at="2999-01-01T00:00:00Z")
     deposit(port, "fuzz_c", 100)
+    SEEDED_KEY_IDS[:] = []
+    for i in range(3):
+        reply = request(port, "POST", "/admin/v1/keys", key=ADMIN_KEY, body={"project": f"fuzz_project_{i}", "label": "fuzz"})
+        assert reply.status == 200, reply.body
+        SEEDED_KEY_IDS.append(reply.json()["key_id"])
     _reseed(server, 0)
 
 
@@ -330,7 +347,7 @@ def test_refused_requests_change_nothing(server, capsys):
     served = _served(server)
     public = ("/health", "/openapi.json", "/metrics")
     operations = [op for op in _operations(served) if op.path not in public]
-    unknown_key = [op for op in _operations(served, "vb_live_unknown_key") if op.path not in public]
+    unknown_key = [op for op in _operations(served, "vb_live_unknown_key", "tly_unknown_admin_key") if op.path not in public]
     per = max(5, (CASES // 3) // (3 * len(operations)))
     tally = Tally()
 

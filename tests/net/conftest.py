@@ -21,16 +21,22 @@ from engine.core.results import (
     DepositResponse,
     Detail,
     FreezeResponse,
+    CustomerPage,
+    KeyList,
+    KeyView,
     LedgerPage,
+    ProjectList,
     Rejected,
     UnfreezeResponse,
 )
+from engine.runtime import ADMIN, Admin
 from net.app import create_app
 from net.config import ServerConfig
 
 GOOD_KEY = "vb_test_good_key"
 OTHER_KEY = "vb_test_other_key"
 REVOKED_KEY = "vb_test_revoked_key"
+ADMIN_KEY = "vb_test_admin_key"
 PROJECT = "proj_a"
 AUTH = {"Authorization": f"Bearer {GOOD_KEY}"}
 
@@ -101,8 +107,10 @@ class FakeRuntime:
         self.next_result: Applied | Rejected | CustomerResponse | LedgerPage | None = None
         self.raise_next: BaseException | None = None
 
-    def authenticate(self, api_key: str) -> str | Rejected:
+    def authenticate(self, api_key: str) -> str | Admin | Rejected:
         self.auth_calls.append(api_key)
+        if api_key == ADMIN_KEY:
+            return ADMIN
         if api_key == GOOD_KEY:
             return PROJECT
         if api_key == OTHER_KEY:
@@ -154,6 +162,29 @@ class FakeRuntime:
         if result is not None:
             return result
         return LedgerPage(items=[], total_count=0, has_more=False, next_cursor=None)
+
+    def has_project(self, project: str) -> bool:
+        return project in (PROJECT, "proj_b")
+
+    def find_key(self, key_id: str) -> KeyView | None:
+        return None
+
+    async def list_projects(self) -> ProjectList:
+        self.reads.append(("projects",))
+        return ProjectList(items=[])
+
+    async def list_keys(self, project: str | None) -> KeyList | Rejected:
+        self.reads.append(("keys", project))
+        return KeyList(items=[])
+
+    async def list_customers(
+        self, project: str, *, limit: int, cursor: str | None, prefix: str | None
+    ) -> CustomerPage | Rejected:
+        self.reads.append(("customers", project, limit, cursor, prefix))
+        result = self._steer()
+        if result is not None:
+            return result
+        return CustomerPage(items=[], has_more=False, next_cursor=None, total_count=0)
 
     def touched(self) -> bool:
         return bool(self.commands or self.reads)

@@ -353,7 +353,6 @@ async def test_customer_not_found_from_runtime(client: TestClient, fake: FakeRun
         ("GET", "/nope", 404, "not_found"),
         ("GET", "/v1/billing/nope", 404, "not_found"),
         ("POST", "/v1/billing/freeze/", 404, "not_found"),
-        ("GET", "/v1/customers", 404, "not_found"),
         ("GET", "/v1/customers/", 404, "not_found"),
         ("GET", "/v1/billing/freeze", 405, "method_not_allowed"),
         ("PUT", "/v1/customers/deposit", 405, "method_not_allowed"),
@@ -397,8 +396,12 @@ async def test_health(client: TestClient, fake: FakeRuntime) -> None:
 def test_handlers_cover_the_route_table() -> None:
     from net.app import routes
 
-    table = [(r.method, r.path) for r in routes(Handlers(FakeRuntime()))]  # type: ignore[attr-defined]  # RouteDef has method/path; routes() is typed AbstractRouteDef
+    from net.admin import AdminHandlers
+
+    fake = FakeRuntime()
+    table = [(r.method, r.path) for r in routes(Handlers(fake), AdminHandlers(fake))]  # type: ignore[attr-defined]  # RouteDef has method/path; routes() is typed AbstractRouteDef
     assert table == [
+        ("GET", "/v1/customers"),
         ("POST", "/v1/customers/deposit"),
         ("POST", "/v1/billing/deposit"),
         ("GET", "/v1/customers/{tail:.+}"),
@@ -411,6 +414,10 @@ def test_handlers_cover_the_route_table() -> None:
         ("GET", "/health"),
         ("GET", "/openapi.json"),
         ("GET", "/metrics"),
+        ("GET", "/admin/v1/projects"),
+        ("POST", "/admin/v1/keys"),
+        ("GET", "/admin/v1/keys"),
+        ("POST", "/admin/v1/keys/{tail:.+}"),
     ]
 
 

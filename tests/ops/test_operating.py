@@ -74,9 +74,10 @@ def test_metrics_count_requests_by_route_template(tmp_path: Path) -> None:
     assert requests("/v1/customers/{customer_id}/ledger", "GET", 200) == 1
     assert samples[("tally_http_request_duration_seconds_count", (("route", "/v1/billing/deduct"),))] == 10
     assert samples[("tally_http_request_duration_seconds_bucket", (("le", "+Inf"), ("route", "/v1/billing/deduct")))] == 10
-    # Records: the bootstrap key, 1 deposit, 7 deducts; every one went through a group commit.
-    assert samples[("tally_wal_last_lsn", ())] == 9
-    assert samples[("tally_wal_batch_records_sum", ())] == 9
+    # Records: the bootstrap key, the admin key (§9.1), 1 deposit, 7 deducts; every one went
+    # through a group commit.
+    assert samples[("tally_wal_last_lsn", ())] == 10
+    assert samples[("tally_wal_batch_records_sum", ())] == 10
     assert samples[("tally_wal_fsync_duration_seconds_count", ())] == samples[("tally_wal_batch_records_count", ())] >= 1
     assert samples[("tally_ready", ())] == 1
     labels = {value for (_, label_set) in samples for _, value in label_set}
@@ -151,7 +152,7 @@ def test_health_says_recovering_with_progress_while_other_routes_are_not_ready(t
     assert (status, error["code"], error["retryable"]) == (503, "not_ready", True)
     assert error["request_id"] == headers["X-Request-Id"]
     assert after[("tally_recovery_records", ())] == last_lsn
-    assert after[("tally_wal_last_lsn", ())] == last_lsn
+    assert after[("tally_wal_last_lsn", ())] == last_lsn + 1  # + the admin key made at first start (§9.1)
 
 
 def test_environment_configures_serve_and_a_flag_wins(tmp_path: Path) -> None:

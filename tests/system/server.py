@@ -37,6 +37,7 @@ class TallyProcess:
         data_dir: Path,
         *,
         api_key: str,
+        admin_key: str | None = None,
         port: int | None = None,
         extra_args: tuple[str, ...] = (),
         preexec_fn: Callable[[], None] | None = None,
@@ -45,6 +46,7 @@ class TallyProcess:
         self.data_dir = data_dir
         self.preexec_fn = preexec_fn
         self.api_key = api_key
+        self.admin_key = admin_key  # TALLY_ADMIN_KEY; None: the server makes one (<data-dir>/admin-key)
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.extra_args = extra_args
@@ -54,6 +56,9 @@ class TallyProcess:
     def start(self) -> TallyProcess:
         assert self.proc is None
         env = dict(os.environ, TALLY_BOOTSTRAP_KEY=self.api_key)
+        env.pop("TALLY_ADMIN_KEY", None)
+        if self.admin_key is not None:
+            env["TALLY_ADMIN_KEY"] = self.admin_key
         command = [sys.executable, "-m", "net.cli", "serve", "--host", "127.0.0.1",
                    "--port", str(self.port), "--data-dir", str(self.data_dir), *self.extra_args]
         with open(self.log_path, "ab") as log_file:
