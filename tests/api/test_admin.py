@@ -144,7 +144,8 @@ def test_9_2_unknown_key_id_and_admin_key_id_are_404_key_not_found(server: Serve
     expect(admin(server.port, "POST", "/admin/v1/keys/key_0123456789abcdef/revoke"), 404, "key_not_found")
     expect(admin(server.port, "POST", "/admin/v1/keys/%00/revoke"), 404, "key_not_found")
     expect(admin(server.port, "POST", "/admin/v1/keys/a/b/revoke"), 404, "not_found")
-    admin_ids = [line.split("(", 1)[1].split(")", 1)[0] for line in server.log().splitlines() if "created an admin key" in line]
+    whole_log = server.log_path.read_text(errors="replace")  # log() is only the tail; requests follow
+    admin_ids = [line.split("(", 1)[1].split(")", 1)[0] for line in whole_log.splitlines() if "created an admin key" in line]
     assert len(admin_ids) == 1 and admin_ids[0].startswith("key_")
     expect(admin(server.port, "POST", f"/admin/v1/keys/{admin_ids[0]}/revoke"), 404, "key_not_found")
     expect(admin(server.port, "GET", "/admin/v1/projects"), 200)  # and it still works
