@@ -76,7 +76,8 @@ def seed(port: int) -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    process = Server(tmp_path_factory.mktemp("dashboard") / "data").start()
+    process = Server(tmp_path_factory.mktemp("dashboard") / "data")
+    process.start()
     try:
         seed(process.port)
         yield process
@@ -85,7 +86,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 @pytest.fixture(scope="module")
-def driver() -> Iterator[WebDriver]:
+def driver() -> Iterator[webdriver.Chrome]:
     profile = tempfile.mkdtemp(prefix="tally-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
@@ -102,14 +103,14 @@ def driver() -> Iterator[WebDriver]:
 
 
 @pytest.fixture
-def page(server: Server, driver: WebDriver) -> Iterator[WebDriver]:
+def page(server: Server, driver: webdriver.Chrome) -> Iterator[webdriver.Chrome]:
     """A fresh page (sessionStorage cleared); after the test, no console error was logged."""
     driver.get(server.base_url + "/dashboard")
     driver.execute_script("sessionStorage.clear()")
     driver.get(server.base_url + "/dashboard")
     wait(driver).until(ec.visibility_of_element_located((By.CSS_SELECTOR, tid("api-key-input"))))
     yield driver
-    errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+    errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]  # type: ignore[no-untyped-call]
     assert errors == [], errors
 
 
