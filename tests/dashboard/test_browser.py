@@ -201,8 +201,10 @@ def test_admin_searches_opens_a_customer_and_pages_the_ledger(server: Server, pa
     if shot:
         page.find_element(By.ID, "ledger-first").click()
         wait(page).until(lambda d: ledger_rows(d) and ledger_rows(d)[0] == seen[0])
+        page.set_window_size(1360, 1900)
         page.execute_script("window.scrollTo(0, 0)")
         page.save_screenshot(shot)
+        page.set_window_size(1360, 1000)
 
 
 def test_ledger_filter_by_operation_type(server: Server, page: WebDriver) -> None:
