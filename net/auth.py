@@ -47,7 +47,7 @@ def bearer_token(header: str | None) -> str | None:
 _MISSING: Final = ClientError("missing_api_key", "missing API key: send Authorization: Bearer <api_key>")
 
 
-def _principal(request: web.Request, runtime: Authenticator) -> str | Admin:
+def principal(request: web.Request, runtime: Authenticator) -> str | Admin:
     """The key's project id or ADMIN; raises ClientError(401) otherwise."""
     token = bearer_token(request.headers.get("Authorization"))
     if token is None:
@@ -64,9 +64,9 @@ def _principal(request: web.Request, runtime: Authenticator) -> str | Admin:
 def authenticate(request: web.Request, runtime: Authenticator) -> str:
     """The project a /v1 request acts on; raises ClientError (401, 400 project_required, 404
     project_not_found)."""
-    principal = _principal(request, runtime)
-    if type(principal) is str:
-        return principal
+    who = principal(request, runtime)
+    if type(who) is str:
+        return who
     project = request.headers.get(PROJECT_HEADER)
     if not project:
         raise ClientError(
@@ -81,5 +81,5 @@ def authenticate(request: web.Request, runtime: Authenticator) -> str:
 
 def authenticate_admin(request: web.Request, runtime: Authenticator) -> None:
     """An /admin request: returns for an admin key; raises ClientError (401, 403 admin_required)."""
-    if type(_principal(request, runtime)) is not Admin:
+    if type(principal(request, runtime)) is not Admin:
         raise ClientError("admin_required", "this route needs an admin key")

@@ -9,7 +9,8 @@
     metrics(request)                   GET /metrics: Prometheus text of the registry (no auth)
 
 Readiness (§9.5): until `open`, GET /health answers 503 {"status": "recovering", "records": N}
-(N WAL records replayed so far), GET /metrics answers (tally_ready 0), every other route 503
+(N WAL records replayed so far), GET /metrics answers (tally_ready 0), the dashboard's static
+files (net/dashboard.py STATIC_PATHS: they touch no runtime) are served, every other route 503
 `not_ready` (retryable, §3.14 envelope). The gate never touches the runtime or its state before
 `open`: the half-built ledger lives only in the recovery thread until then.
 
@@ -33,6 +34,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from net.dashboard import STATIC_PATHS
 from net.errors import ERROR_CODE, REQUEST_ID_HEADER, error_response, new_request_id
 from net.logs import RequestLog
 
@@ -126,7 +128,7 @@ class Observer:
 
         async def observe_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
             started = time.perf_counter()
-            if self.runtime is None:
+            if self.runtime is None and request.path not in STATIC_PATHS:
                 response: web.StreamResponse = self._not_ready(request)
             else:
                 response = await handler(request)

@@ -86,6 +86,13 @@ ROUTE_DOC_PATHS: Final = {
     "/admin/v1/keys/{tail}": ("/admin/v1/keys/{key_id}/revoke",),  # raw path, net/admin.py
 }
 
+# Routes of net.app's table that are not part of the billing API and so not documented: the
+# dashboard's static page, assets and icon, and its session probe (net/dashboard.py, issue 13).
+# Fuzzers and SDK generators work from the document; a web page is not an API operation.
+EXCLUDED_ROUTES: Final = frozenset(
+    {"/dashboard", "/dashboard/app.js", "/dashboard/app.css", "/favicon.ico", "/dashboard/session"}
+)
+
 # -- shared pieces --------------------------------------------------------------------------------
 
 WIRE_TIME_PATTERN: Final = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z$"

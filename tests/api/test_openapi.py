@@ -1,6 +1,7 @@
 """net/openapi.py: the document and the app's route table agree both ways, and it is served.
 
-What: every (method, path) of net.app's route table is documented and every documented operation
+What: every (method, path) of net.app's route table is documented (or listed in EXCLUDED_ROUTES: the
+dashboard, net/dashboard.py) and every documented operation
 resolves in the app to a real handler (not 404/405); every $ref resolves; every operation has
 the error envelope for 401 unless it is public; the served /openapi.json is the document.
 How it could fail: a route added to net/app.py without documenting it, or a documented path the
@@ -44,6 +45,8 @@ def _route_table(app: web.Application) -> set[tuple[str, str]]:
         path = info.get("path") or re.sub(r"\{(\w+):[^}]*\}", r"{\1}", info["formatter"])
         if route.method == "HEAD":  # aiohttp adds HEAD beside every GET (allow_head)
             continue
+        if path in openapi.EXCLUDED_ROUTES:  # the dashboard (net/dashboard.py): not an API operation
+            continue
         out.add((route.method, path))
     return out
 
@@ -57,6 +60,14 @@ def test_every_route_is_documented():
         assert path in openapi.ROUTE_DOC_PATHS, f"route {method} {path} has no entry in ROUTE_DOC_PATHS"
         for doc_path in openapi.ROUTE_DOC_PATHS[path]:
             assert (method, doc_path) in documented, f"{method} {path} is not documented as {doc_path}"
+
+
+def test_excluded_routes_are_routed_and_undocumented():
+    app = _app()
+    routed = {r.resource.canonical for r in app.router.routes() if r.method == "GET"}
+    assert openapi.EXCLUDED_ROUTES <= routed
+    assert openapi.EXCLUDED_ROUTES.isdisjoint(openapi.document()["paths"])
+    assert openapi.EXCLUDED_ROUTES.isdisjoint(openapi.ROUTE_DOC_PATHS)
 
 
 def test_every_head_route_has_a_get_twin():

@@ -397,9 +397,10 @@ def test_handlers_cover_the_route_table() -> None:
     from net.app import routes
 
     from net.admin import AdminHandlers
+    from net.dashboard import DashboardHandlers
 
     fake = FakeRuntime()
-    table = [(r.method, r.path) for r in routes(Handlers(fake), AdminHandlers(fake))]  # type: ignore[attr-defined]  # RouteDef has method/path; routes() is typed AbstractRouteDef
+    table = [(r.method, r.path) for r in routes(Handlers(fake), AdminHandlers(fake), DashboardHandlers(fake))]  # type: ignore[attr-defined]  # RouteDef has method/path; routes() is typed AbstractRouteDef
     assert table == [
         ("GET", "/v1/customers"),
         ("POST", "/v1/customers/deposit"),
@@ -418,6 +419,11 @@ def test_handlers_cover_the_route_table() -> None:
         ("POST", "/admin/v1/keys"),
         ("GET", "/admin/v1/keys"),
         ("POST", "/admin/v1/keys/{tail:.+}"),
+        ("GET", "/dashboard"),
+        ("GET", "/dashboard/app.js"),
+        ("GET", "/dashboard/app.css"),
+        ("GET", "/favicon.ico"),
+        ("GET", "/dashboard/session"),
     ]
 
 
