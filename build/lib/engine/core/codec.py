@@ -1,0 +1,151 @@
+"""Snapshots: `encode_state(state) -> bytes`, `decode_state(bytes) -> LedgerState` (msgpack).
+
+Only persistent fields are written (see engine/state.py); derived indexes and heaps are rebuilt
+on decode, so `digest(decode_state(encode_state(s))) == digest(s)`. The snapshot Structs are
+`array_like`: fields are only ever appended, with defaults (msgspec schema evolution), and
+`version` lets a future layout be told apart.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from engine.core.state import (
+    STATE_VERSION,
+    ApiKey,
+    Bucket,
+    CustomerState,
+    DeductRecord,
+    DepositRecord,
+    FreezeRecord,
+    LedgerEntry,
+    LedgerState,
+    ProjectState,
+    RefundRecord,
+    VoidRecord,
+    rebuild_derived,
+)
+
+
+class CustomerSnap(msgspec.Struct, array_like=True):
+    customer_id: str
+    created_at_ms: int
+    name: str | None
+    email: str | None
+    metadata: dict[str, Any] | None
+    last_lsn: int
+    buckets: list[Bucket]  # lsn order
+    entries: list[LedgerEntry]  # (lsn, i) order
+    # first-use order: freezes and deducts, then refunds, then voids (CONTRACT §10). Refunds and
+    # voids ride in this tagged union so a history without them encodes byte for byte as before.
+    txns: list[FreezeRecord | DeductRecord | RefundRecord | VoidRecord]
+    deposits: list[DepositRecord]  # first-use order
+
+
+class ProjectSnap(msgspec.Struct, array_like=True):
+    name: str
+    customers: list[CustomerSnap]
+
+
+class StateSnap(msgspec.Struct, array_like=True):
+    version: int
+    last_lsn: int
+    api_keys: list[ApiKey]
+    projects: list[ProjectSnap]
+    # Appended: snapshots written before it decode as 0. Always written (msgspec writes every field
+    # of an array_like Struct), so older servers cannot read newer snapshots; digest() hashes
+    # only the four fields before it.
+    stamp_ms_last: int = 0
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(StateSnap)
+
+
+def to_snap(state: LedgerState, *, canonical: bool = False) -> StateSnap:
+    """The persistent part of `state` as plain data. `canonical` sorts projects, customers and
+    keys by name (the digest's form: independent of how shards interleaved first uses)."""
+    projects = list(state.projects.values())
+    keys = list(state.api_keys.values())
+    if canonical:
+        projects.sort(key=lambda p: p.name)
+        keys.sort(key=lambda k: k.key_id)
+    return StateSnap(
+        version=STATE_VERSION,
+        last_lsn=state.last_lsn,
+        api_keys=keys,
+        projects=[_project_snap(p, canonical) for p in projects],
+        stamp_ms_last=0 if canonical else state.stamp_ms_last,
+    )
+
+
+def _project_snap(project: ProjectState, canonical: bool) -> ProjectSnap:
+    customers = list(project.customers.values())
+    if canonical:
+        customers.sort(key=lambda c: c.customer_id)
+    return ProjectSnap(name=project.name, customers=[_customer_snap(c) for c in customers])
+
+
+def _customer_snap(c: CustomerState) -> CustomerSnap:
+    return CustomerSnap(
+        customer_id=c.customer_id,
+        created_at_ms=c.created_at_ms,
+        name=c.name,
+        email=c.email,
+        metadata=c.metadata,
+        last_lsn=c.last_lsn,
+        buckets=c.buckets,
+        entries=c.entries,
+        txns=[*(c.txns or {}).values(), *(c.refunds or {}).values(), *(c.voids or {}).values()],
+        deposits=list((c.deposits or {}).values()),
+    )
+
+
+def encode_state(state: LedgerState) -> bytes:
+    return _encoder.encode(to_snap(state))
+
+
+def decode_state(data: bytes) -> LedgerState:
+    """Raises msgspec.DecodeError / ValidationError on bad bytes, ValueError on a wrong version."""
+    snap = _decoder.decode(data)
+    if snap.version != STATE_VERSION:
+        raise ValueError(f"unknown snapshot version {snap.version}")
+    state = LedgerState(last_lsn=snap.last_lsn, stamp_ms_last=snap.stamp_ms_last)
+    for key in snap.api_keys:
+        state.api_keys[key.key_hash] = key
+    for project_snap in snap.projects:
+        project = state.projects[project_snap.name] = ProjectState(name=project_snap.name)
+        for cs in project_snap.customers:
+            project.customers[cs.customer_id] = _customer_from_snap(cs)
+    rebuild_derived(state)
+    return state
+
+
+def _customer_from_snap(cs: CustomerSnap) -> CustomerState:
+    customer = CustomerState(
+        customer_id=cs.customer_id,
+        created_at_ms=cs.created_at_ms,
+        name=cs.name,
+        email=cs.email,
+        metadata=cs.metadata,
+        last_lsn=cs.last_lsn,
+        buckets=cs.buckets,
+        entries=cs.entries,
+        txns={r.transaction_id: r for r in cs.txns if isinstance(r, (FreezeRecord, DeductRecord))} or None,
+        refunds={r.refund_id: r for r in cs.txns if isinstance(r, RefundRecord)} or None,
+        voids={r.void_id: r for r in cs.txns if isinstance(r, VoidRecord)} or None,
+        deposits={r.idempotency_key: r for r in cs.deposits} or None,
+    )
+    # Decoding made a fresh copy of every string; point entries back at their bucket's wallet
+    # and source strings so a restored customer costs what a live one does.
+    for entry in customer.entries:
+        bucket = customer.bucket_by_lsn(entry.bucket_lsn)
+        entry.wallet = bucket.wallet
+        entry.source = bucket.source
+        entry.op = _OPS.get(entry.op, entry.op)
+    return customer
+
+
+_OPS = {op: op for op in ("GRANT", "FREEZE", "CONSUME", "UNFREEZE", "EXPIRE", "REFUND", "VOID")}

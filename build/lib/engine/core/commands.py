@@ -1,0 +1,196 @@
+"""Commands: every input that can change the ledger, as one tagged union of msgspec Structs.
+
+A command carries everything `engine.core.ledger.apply` needs: the time stamp the runtime chose
+(`at_ms`) and every id. Ids the engine creates (bucket `account_id`, ledger entry ids) are derived
+from the LSN the command is logged under, passed to `apply` beside the command.
+
+The same Structs are the WAL payload (msgpack, `array_like`), so the rules of schema evolution
+apply: each tag is fixed forever, fields are only appended, with defaults, never reordered or
+retyped. Requests are validated in `net/` before a command is built (shape, CONTRACT §3.3); the
+engine re-checks what it must to keep its invariants and decides existence, business rules and
+conflicts.
+"""
+
+import typing
+from typing import Any
+
+import msgspec
+
+
+class Command(msgspec.Struct, tag_field="op", array_like=True, frozen=True, forbid_unknown_fields=True):
+    """Base of every command. `at_ms` is when the runtime stamped it (or, for timers, the due time)."""
+
+
+# -- projects and API keys (CONTRACT §3.15, §5) ------------------------------------------------
+
+
+class CreateApiKey(Command, tag="create_api_key", frozen=True):
+    """Create `project` if new and add a key to it. Only the SHA-256 hex of the key is stored.
+
+    Appended for CONTRACT §9.1-§9.2 (older records decode with the defaults): `label`, a name
+    for people; `admin`: an admin key (`project` is then "" and no project is created)."""
+
+    at_ms: int
+    project: str
+    key_id: str
+    key_hash: str
+    label: str | None = None
+    admin: bool = False
+
+
+class RevokeApiKey(Command, tag="revoke_api_key", frozen=True):
+    """Revoke a key by id (idempotent); `at_ms` becomes its `revoked_at` (CONTRACT §9.2)."""
+
+    at_ms: int
+    key_id: str
+
+
+# -- money (CONTRACT §3) -------------------------------------------------------------------------
+
+
+class Deposit(Command, tag="deposit", frozen=True):
+    """velobase-api §1A.1. `wallet`/`source` already defaulted to "default" by net/."""
+
+    at_ms: int
+    project: str
+    customer_id: str
+    amount: int
+    wallet: str = "default"
+    source: str = "default"
+    starts_at_ms: int | None = None
+    expires_at_ms: int | None = None
+    idempotency_key: str | None = None
+    name: str | None = None
+    email: str | None = None
+    metadata: dict[str, Any] | None = None
+    description: str | None = None
+
+
+class Deduct(Command, tag="deduct", frozen=True):
+    """velobase-api §1A.7. Wallet selection (CONTRACT §3.4): at most one of `credit_types`, `wallet`."""
+
+    at_ms: int
+    project: str
+    customer_id: str
+    amount: int
+    transaction_id: str
+    credit_types: tuple[str, ...] | None = None
+    wallet: str | None = None
+    business_type: str = "UNDEFINED"
+    description: str | None = None
+
+
+class Freeze(Command, tag="freeze", frozen=True):
+    """velobase-api §1A.4. At most one of the TTLs (CONTRACT §3.10)."""
+
+    at_ms: int
+    project: str
+    customer_id: str
+    amount: int
+    transaction_id: str
+    credit_types: tuple[str, ...] | None = None
+    wallet: str | None = None
+    business_type: str = "UNDEFINED"
+    description: str | None = None
+    unfreeze_after_s: int | None = None
+    consume_after_s: int | None = None
+
+
+class Consume(Command, tag="consume", frozen=True):
+    """velobase-api §1A.5. `customer_id` is filled by the runtime from the project's transaction
+    index (None when the transaction id is unknown: the engine then rejects it, CONTRACT §3.8)."""
+
+    at_ms: int
+    project: str
+    customer_id: str | None
+    transaction_id: str
+    actual_amount: int | None = None
+
+
+class Unfreeze(Command, tag="unfreeze", frozen=True):
+    """velobase-api §1A.6. `customer_id` as for Consume."""
+
+    at_ms: int
+    project: str
+    customer_id: str | None
+    transaction_id: str
+
+
+# -- timers (CONTRACT §3.10, §3.11, §6): stamped with their due time -------------------------------
+
+
+class ExpireBuckets(Command, tag="expire_buckets", frozen=True):
+    """Write off every bucket of the customer whose `expires_at_ms <= at_ms` (CONTRACT §3.11)."""
+
+    at_ms: int
+    project: str
+    customer_id: str
+
+
+class AutoSettle(Command, tag="auto_settle", frozen=True):
+    """Auto-unfreeze or auto-consume one freeze whose TTL is due at `at_ms` (CONTRACT §3.10)."""
+
+    at_ms: int
+    project: str
+    customer_id: str
+    transaction_id: str
+
+
+# -- corrections (CONTRACT §10) ---------------------------------------------------------------------
+
+
+class Refund(Command, tag="refund", frozen=True):
+    """CONTRACT §10.1. `customer_id` is filled by the runtime from the project's transaction index
+    (None when `transaction_id` is unknown: the engine answers no_refundable_charge). `amount`
+    None: all that is still refundable."""
+
+    at_ms: int
+    project: str
+    customer_id: str | None
+    refund_id: str
+    transaction_id: str
+    amount: int | None = None
+    reason: str | None = None
+
+
+class Void(Command, tag="void", frozen=True):
+    """CONTRACT §10.2. `customer_id` is filled by the runtime from the project's bucket index
+    (None when `account_id` names no bucket of the project: 404 account_not_found)."""
+
+    at_ms: int
+    project: str
+    customer_id: str | None
+    void_id: str
+    account_id: str
+    reason: str | None = None
+
+
+AnyCommand = (
+    CreateApiKey
+    | RevokeApiKey
+    | Deposit
+    | Deduct
+    | Freeze
+    | Consume
+    | Unfreeze
+    | ExpireBuckets
+    | AutoSettle
+    | Refund
+    | Void
+)
+
+# Every command class is in the union (the WAL decoder and apply's `match` both rely on it).
+assert set(Command.__subclasses__()) == set(typing.get_args(AnyCommand))
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(AnyCommand)
+
+
+def encode_command(command: Command) -> bytes:
+    """Command -> WAL payload bytes (msgpack, array_like)."""
+    return _encoder.encode(command)
+
+
+def decode_command(payload: bytes) -> AnyCommand:
+    """WAL payload bytes -> command. Raises msgspec.DecodeError / ValidationError on bad bytes."""
+    return _decoder.decode(payload)

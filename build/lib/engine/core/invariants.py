@@ -1,0 +1,112 @@
+"""check_invariants(state): the money rules every state must satisfy, for `tally verify` and tests.
+
+Checked per bucket, from two independent sides (the bucket's counters and the ledger entries):
+
+    total     == sum of its GRANT entries          (a bucket is one deposit, CONTRACT §3.5)
+    used      == sum of its CONSUME entries - sum of its REFUND entries (CONTRACT §10.4)
+    expired   == sum of its EXPIRE entries + sum of its VOID entries (written off)
+    frozen    == sum of the open (FROZEN) freeze allocations on it
+    available == total - used - frozen - expired >= 0, and 0 once the bucket is closed
+    every counter >= 0 and <= 2^53 - 1 (CONTRACT §3.1)
+
+and per charge (CONTRACT §10.1): what its refunds gave back == what its REFUND entries say, and
+never more than it charged; a voided bucket is closed.
+
+Returns a list of human-readable problems (empty when sound). Pure: reads the state only.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from engine.core.limits import AMOUNT_MAX
+from engine.core.state import (
+    CONSUME,
+    CONSUMED,
+    EXPIRE,
+    FROZEN,
+    GRANT,
+    REFUND,
+    VOID,
+    CustomerState,
+    DeductRecord,
+    FreezeRecord,
+    LedgerState,
+    entry_id,
+)
+
+
+def check_invariants(state: LedgerState) -> list[str]:
+    problems: list[str] = []
+    for project in state.projects.values():
+        for customer in project.customers.values():
+            where = f"project={project.name!r} customer={customer.customer_id!r}"
+            problems.extend(f"{where} {p}" for p in _check_customer(customer))
+            if customer.last_lsn > state.last_lsn:
+                problems.append(f"{where} last_lsn {customer.last_lsn} > ledger last_lsn {state.last_lsn}")
+    return problems
+
+
+def _check_customer(customer: CustomerState) -> list[str]:
+    sums: dict[tuple[str, int], int] = defaultdict(int)
+    previous = (0, -1)
+    problems = []
+    for entry in customer.entries:
+        sums[(entry.op, entry.bucket_lsn)] += entry.amount
+        if entry.amount <= 0:
+            problems.append(f"entry {entry_id(entry.lsn, entry.i)} has amount {entry.amount}")
+        if (entry.lsn, entry.i) <= previous:
+            problems.append(f"entry {entry_id(entry.lsn, entry.i)} out of (lsn, i) order")
+        previous = (entry.lsn, entry.i)
+    frozen: dict[int, int] = defaultdict(int)
+    for record in (customer.txns or {}).values():
+        if isinstance(record, FreezeRecord) and record.status == FROZEN:
+            for bucket_lsn, amount in record.allocation:
+                frozen[bucket_lsn] += amount
+    for bucket in customer.buckets:
+        name = bucket.account_id
+        expected = {
+            "total": sums[(GRANT, bucket.lsn)],
+            "used": sums[(CONSUME, bucket.lsn)] - sums[(REFUND, bucket.lsn)],
+            "expired": sums[(EXPIRE, bucket.lsn)] + sums[(VOID, bucket.lsn)],
+            "frozen": frozen[bucket.lsn],
+        }
+        for field, value in expected.items():
+            actual = getattr(bucket, field)
+            if actual != value:
+                problems.append(f"{name} {field}={actual} but the ledger says {value}")
+            if not 0 <= actual <= AMOUNT_MAX:
+                problems.append(f"{name} {field}={actual} out of range")
+        if bucket.available < 0:
+            problems.append(f"{name} available={bucket.available} is negative")
+        if bucket.is_expired and bucket.available != 0:
+            problems.append(f"{name} is expired but has available={bucket.available}")
+    problems.extend(_check_corrections(customer))
+    return problems
+
+
+def _check_corrections(customer: CustomerState) -> list[str]:
+    """Refunds never exceed their charge and match their entries; voided buckets are closed."""
+    problems = []
+    by_txn: dict[str, int] = defaultdict(int)
+    for refund in (customer.refunds or {}).values():
+        by_txn[refund.transaction_id] += refund.amount
+        if refund.amount != sum(amount for _, amount in refund.parts) or refund.amount <= 0:
+            problems.append(f"refund {refund.refund_id!r} parts do not add up to {refund.amount}")
+    entries: dict[str, int] = defaultdict(int)
+    for entry in customer.entries:
+        if entry.op == REFUND and entry.transaction_id is not None:
+            entries[entry.transaction_id] += entry.amount
+    for transaction_id, refunded in by_txn.items():
+        record = (customer.txns or {}).get(transaction_id)
+        charged = record.amount if isinstance(record, DeductRecord) else 0
+        if isinstance(record, FreezeRecord) and record.status == CONSUMED:
+            charged = record.consumed_amount
+        if refunded > charged:
+            problems.append(f"transaction {transaction_id!r} refunded {refunded} > charged {charged}")
+        if entries[transaction_id] != refunded or (customer.refunded or {}).get(transaction_id) != refunded:
+            problems.append(f"transaction {transaction_id!r} refund records, entries and index disagree")
+    for void in (customer.voids or {}).values():
+        if not customer.bucket_by_lsn(void.bucket_lsn).is_expired:
+            problems.append(f"void {void.void_id!r}: its bucket is not closed")
+    return problems

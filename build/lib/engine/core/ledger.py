@@ -1,0 +1,104 @@
+"""The ledger state machine: `apply(state, lsn, command) -> Applied | Rejected`.
+
+One `match` over the Command union; the rules live one subsystem per module beside this one:
+`deposits`, `debits` (deduct, freeze), `settlement` (consume, unfreeze), `timers` (expiry, TTLs,
+the due index), `corrections` (refund, void: CONTRACT §10), `apikeys`; their shared steps in
+`common`. A new subsystem (slots,
+entitlements, refunds) is a new module and a new `case` here.
+
+Pure and deterministic: no I/O, no clock, no randomness, no asyncio. Time comes in as `at_ms`
+on each command (CONTRACT §3.16); ids are derived from the LSN (`acc_{lsn}`, `le_{lsn}_{i}`).
+
+Outcomes:
+- `Applied(body, logged=True)`: the state changed; `state.last_lsn == lsn` and the touched
+  customer's `last_lsn == lsn`.
+- `Applied(body, logged=False)`: an idempotent replay (or a timer with nothing left to do);
+  nothing changed.
+- `Rejected`: nothing changed at all (CONTRACT §7.1). Every handler validates fully before its
+  first write; the writes that follow cannot fail.
+
+Validation order inside the engine (shape was checked by net/, CONTRACT §3.3):
+customer existence (404) -> idempotency identity (replay, or 409 `transaction_conflict`) ->
+business rules (400). A known id decides before the business rules so a replay never fails on a
+balance that changed since; an unknown id cannot conflict, so §3.3's "conflicts last" holds.
+
+`insufficient_balance` details (CONTRACT §3.14): `{"wallet": <name, or null for "every wallet">,
+"requested": n, "available": m}`; with `credit_types` the code is
+`insufficient_balance_in_selected_credit_types`, `wallet` is null and `credit_types` lists the
+selection. For a consume overage, `requested` is the excess over the frozen amount.
+"""
+
+from __future__ import annotations
+
+from typing import assert_never
+
+from engine.core.apikeys import apply_create_api_key, apply_revoke_api_key
+from engine.core.commands import (
+    AnyCommand,
+    AutoSettle,
+    Consume,
+    CreateApiKey,
+    Deduct,
+    Deposit,
+    ExpireBuckets,
+    Freeze,
+    Refund,
+    RevokeApiKey,
+    Unfreeze,
+    Void,
+)
+from engine.core.corrections import apply_refund, apply_void
+from engine.core.debits import apply_deduct, apply_freeze
+from engine.core.deposits import apply_deposit
+from engine.core.results import Applied, Rejected
+from engine.core.settlement import apply_consume, apply_unfreeze
+from engine.core.state import LedgerState
+from engine.core.timers import (
+    apply_auto_settle,
+    apply_expire_buckets,
+)
+
+
+def apply(state: LedgerState, lsn: int, command: AnyCommand) -> Applied | Rejected:
+    """Apply one command stamped for `lsn` (= state.last_lsn + 1). See the module docstring."""
+    assert lsn == state.last_lsn + 1, (lsn, state.last_lsn)
+    # The runtime stamps client commands where they get their LSN, so their stamps never go
+    # backwards in log order. Timers carry their due time instead, which lies at or before the
+    # moment they fire, so it may be older than the last stamp (CONTRACT §6).
+    is_timer = type(command) is ExpireBuckets or type(command) is AutoSettle
+    if not is_timer:
+        assert command.at_ms >= state.stamp_ms_last, (command.at_ms, state.stamp_ms_last)
+    match command:
+        case Deduct():
+            result = apply_deduct(state, lsn, command)
+        case Freeze():
+            result = apply_freeze(state, lsn, command)
+        case Consume():
+            result = apply_consume(state, lsn, command)
+        case Unfreeze():
+            result = apply_unfreeze(state, lsn, command)
+        case Deposit():
+            result = apply_deposit(state, lsn, command)
+        case ExpireBuckets():
+            result = apply_expire_buckets(state, lsn, command)
+        case AutoSettle():
+            result = apply_auto_settle(state, lsn, command)
+        case Refund():
+            result = apply_refund(state, lsn, command)
+        case Void():
+            result = apply_void(state, lsn, command)
+        case CreateApiKey():
+            result = apply_create_api_key(state, lsn, command)
+        case RevokeApiKey():
+            result = apply_revoke_api_key(state, lsn, command)
+        case _:
+            assert_never(command)
+    if type(result) is Applied and result.logged:
+        assert state.last_lsn == lsn
+        if not is_timer:
+            state.stamp_ms_last = command.at_ms
+    else:
+        assert state.last_lsn == lsn - 1
+    return result
+
+

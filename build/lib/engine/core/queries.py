@@ -1,0 +1,410 @@
+"""Read-only views of the ledger state: customer balances, ledger pages, id lookups.
+
+Pure: no I/O, no clock (`now_ms` is passed in), and nothing here writes to the state.
+
+Customer view decisions (CONTRACT §3.13, §7.4):
+- only buckets valid at `now_ms` count (started, not expired, not written off);
+- `accounts` lists them oldest deposit first (lsn order);
+- `wallets` are keyed in order of their oldest valid bucket; `sources` likewise;
+- a source made of several buckets reports `starts_at` = the earliest start (null if any bucket
+  has none: some of its credit was always active) and `expires_at` = the soonest expiry among its
+  buckets (null if none expires): "some of this credit expires at X".
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from bisect import bisect_left
+from collections.abc import Callable, Iterator, Sequence
+from itertools import islice
+from typing import Final
+
+import msgspec
+
+from engine.core.corrections import parse_account_id
+from engine.core.limits import LEDGER_PAGE_SIZE_MAX, OPERATION_TYPES
+from engine.core.results import (
+    Account,
+    Balance,
+    CustomerResponse,
+    LedgerEntryView,
+    LedgerPage,
+    Rejected,
+    Wallet,
+    WalletSource,
+)
+from engine.core.state import (
+    BY_BUSINESS_TYPE,
+    BY_WALLET,
+    INDEX_ENTRIES_MIN,
+    REFUND,
+    ApiKey,
+    Bucket,
+    CustomerState,
+    LedgerEntry,
+    LedgerState,
+    account_id,
+    bucket_valid_at,
+    entry_id,
+)
+from engine.core.timefmt import format_ms, format_ms_or_none
+
+CURSOR_VERSION: Final = 1
+_cursor_encoder = msgspec.msgpack.Encoder()
+_cursor_decoder = msgspec.msgpack.Decoder(tuple[int, int, int, bytes])
+
+
+def _customer(state: LedgerState, project: str, customer_id: str) -> CustomerState | None:
+    project_state = state.projects.get(project)
+    return None if project_state is None else project_state.customers.get(customer_id)
+
+
+def _not_found(customer_id: str) -> Rejected:
+    return Rejected("customer_not_found", f"customer {customer_id!r} not found", {"customer_id": customer_id})
+
+
+# -- customer view (velobase-api §1A.2) ----------------------------------------------------------
+
+
+def customer_view(state: LedgerState, project: str, customer_id: str, now_ms: int) -> CustomerResponse | Rejected:
+    customer = _customer(state, project, customer_id)
+    if customer is None:
+        return _not_found(customer_id)
+    valid = sorted((b for b in customer.live if bucket_valid_at(b, now_ms)), key=_lsn)
+    accounts = []
+    wallet_buckets: dict[str, dict[str, list[Bucket]]] = {}  # wallet -> source -> buckets
+    for bucket in valid:
+        accounts.append(
+            Account(
+                account_id=bucket.account_id, account_type="CREDIT", credit_type=bucket.wallet,
+                wallet=bucket.wallet, source=bucket.source, total=bucket.total, used=bucket.used,
+                frozen=bucket.frozen, available=bucket.available,
+                starts_at=format_ms_or_none(bucket.starts_at_ms), expires_at=format_ms_or_none(bucket.expires_at_ms),
+            )
+        )  # fmt: skip
+        wallet_buckets.setdefault(bucket.wallet, {}).setdefault(bucket.source, []).append(bucket)
+    wallets = {name: _wallet(sources) for name, sources in wallet_buckets.items()}
+    balance = Balance(
+        total=sum(w.total for w in wallets.values()),
+        used=sum(w.used for w in wallets.values()),
+        frozen=sum(w.frozen for w in wallets.values()),
+        available=sum(w.available for w in wallets.values()),
+    )
+    assert balance.available == balance.total - balance.used - balance.frozen
+    return CustomerResponse(
+        id=customer.customer_id,
+        name=customer.name,
+        email=customer.email,
+        metadata=customer.metadata,
+        balance=balance,
+        accounts=accounts,
+        wallets=wallets,
+        created_at=format_ms(customer.created_at_ms),
+    )
+
+
+def _lsn(bucket: Bucket) -> int:
+    return bucket.lsn
+
+
+def _wallet(sources: dict[str, list[Bucket]]) -> Wallet:
+    views = [_source(name, buckets) for name, buckets in sources.items()]
+    return Wallet(
+        total=sum(s.total for s in views),
+        used=sum(s.used for s in views),
+        frozen=sum(s.frozen for s in views),
+        available=sum(s.available for s in views),
+        sources=views,
+    )
+
+
+def _source(name: str, buckets: list[Bucket]) -> WalletSource:
+    starts = [b.starts_at_ms for b in buckets]
+    expiries = [b.expires_at_ms for b in buckets if b.expires_at_ms is not None]
+    starts_at_ms = None if None in starts else min(s for s in starts if s is not None)
+    return WalletSource(
+        source=name,
+        total=sum(b.total for b in buckets),
+        used=sum(b.used for b in buckets),
+        frozen=sum(b.frozen for b in buckets),
+        available=sum(b.available for b in buckets),
+        starts_at=format_ms_or_none(starts_at_ms),
+        expires_at=format_ms_or_none(min(expiries) if expiries else None),
+    )
+
+
+# -- ledger pages (velobase-api §1A.3, CONTRACT §3.12) ---------------------------------------------
+
+
+class LedgerFilters(msgspec.Struct, frozen=True, gc=False):
+    """The ledger query's filters (CONTRACT §2, §10.3), all exact matches but the time range
+    `from_ms` <= created_at < `to_ms`. None: not filtered."""
+
+    operation_type: str | None = None
+    transaction_id: str | None = None
+    wallet: str | None = None
+    business_type: str | None = None
+    from_ms: int | None = None
+    to_ms: int | None = None
+
+
+NO_FILTERS: Final = LedgerFilters()
+Descending = Callable[[int], Iterator[int]]  # end position -> matching positions < end, newest first
+
+
+def ledger_page(
+    state: LedgerState,
+    project: str,
+    customer_id: str,
+    *,
+    limit: int,
+    cursor: str | None,
+    operation_type: str | None = None,
+    transaction_id: str | None = None,
+    filters: LedgerFilters | None = None,
+) -> LedgerPage | Rejected:
+    """Newest first -> LedgerPage{items, total_count, has_more, next_cursor} | Rejected
+    (customer_not_found 404, invalid_limit, invalid_operation_type, invalid_cursor).
+
+    The cursor is the (lsn, i) key of the last entry shown, bound to project, customer and every
+    filter (CONTRACT §7.9, §10.3); the next page holds the matches strictly older than it, so
+    entries are never skipped or repeated, even with equal timestamps. `from_ms >= to_ms` is an
+    empty page. Work per page, once the customer's indexes exist (above INDEX_ENTRIES_MIN
+    entries): O(log n + limit) for no filter or one exact filter; + O(late entries) with a time
+    range (see state.TimeIndex); two or more exact filters scan the smallest index's list."""
+    if filters is None:
+        filters = LedgerFilters(operation_type=operation_type, transaction_id=transaction_id)
+    customer = _customer(state, project, customer_id)
+    if customer is None:
+        return _not_found(customer_id)
+    # net/ checks these first; answering here too keeps any caller from reaching a 500.
+    if not 1 <= limit <= LEDGER_PAGE_SIZE_MAX:
+        return Rejected("invalid_limit", f"limit must be 1..{LEDGER_PAGE_SIZE_MAX}")
+    if filters.operation_type is not None and filters.operation_type not in OPERATION_TYPES:
+        return Rejected("invalid_operation_type", "unknown operation_type")
+    binding = _cursor_binding(project, customer_id, filters)
+    entries = customer.entries
+    end = len(entries)
+    if cursor is not None:
+        key = _decode_cursor(cursor, binding)
+        if key is None:
+            return Rejected("invalid_cursor", "malformed cursor, or made for another listing")
+        end = bisect_left(entries, key, key=_entry_key)
+    total, descending = _matches(customer, filters)
+    found = list(islice(descending(end), limit + 1))
+    has_more = len(found) > limit
+    shown = found[:limit]
+    items = [_entry_view(customer, entries[p]) for p in shown]
+    next_cursor = None
+    if has_more:
+        last = entries[shown[-1]]
+        next_cursor = _encode_cursor(last.lsn, last.i, binding)
+    return LedgerPage(items=items, total_count=total, has_more=has_more, next_cursor=next_cursor)
+
+
+def _entry_key(entry: LedgerEntry) -> tuple[int, int]:
+    return (entry.lsn, entry.i)
+
+
+def _exact(filters: LedgerFilters) -> list[tuple[str, str]]:
+    """The exact-match filters given, as (entry attribute, value)."""
+    named = (
+        ("op", filters.operation_type), ("transaction_id", filters.transaction_id),
+        ("wallet", filters.wallet), ("business_type", filters.business_type),
+    )  # fmt: skip
+    return [(name, value) for name, value in named if value is not None]
+
+
+def _predicate(exact: list[tuple[str, str]], filters: LedgerFilters) -> Callable[[LedgerEntry], bool]:
+    low = filters.from_ms
+    high = filters.to_ms
+
+    def matches(entry: LedgerEntry) -> bool:
+        for name, value in exact:
+            if getattr(entry, name) != value:
+                return False
+        if low is not None and entry.created_at_ms < low:
+            return False
+        return high is None or entry.created_at_ms < high
+
+    return matches
+
+
+def _over(positions: Sequence[int]) -> tuple[int, Descending]:
+    def descending(end: int) -> Iterator[int]:
+        for k in range(bisect_left(positions, end) - 1, -1, -1):
+            yield positions[k]
+
+    return len(positions), descending
+
+
+def _matches(customer: CustomerState, filters: LedgerFilters) -> tuple[int, Descending]:
+    """(total_count, newest-first positions below an end) of the entries matching `filters`."""
+    entries = customer.entries
+    exact = _exact(filters)
+    timed = filters.from_ms is not None or filters.to_ms is not None
+    if timed and filters.from_ms is not None and filters.to_ms is not None and filters.from_ms >= filters.to_ms:
+        return _over(())
+    if not exact and not timed:
+        return _over(range(len(entries)))
+    matches = _predicate(exact, filters)
+    if customer.op_positions is None:
+        assert len(entries) <= INDEX_ENTRIES_MIN  # small: a scan is as cheap as an index
+        return _over([p for p, e in enumerate(entries) if matches(e)])
+    lists = [_index_list(customer, name, value) for name, value in exact]
+    base: Sequence[int] = min(lists, key=len) if lists else range(len(entries))
+    if len(lists) > 1:  # bounded by the smallest list
+        base = [p for p in base if matches(entries[p])]
+    if not timed:
+        return _over(base)
+    return _timed(customer, base, matches, filters)
+
+
+def _index_list(customer: CustomerState, name: str, value: str) -> Sequence[int]:
+    assert customer.op_positions is not None and customer.txn_positions is not None
+    assert customer.filter_positions is not None
+    if name == "op":
+        return customer.op_positions.get(value, ())
+    if name == "transaction_id":
+        return customer.txn_positions.get(value, ())
+    kind = BY_WALLET if name == "wallet" else BY_BUSINESS_TYPE
+    return customer.filter_positions.get((kind, value), ())
+
+
+def _timed(
+    customer: CustomerState, base: Sequence[int], matches: Callable[[LedgerEntry], bool], filters: LedgerFilters
+) -> tuple[int, Descending]:
+    """The time range over `base` (ascending positions that match every exact filter), with
+    the customer's TimeIndex: a window by bisect, corrected by the late entries only."""
+    entries = customer.entries
+    index = customer.time_index
+    assert index is not None
+    low = 0 if filters.from_ms is None else bisect_left(index.high, filters.from_ms)
+    high = len(entries) if filters.to_ms is None else bisect_left(index.high, filters.to_ms)
+    a, b = bisect_left(base, low), bisect_left(base, high)
+    in_base = type(base) is range
+    skipped: set[int] = set()  # late entries inside the window that fall outside the range
+    extra: list[int] = []  # late entries past the window that fall inside it (ascending)
+    for p in index.late:  # bounded by the number of late entries
+        if not in_base:
+            k = bisect_left(base, p)
+            if k == len(base) or base[k] != p:
+                continue
+        if low <= p < high:
+            if not matches(entries[p]):
+                skipped.add(p)
+        elif p >= high and matches(entries[p]):
+            extra.append(p)
+    total = (b - a) - len(skipped) + len(extra)
+
+    def descending(end: int) -> Iterator[int]:
+        k = min(b, bisect_left(base, end)) - 1
+        j = bisect_left(extra, end) - 1
+        while k >= a or j >= 0:
+            if j >= 0 and (k < a or extra[j] > base[k]):
+                yield extra[j]
+                j -= 1
+                continue
+            p = base[k]
+            k -= 1
+            if p not in skipped:
+                yield p
+
+    return total, descending
+
+
+def _entry_view(customer: CustomerState, entry: LedgerEntry) -> LedgerEntryView:
+    refund_id = None
+    if entry.op == REFUND and customer.refund_lsns is not None:
+        refund_id = customer.refund_lsns.get(entry.lsn)
+    return LedgerEntryView(
+        id=entry_id(entry.lsn, entry.i),
+        operation_type=entry.op,
+        amount=entry.amount,
+        wallet=entry.wallet,
+        source=entry.source,
+        credit_type=entry.wallet,
+        transaction_id=entry.transaction_id,
+        business_type=entry.business_type,
+        description=entry.description,
+        account_id=account_id(entry.bucket_lsn),
+        status="COMPLETED",
+        created_at=format_ms(entry.created_at_ms),
+        refund_id=refund_id,
+    )
+
+
+def _cursor_binding(project: str, customer_id: str, filters: LedgerFilters) -> bytes:
+    """8 bytes naming the listing a cursor belongs to (CONTRACT §7.9, §10.3 invalid_cursor). Parts
+    are length-prefixed so no two listings share a binding by concatenation. The filters added
+    by §10.3 are hashed only when given, so cursors made before them stay valid."""
+    digest = hashlib.sha256(b"tally-cursor-v1")
+    parts: list[str | None] = [project, customer_id, filters.operation_type, filters.transaction_id]
+    later = (filters.wallet, filters.business_type, filters.from_ms, filters.to_ms)
+    if any(part is not None for part in later):
+        parts.extend(None if part is None else str(part) for part in later)
+    for part in parts:
+        if part is None:
+            digest.update(b"\x00")
+        else:
+            raw = part.encode("utf-8", "surrogatepass")
+            digest.update(b"\x01" + len(raw).to_bytes(4, "big") + raw)
+    return digest.digest()[:8]
+
+
+def _encode_cursor(lsn: int, i: int, binding: bytes) -> str:
+    raw = _cursor_encoder.encode((CURSOR_VERSION, lsn, i, binding))
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _decode_cursor(cursor: str, binding: bytes) -> tuple[int, int] | None:
+    """(lsn, i) or None when the cursor is malformed or bound to another listing."""
+    if not cursor or len(cursor) > 64 or not cursor.isascii():
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        version, lsn, i, cursor_binding = _cursor_decoder.decode(raw)
+    except (ValueError, msgspec.DecodeError):  # binascii.Error is a ValueError
+        return None
+    if version != CURSOR_VERSION or cursor_binding != binding or lsn < 1 or i < 0:
+        return None
+    if _encode_cursor(lsn, i, binding) != cursor:
+        return None  # one spelling per cursor: no alternative encodings accepted
+    return (lsn, i)
+
+
+# -- lookups ----------------------------------------------------------------------------------
+
+
+def customer_last_lsn(state: LedgerState, project: str, customer_id: str) -> int:
+    """The LSN of the last change to the customer (0 if unknown): what a read must wait for."""
+    customer = _customer(state, project, customer_id)
+    return 0 if customer is None else customer.last_lsn
+
+
+def bucket_owner(state: LedgerState, project: str, account: str) -> str | None:
+    """The customer owning the bucket `account` (an `acc_<lsn>` id) in the project, or None."""
+    project_state = state.projects.get(project)
+    bucket_lsn = parse_account_id(account)
+    return None if project_state is None or bucket_lsn is None else project_state.bucket_owner(bucket_lsn)
+
+
+def transaction_owner(state: LedgerState, project: str, transaction_id: str) -> str | None:
+    """The customer owning a freeze/deduct `transaction_id` in the project (CONTRACT §3.9)."""
+    project_state = state.projects.get(project)
+    return None if project_state is None else project_state.txn_owner.get(transaction_id)
+
+
+def find_api_key(state: LedgerState, key_hash: str) -> ApiKey | None:
+    """The key record (key_id, key_hash, project, revoked) for a SHA-256 hex, or None."""
+    return state.api_keys.get(key_hash)
+
+
+def list_api_keys(state: LedgerState) -> list[ApiKey]:
+    """Every key, in creation order."""
+    return list(state.api_keys.values())
+
+
+def customer_count(state: LedgerState) -> int:
+    return sum(len(project.customers) for project in state.projects.values())

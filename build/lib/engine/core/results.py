@@ -1,0 +1,278 @@
+"""What `engine.core.ledger.apply` and the engine's queries return: a response body or a rejection.
+
+Response Structs are the exact wire bodies of velobase-api §1A (superset shapes, CONTRACT §3.13),
+encoded by net/ with msgspec.json. Amounts are ints; times are RFC 3339 UTC strings with
+milliseconds and `Z` (CONTRACT §3.16), made by `engine.core.timefmt.format_ms`.
+"""
+
+from typing import Any
+
+import msgspec
+
+from engine.core.codes import CODES
+
+
+class Detail(msgspec.Struct, kw_only=True):
+    """One bucket touched by a freeze, consume, unfreeze or deduct (velobase-api §11.2)."""
+
+    account_id: str
+    wallet: str
+    source: str
+    credit_type: str  # = wallet (CONTRACT §3.12)
+    amount: int
+
+
+class DepositResponse(msgspec.Struct, kw_only=True):
+    customer_id: str
+    account_id: str
+    wallet: str
+    source: str
+    credit_type: str
+    total_amount: int  # the wallet's total after the deposit (velobase-api §1A.1 [REC])
+    added_amount: int
+    starts_at: str | None
+    expires_at: str | None
+    record_id: str  # id of the GRANT ledger entry
+    is_idempotent_replay: bool
+
+
+class FreezeResponse(msgspec.Struct, kw_only=True):
+    transaction_id: str
+    frozen_amount: int
+    freeze_details: list[Detail]
+    unfreeze_after: str | None
+    consume_after: str | None
+    is_idempotent_replay: bool
+
+
+class ConsumeResponse(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """`returned_amount` and `overage_amount` are omitted when None (CONTRACT §3.7)."""
+
+    transaction_id: str
+    consumed_amount: int
+    returned_amount: int | None = None
+    overage_amount: int | None = None
+    consume_details: list[Detail]
+    consumed_at: str
+    is_idempotent_replay: bool
+
+
+class UnfreezeResponse(msgspec.Struct, kw_only=True):
+    transaction_id: str
+    unfrozen_amount: int
+    unfreeze_details: list[Detail]
+    unfrozen_at: str
+    is_idempotent_replay: bool
+
+
+class DeductResponse(msgspec.Struct, kw_only=True):
+    transaction_id: str
+    deducted_amount: int
+    deduct_details: list[Detail]
+    deducted_at: str
+    is_idempotent_replay: bool
+
+
+class RefundDetail(msgspec.Struct, kw_only=True):
+    """One bucket a refund gave credit back to (CONTRACT §10.1)."""
+
+    account_id: str
+    wallet: str
+    source: str
+    amount: int
+
+
+class RefundResponse(msgspec.Struct, kw_only=True):
+    """POST /v1/billing/refund (CONTRACT §10.1). `refundable_amount`: what is left after it."""
+
+    refund_id: str
+    transaction_id: str
+    customer_id: str
+    refunded_amount: int
+    refundable_amount: int
+    refund_details: list[RefundDetail]
+    refunded_at: str
+    is_idempotent_replay: bool
+
+
+class VoidResponse(msgspec.Struct, kw_only=True):
+    """POST /v1/billing/void (CONTRACT §10.2). `voided_amount` may be 0 (nothing was available)."""
+
+    void_id: str
+    account_id: str
+    customer_id: str
+    voided_amount: int
+    voided_at: str
+    is_idempotent_replay: bool
+
+
+class Balance(msgspec.Struct, kw_only=True):
+    total: int
+    used: int
+    frozen: int
+    available: int  # = total - used - frozen (CONTRACT §3.13)
+
+
+class Account(msgspec.Struct, kw_only=True):
+    """One bucket (one deposit) in the customer view."""
+
+    account_id: str
+    account_type: str  # always "CREDIT"
+    credit_type: str
+    wallet: str
+    source: str
+    total: int
+    used: int
+    frozen: int
+    available: int
+    starts_at: str | None
+    expires_at: str | None
+
+
+class WalletSource(msgspec.Struct, kw_only=True):
+    source: str
+    total: int
+    used: int
+    frozen: int
+    available: int
+    starts_at: str | None
+    expires_at: str | None
+
+
+class Wallet(msgspec.Struct, kw_only=True):
+    total: int
+    used: int
+    frozen: int
+    available: int
+    sources: list[WalletSource]
+
+
+class CustomerResponse(msgspec.Struct, kw_only=True):
+    """GET /v1/customers/{id}: the v1 + v2 superset (velobase-api §1A.2, CONTRACT §3.13)."""
+
+    id: str
+    name: str | None
+    email: str | None
+    metadata: dict[str, Any] | None
+    balance: Balance
+    accounts: list[Account]
+    wallets: dict[str, Wallet]
+    created_at: str
+
+
+class LedgerEntryView(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One ledger entry on the wire (CONTRACT §3.12). `refund_id` only on REFUND entries
+    (CONTRACT §10.4); every other field is always present (null included)."""
+
+    id: str
+    operation_type: str
+    amount: int
+    wallet: str
+    source: str
+    credit_type: str
+    transaction_id: str | None
+    business_type: str
+    description: str | None
+    account_id: str
+    status: str
+    created_at: str
+    refund_id: str | None = None
+
+
+class LedgerPage(msgspec.Struct, kw_only=True):
+    items: list[LedgerEntryView]
+    total_count: int
+    has_more: bool
+    next_cursor: str | None
+
+
+# -- the admin API and the customer list (CONTRACT §9.2, §9.3) ----------------------------------
+
+
+class KeyView(msgspec.Struct, kw_only=True):
+    """A project key as GET /admin/v1/keys lists it: never the key or its hash. A time is null
+    only for a key restored from a snapshot written before Tally kept key times."""
+
+    key_id: str
+    project: str
+    label: str | None
+    created_at: str | None
+    revoked_at: str | None
+
+
+class KeyList(msgspec.Struct, kw_only=True):
+    items: list[KeyView]
+
+
+class CreatedKey(msgspec.Struct, kw_only=True):
+    """POST /admin/v1/keys: the only time `key` is shown."""
+
+    key_id: str
+    project: str
+    label: str | None
+    created_at: str
+    key: str
+
+
+class RevokedKey(msgspec.Struct, kw_only=True):
+    """POST /admin/v1/keys/{key_id}/revoke (a replay repeats the first revocation's time)."""
+
+    key_id: str
+    revoked_at: str | None
+
+
+class ProjectView(msgspec.Struct, kw_only=True):
+    """`customers`: how many; `keys_active`: its keys not revoked; `created_at`: its first key's."""
+
+    name: str
+    created_at: str | None
+    customers: int
+    keys_active: int
+
+
+class ProjectList(msgspec.Struct, kw_only=True):
+    items: list[ProjectView]
+
+
+class CustomerSummary(msgspec.Struct, kw_only=True):
+    """One customer in GET /v1/customers; `balance` as GET /v1/customers/{id} reports it."""
+
+    customer_id: str
+    name: str | None
+    email: str | None
+    created_at: str
+    balance: Balance
+
+
+class CustomerPage(msgspec.Struct, kw_only=True):
+    items: list[CustomerSummary]
+    has_more: bool
+    next_cursor: str | None
+    total_count: int
+
+
+class Applied(msgspec.Struct, frozen=True):
+    """Success. `body` is the response (None for timer commands and key commands).
+
+    `logged` is True when the state changed, so the command must be written to the WAL and the
+    response held until it is durable; False for an idempotent replay (state untouched).
+    """
+
+    body: Any
+    logged: bool
+
+
+class Rejected(msgspec.Struct, frozen=True):
+    """A refusal: a registered contract code (engine/core/codes.py), a message for people and
+    `details` for programs (CONTRACT §3.14, §7.9). A rejection changes nothing. The HTTP status
+    is net's business: `codes.status_of(code)`."""
+
+    code: str
+    message: str
+    details: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        assert self.code in CODES, self.code
+
+
+Result = Applied | Rejected

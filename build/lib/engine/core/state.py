@@ -1,0 +1,442 @@
+"""The ledger's in-memory state: LedgerState > ProjectState > CustomerState > Bucket, records.
+
+Pure data, no behaviour beyond small helpers: `engine.core.ledger.apply` is the only writer.
+
+Two kinds of fields live here:
+
+- **persistent** fields are the history's facts. `engine.core.codec` snapshots exactly these and
+  `engine.core.digest` hashes exactly these (CONTRACT §5: same history, same digest).
+- **derived** fields (marked `# derived`) are indexes and heaps rebuilt from the persistent ones
+  by `rebuild_derived` (after a snapshot load). They are never encoded or hashed.
+
+Memory (an idle customer with one bucket and one GRANT entry should stay near 1 KiB): every
+Struct that can never be part of a reference cycle is `gc=False` (no GC header, never scanned);
+containers a quiet customer does not need are None until first used; bucket `account_id` and entry
+`id` are derived from LSNs instead of stored; entries reference the bucket's `wallet` / `source`
+strings instead of copying them. Ledger position indexes only exist once a customer has more than
+`INDEX_ENTRIES_MIN` entries (below that a scan is as fast as a bisect).
+"""
+
+from __future__ import annotations
+
+import heapq
+from array import array
+from bisect import bisect_left, insort
+from typing import Any, Final
+
+import msgspec
+from sortedcontainers import SortedList
+
+# Operation types of ledger entries (CONTRACT §3.12). Interned module constants: entries share them.
+GRANT: Final = "GRANT"
+FREEZE: Final = "FREEZE"
+CONSUME: Final = "CONSUME"
+UNFREEZE: Final = "UNFREEZE"
+EXPIRE: Final = "EXPIRE"
+REFUND: Final = "REFUND"  # CONTRACT §10.1: credit of a charge given back
+VOID: Final = "VOID"  # CONTRACT §10.2: a grant's available remainder written off
+
+# Freeze lifecycle (CONTRACT §3.8): FROZEN -> CONSUMED | UNFROZEN, both terminal.
+FROZEN: Final = 0
+CONSUMED: Final = 1
+UNFROZEN: Final = 2
+
+# Timer kinds in the due heaps. Expiry sorts before a settlement due at the same millisecond:
+# any order gives the same money, this one is simply fixed (determinism).
+DUE_EXPIRE: Final = 0
+DUE_SETTLE: Final = 1
+
+INDEX_ENTRIES_MIN: Final = 16  # below this many entries a filtered ledger page scans linearly
+STATE_VERSION: Final = 1
+
+
+def account_id(bucket_lsn: int) -> str:
+    """The wire id of the bucket created by the deposit logged at `bucket_lsn` (CONTRACT §3.5)."""
+    return f"acc_{bucket_lsn}"
+
+
+def entry_id(lsn: int, i: int) -> str:
+    """The wire id of the i-th ledger entry written by the command logged at `lsn` (§3.12)."""
+    return f"le_{lsn}_{i}"
+
+
+# (bucket_lsn, amount) pairs. Tuples, not lists: a record lives as long as the ledger, and the
+# garbage collector untracks tuples of ints, so millions of records add nothing to its passes.
+Parts = tuple[tuple[int, int], ...]
+
+
+class Bucket(msgspec.Struct, array_like=True, gc=False):
+    """One deposit's credit (CONTRACT §3.5). Money identity, per bucket, always:
+
+        total == used + frozen + expired + available,   available == 0 once `is_expired`
+
+    where `used` is what is charged net of refunds (CONSUME − REFUND entries: a refund lowers
+    `used`, CONTRACT §10.4) and `expired` is everything written off (EXPIRE + VOID entries).
+    `is_expired` means *closed*: expired by time, or voided (CONTRACT §10.2; the customer's
+    `voided` index tells which). Credit coming back to a closed bucket is written off at once.
+    In the issue's terms: deposited = available + frozen + charged + expired + voided − refunded.
+
+    The layout is fixed (snapshot bytes and digests of old histories must not change): refunds
+    and voids add no field here; their records live beside the freeze and deduct records."""
+
+    lsn: int  # LSN of the deposit that created it: account_id and the allocation tie-break
+    wallet: str
+    source: str
+    total: int
+    starts_at_ms: int | None
+    expires_at_ms: int | None
+    used: int = 0
+    frozen: int = 0
+    expired: int = 0  # amount written off by EXPIRE entries
+    is_expired: bool = False
+
+    @property
+    def account_id(self) -> str:
+        return account_id(self.lsn)
+
+    @property
+    def available(self) -> int:
+        return self.total - self.used - self.frozen - self.expired
+
+
+class LedgerEntry(msgspec.Struct, array_like=True, gc=False):
+    """One ledger line (CONTRACT §3.12); id = entry_id(lsn, i), account_id = account_id(bucket_lsn)."""
+
+    lsn: int
+    i: int
+    op: str
+    amount: int
+    bucket_lsn: int
+    wallet: str
+    source: str
+    transaction_id: str | None
+    business_type: str
+    description: str | None
+    created_at_ms: int
+
+
+class FreezeRecord(msgspec.Struct, tag="freeze", array_like=True, gc=False):
+    """A freeze and how it ended. The original responses are rebuilt from these fields (they
+    hold everything the responses show), which is cheaper than storing response objects."""
+
+    transaction_id: str
+    lsn: int
+    at_ms: int
+    amount: int
+    credit_types: tuple[str, ...] | None  # normalized: sorted, unique (CONTRACT §3.9 identity)
+    wallet: str | None
+    business_type: str
+    description: str | None
+    unfreeze_after_ms: int | None
+    consume_after_ms: int | None
+    allocation: Parts  # (bucket_lsn, amount) in allocation order (§3.6)
+    status: int = FROZEN
+    auto: bool = False  # settled by its TTL (AutoSettle), CONTRACT §3.10 / §7.2
+    settled_at_ms: int | None = None
+    consumed_amount: int = 0
+    overage_amount: int = 0
+    settle_parts: Parts | None = None  # CONSUME or UNFREEZE parts, response order
+
+
+class DeductRecord(msgspec.Struct, tag="deduct", array_like=True, gc=False):
+    transaction_id: str
+    lsn: int
+    at_ms: int
+    amount: int
+    credit_types: tuple[str, ...] | None
+    wallet: str | None
+    parts: Parts  # (bucket_lsn, amount) charged, in order
+
+
+class DepositRecord(msgspec.Struct, array_like=True, gc=False):
+    """A deposit made with an idempotency key (CONTRACT §3.9, §7.8)."""
+
+    idempotency_key: str
+    lsn: int  # = the bucket's lsn; record_id = f"le_{lsn}_0"
+    amount: int
+    wallet: str
+    source: str
+    starts_at_ms: int | None
+    expires_at_ms: int | None
+    wallet_total: int  # `total_amount` of the original response
+
+
+class RefundRecord(msgspec.Struct, tag="refund", array_like=True, gc=False):
+    """A refund (CONTRACT §10.1). Its own namespace per project (refund_id); `requested` is the
+    amount the request named (None: "all that is refundable"), `amount` what was refunded."""
+
+    refund_id: str
+    transaction_id: str
+    lsn: int
+    at_ms: int
+    amount: int
+    requested: int | None
+    refundable_after: int  # `refundable_amount` of the original response
+    parts: Parts  # (bucket_lsn, amount) given back, response order (newest charge first)
+    reason: str | None = None
+
+
+class VoidRecord(msgspec.Struct, tag="void", array_like=True, gc=False):
+    """A void of one bucket (CONTRACT §10.2). Its own namespace per project (void_id)."""
+
+    void_id: str
+    bucket_lsn: int
+    lsn: int
+    at_ms: int
+    amount: int  # the available remainder written off (may be 0: a spent or expired grant)
+    reason: str | None = None
+
+
+class ApiKey(msgspec.Struct, array_like=True, gc=False):
+    """A project key, or an admin key (`admin`, `project` ""), CONTRACT §3.15, §9.1.
+
+    Fields after `revoked` were appended for §9.2 (older snapshots decode with the defaults).
+    The times are the stamps of the CreateApiKey / RevokeApiKey commands; they are None only for
+    keys restored from a snapshot written before Tally kept them. The digest leaves the times out
+    (see engine/core/digest.py)."""
+
+    key_id: str
+    key_hash: str
+    project: str
+    revoked: bool = False
+    label: str | None = None
+    admin: bool = False
+    created_at_ms: int | None = None
+    revoked_at_ms: int | None = None
+
+
+def bucket_valid_at(bucket: Bucket, at_ms: int) -> bool:
+    """CONTRACT §3.5 / §7.3 / §7.4: spendable and counted iff not written off, started
+    (starts_at <= at) and not expired (expires_at > at: expiry is exclusive, to the ms)."""
+    if bucket.is_expired:
+        return False
+    if bucket.starts_at_ms is not None and bucket.starts_at_ms > at_ms:
+        return False
+    return bucket.expires_at_ms is None or bucket.expires_at_ms > at_ms
+
+
+def allocation_key(bucket: Bucket) -> tuple[int, int, int]:
+    """CONTRACT §3.6: soonest expiry first, no expiry last, then oldest bucket (lsn = id)."""
+    if bucket.expires_at_ms is None:
+        return (1, 0, bucket.lsn)
+    return (0, bucket.expires_at_ms, bucket.lsn)
+
+
+class CustomerState(msgspec.Struct, gc=False):
+    """One customer. gc=False: nothing inside points back to it (no cycle is possible)."""
+
+    customer_id: str
+    created_at_ms: int
+    name: str | None = None
+    email: str | None = None
+    metadata: dict[str, Any] | None = None
+    last_lsn: int = 0
+    buckets: list[Bucket] = msgspec.field(default_factory=list)  # every bucket, lsn order
+    entries: list[LedgerEntry] = msgspec.field(default_factory=list)  # (lsn, i) order
+    txns: dict[str, FreezeRecord | DeductRecord] | None = None  # by transaction_id
+    deposits: dict[str, DepositRecord] | None = None  # by idempotency key
+    live: list[Bucket] = msgspec.field(default_factory=list)  # derived: not expired, §3.6 order
+    due: list[tuple[int, int, int, str | None]] | None = None  # derived: (due_ms, kind, lsn, txn)
+    op_positions: dict[str, list[int]] | None = None  # derived: op -> entry positions
+    txn_positions: dict[str, list[int]] | None = None  # derived: transaction_id -> positions
+    refunds: dict[str, RefundRecord] | None = None  # by refund_id (CONTRACT §10.1)
+    voids: dict[str, VoidRecord] | None = None  # by void_id (CONTRACT §10.2)
+    refunded: dict[str, int] | None = None  # derived: transaction_id -> refunded so far
+    voided: dict[int, str] | None = None  # derived: bucket_lsn -> void_id
+    refund_lsns: dict[int, str] | None = None  # derived: lsn of a refund -> refund_id
+    filter_positions: dict[tuple[int, str], list[int]] | None = None  # derived: (kind, value)
+    time_index: TimeIndex | None = None  # derived: created_at positions (ledger `from`/`to`)
+
+    def bucket_by_lsn(self, lsn: int) -> Bucket:
+        """O(log n): `buckets` is in lsn order (append-only, LSNs increase)."""
+        index = bisect_left(self.buckets, lsn, key=_bucket_lsn)
+        bucket = self.buckets[index]
+        assert bucket.lsn == lsn, (bucket.lsn, lsn)
+        return bucket
+
+    def add_bucket(self, bucket: Bucket) -> None:
+        assert not self.buckets or self.buckets[-1].lsn < bucket.lsn
+        self.buckets.append(bucket)
+        if not bucket.is_expired:
+            insort(self.live, bucket, key=allocation_key)
+
+    def add_entry(self, entry: LedgerEntry) -> None:
+        """Append one entry and keep the position indexes (if built) in step."""
+        assert entry.amount > 0, entry  # CONTRACT §3.12: zero-amount entries are never written
+        position = len(self.entries)
+        self.entries.append(entry)
+        if self.op_positions is not None:
+            _index_entry(self, entry, position)
+        elif position + 1 > INDEX_ENTRIES_MIN:
+            build_entry_indexes(self)
+
+    def push_due(self, due: tuple[int, int, int, str | None]) -> None:
+        if self.due is None:
+            self.due = []
+        heapq.heappush(self.due, due)
+
+
+def _bucket_lsn(bucket: Bucket) -> int:
+    return bucket.lsn
+
+
+# Kinds of `filter_positions` keys (ledger filters, CONTRACT §10.3).
+BY_WALLET: Final = 0
+BY_BUSINESS_TYPE: Final = 1
+
+
+class TimeIndex(msgspec.Struct, gc=False):
+    """Positions by `created_at` (CONTRACT §10.3 `from`/`to`). Entries are almost in time order
+    (client stamps never go backwards) but a timer's entries carry their due time and a deposit
+    already expired writes its EXPIRE at `expires_at`, so a few lie before an earlier entry.
+
+    `high[p]` = max created_at of entries[0..p] (non-decreasing: bisectable). An entry is *late*
+    when its created_at < high[p - 1]; `late` lists those positions (ascending). Every entry that
+    is not late has created_at == high[p], so the in-order matches of [from, to) are exactly the
+    non-late positions in [bisect(high, from), bisect(high, to)); late ones are checked one by one
+    (their number bounds the extra work of a time-filtered page)."""
+
+    high: array[int] = msgspec.field(default_factory=lambda: array("q"))
+    late: list[int] = msgspec.field(default_factory=list)
+
+
+def _index_entry(customer: CustomerState, entry: LedgerEntry, position: int) -> None:
+    assert customer.op_positions is not None and customer.txn_positions is not None
+    assert customer.filter_positions is not None and customer.time_index is not None
+    customer.op_positions.setdefault(entry.op, []).append(position)
+    if entry.transaction_id is not None:
+        customer.txn_positions.setdefault(entry.transaction_id, []).append(position)
+    customer.filter_positions.setdefault((BY_WALLET, entry.wallet), []).append(position)
+    customer.filter_positions.setdefault((BY_BUSINESS_TYPE, entry.business_type), []).append(position)
+    high = customer.time_index.high
+    if high and entry.created_at_ms < high[-1]:
+        customer.time_index.late.append(position)
+        high.append(high[-1])
+    else:
+        high.append(entry.created_at_ms)
+
+
+def build_entry_indexes(customer: CustomerState) -> None:
+    customer.op_positions = {}
+    customer.txn_positions = {}
+    customer.filter_positions = {}
+    customer.time_index = TimeIndex()
+    for position, entry in enumerate(customer.entries):
+        _index_entry(customer, entry, position)
+
+
+class ProjectState(msgspec.Struct):
+    name: str
+    customers: dict[str, CustomerState] = msgspec.field(default_factory=dict)
+    # derived: every customer id, sorted (the customer list, CONTRACT §9.3). A SortedList, not a
+    # list + insort: inserting into a list of 10^6 ids moves ~4 MB (~60 us, measured); a
+    # SortedList insert is ~3 us and a page is O(log n + limit).
+    customer_ids: SortedList[str] = msgspec.field(default_factory=SortedList)
+    # Project-wide identity indexes (CONTRACT §3.9); derived from the customers' records.
+    txn_owner: dict[str, str] = msgspec.field(default_factory=dict)  # derived
+    deposit_owner: dict[str, str] = msgspec.field(default_factory=dict)  # derived
+    refund_owner: dict[str, str] = msgspec.field(default_factory=dict)  # derived: refund_id
+    void_owner: dict[str, str] = msgspec.field(default_factory=dict)  # derived: void_id
+    # derived: bucket lsn -> owning customer, as two parallel arrays in lsn order (16 bytes a
+    # bucket; a void names only an account_id, CONTRACT §10.2). Appended as deposits apply.
+    bucket_lsns: array[int] = msgspec.field(default_factory=lambda: array("q"))
+    bucket_customers: list[str] = msgspec.field(default_factory=list)
+
+    def add_bucket_owner(self, bucket_lsn: int, customer_id: str) -> None:
+        assert not self.bucket_lsns or self.bucket_lsns[-1] < bucket_lsn
+        self.bucket_lsns.append(bucket_lsn)
+        self.bucket_customers.append(customer_id)
+
+    def bucket_owner(self, bucket_lsn: int) -> str | None:
+        """The customer owning bucket `bucket_lsn` in this project, or None. O(log n)."""
+        index = bisect_left(self.bucket_lsns, bucket_lsn)
+        if index < len(self.bucket_lsns) and self.bucket_lsns[index] == bucket_lsn:
+            return self.bucket_customers[index]
+        return None
+
+
+class LedgerState(msgspec.Struct):
+    last_lsn: int = 0
+    # The newest stamp of a logged client command: apply() asserts stamps never go backwards in
+    # LSN order, and the runtime's clock starts from it after a restart. Not in the digest.
+    stamp_ms_last: int = 0
+    projects: dict[str, ProjectState] = msgspec.field(default_factory=dict)
+    api_keys: dict[str, ApiKey] = msgspec.field(default_factory=dict)  # by key_hash
+    key_hash_by_id: dict[str, str] = msgspec.field(default_factory=dict)  # derived
+    # derived: (due_ms, project, customer_id), one per timer pushed, lazily deleted (ledger.py)
+    due_heap: list[tuple[int, str, str]] = msgspec.field(default_factory=list)
+
+
+def rebuild_derived(state: LedgerState) -> None:
+    """Rebuild every derived field from the persistent ones (after decode)."""
+    state.key_hash_by_id = {key.key_id: key.key_hash for key in state.api_keys.values()}
+    state.due_heap = []
+    for project in state.projects.values():
+        project.txn_owner = {}
+        project.deposit_owner = {}
+        project.refund_owner = {}
+        project.void_owner = {}
+        owners: list[tuple[int, str]] = []
+        project.customer_ids = SortedList(project.customers)
+        for customer in project.customers.values():
+            _rebuild_customer(customer)
+            for transaction_id in customer.txns or ():
+                project.txn_owner[transaction_id] = customer.customer_id
+            for key in customer.deposits or ():
+                project.deposit_owner[key] = customer.customer_id
+            for refund_id in customer.refunds or ():
+                project.refund_owner[refund_id] = customer.customer_id
+            for void_id in customer.voids or ():
+                project.void_owner[void_id] = customer.customer_id
+            for due in customer.due or ():
+                state.due_heap.append((due[0], project.name, customer.customer_id))
+            owners.extend((bucket.lsn, customer.customer_id) for bucket in customer.buckets)
+        owners.sort()
+        project.bucket_lsns = array("q", [lsn for lsn, _ in owners])
+        project.bucket_customers = [customer_id for _, customer_id in owners]
+    heapq.heapify(state.due_heap)
+
+
+def _rebuild_customer(customer: CustomerState) -> None:
+    customer.live = sorted((b for b in customer.buckets if not b.is_expired), key=allocation_key)
+    customer.due = None
+    for bucket in customer.live:
+        if bucket.expires_at_ms is not None:
+            customer.push_due((bucket.expires_at_ms, DUE_EXPIRE, bucket.lsn, None))
+    for record in (customer.txns or {}).values():
+        if isinstance(record, FreezeRecord) and record.status == FROZEN:
+            due_ms = record.unfreeze_after_ms if record.unfreeze_after_ms is not None else record.consume_after_ms
+            if due_ms is not None:
+                customer.push_due((due_ms, DUE_SETTLE, record.lsn, record.transaction_id))
+    customer.op_positions = None
+    customer.txn_positions = None
+    customer.filter_positions = None
+    customer.time_index = None
+    if len(customer.entries) > INDEX_ENTRIES_MIN:
+        build_entry_indexes(customer)
+    rebuild_corrections(customer)
+
+
+def rebuild_corrections(customer: CustomerState) -> None:
+    """The derived refund / void indexes from the records (CONTRACT §10)."""
+    customer.refunded = None
+    customer.refund_lsns = None
+    customer.voided = None
+    for refund in (customer.refunds or {}).values():
+        note_refund(customer, refund)
+    for void in (customer.voids or {}).values():
+        note_void(customer, void)
+
+
+def note_refund(customer: CustomerState, refund: RefundRecord) -> None:
+    if customer.refunded is None or customer.refund_lsns is None:
+        customer.refunded = {}
+        customer.refund_lsns = {}
+    customer.refunded[refund.transaction_id] = customer.refunded.get(refund.transaction_id, 0) + refund.amount
+    customer.refund_lsns[refund.lsn] = refund.refund_id
+
+
+def note_void(customer: CustomerState, void: VoidRecord) -> None:
+    if customer.voided is None:
+        customer.voided = {}
+    customer.voided[void.bucket_lsn] = void.void_id

@@ -1,0 +1,222 @@
+"""What an operator sees of a live server (CONTRACT §9.4, §9.5): metrics, request logs, readiness.
+
+    Observer(registry, request_log)   one per server; no global state (the registry is passed in)
+      .middleware                      the outermost aiohttp middleware: readiness gate, then the
+                                       handler, then one metrics update + one request log line
+      .on_record(lsn)                  recovery progress (called from the recovery thread)
+      .on_wal_batch(records, fsync_s)  one durable WAL group commit (called on the loop)
+      .open(runtime)                   recovery done, keys bootstrapped: serve every route
+    metrics(request)                   GET /metrics: Prometheus text of the registry (no auth)
+
+Readiness (§9.5): until `open`, GET /health answers 503 {"status": "recovering", "records": N}
+(N WAL records replayed so far), GET /metrics answers (tally_ready 0), the dashboard's static
+files (net/dashboard.py STATIC_PATHS: they touch no runtime) are served, every other route 503
+`not_ready` (retryable, §3.14 envelope). The gate never touches the runtime or its state before
+`open`: the half-built ledger lives only in the recovery thread until then.
+
+Metrics: the hot path only bumps plain ints (a dict entry and a histogram bucket per request, a
+bucket per WAL batch); a prometheus_client custom collector turns them into families at scrape
+time. Label values come from closed sets: the route TEMPLATE (a customer id never becomes a
+label), a known method or "OTHER", the status code.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, Final
+
+import msgspec
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from net.dashboard import STATIC_PATHS
+from net.errors import ERROR_CODE, REQUEST_ID_HEADER, error_response, new_request_id
+from net.logs import RequestLog
+
+HEALTH_PATH: Final = "/health"
+METRICS_PATH: Final = "/metrics"
+CUSTOMER_ROUTE: Final = "/v1/customers/{tail}"  # net/app.py's catch-all, split into two labels here
+UNMATCHED_ROUTE: Final = "unmatched"  # 404 / 405: no route template
+METHODS: Final = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
+
+# Histogram upper bounds. Requests: 0.25 ms .. 10 s. fsync: 25 µs .. 2.5 s. Batch: 1 .. 4096 records.
+REQUEST_BOUNDS_S: Final = (0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+FSYNC_BOUNDS_S: Final = (0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5)
+BATCH_BOUNDS: Final = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class _Histogram:
+    """Bucket counts (not cumulative; the last is +Inf) and a sum: ints and a float, no locks
+    (touched on the event loop only)."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def buckets(self) -> list[tuple[str, float]]:
+        """Cumulative (le, count) pairs as prometheus_client's HistogramMetricFamily takes them."""
+        out, running = [], 0
+        for bound, count in zip((*map(str, self.bounds), "+Inf"), self.counts):
+            running += count
+            out.append((bound, float(running)))
+        return out
+
+
+class _HealthRecovering(msgspec.Struct):
+    status: str
+    records: int
+
+
+_encoder = msgspec.json.Encoder()
+
+
+class Observer:
+    """Per-server metrics, request log and readiness gate. `request_log` None: no request lines
+    (e.g. --log-level warning). `runtime` given: open from the start (tests, in-process apps)."""
+
+    def __init__(self, registry: CollectorRegistry, request_log: RequestLog | None, runtime: Any = None) -> None:
+        self.request_log = request_log
+        self.records = 0  # recovery progress; an int written by one thread (atomic under the GIL)
+        self.runtime: Any = runtime  # the Runtime once open; duck-typed: ready, durable_lsn
+        self.requests: dict[tuple[str, str, int], int] = {}
+        self.durations: dict[str, _Histogram] = {}
+        self.fsync = _Histogram(FSYNC_BOUNDS_S)
+        self.batch = _Histogram(BATCH_BOUNDS)
+        self.registry = registry
+        registry.register(_Collector(self))
+        self.middleware: Middleware = self._make_middleware()
+
+    def on_record(self, _lsn: int) -> None:
+        """Recovery replayed one more record (from the recovery thread)."""
+        self.records += 1
+
+    def on_wal_batch(self, records: int, fsync_s: float | None) -> None:
+        """One durable group commit of `records` records; fsync_s None when fsync is off."""
+        self.batch.observe(records)
+        if fsync_s is not None:
+            self.fsync.observe(fsync_s)
+
+    def open(self, runtime: Any) -> None:
+        """Recovery and bootstrap are done: every route is served from now on."""
+        self.runtime = runtime
+
+    def observe(self, route: str, method: str, status: int, duration_s: float) -> None:
+        key = (route, method if method in METHODS else "OTHER", status)
+        requests = self.requests
+        requests[key] = requests.get(key, 0) + 1
+        histogram = self.durations.get(route)
+        if histogram is None:
+            histogram = self.durations[route] = _Histogram(REQUEST_BOUNDS_S)
+        histogram.observe(duration_s)
+
+    def _make_middleware(self) -> Middleware:
+        observe = self.observe
+
+        async def observe_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+            started = time.perf_counter()
+            if self.runtime is None and request.path not in STATIC_PATHS:
+                response: web.StreamResponse = self._not_ready(request)
+            else:
+                response = await handler(request)
+            duration_s = time.perf_counter() - started
+            route = route_label(request)
+            status = response.status
+            observe(route, request.method, status, duration_s)
+            request_log = self.request_log
+            if request_log is not None:
+                code = response.get(ERROR_CODE) if status >= 400 else None
+                request_id = response.headers.get(REQUEST_ID_HEADER, "")
+                request_log.line(request_id, request.method, route, status, code, duration_s)
+            return response
+
+        return web.middleware(observe_middleware)
+
+    def _not_ready(self, request: web.Request) -> web.StreamResponse:
+        """Before `open` (CONTRACT §9.5): /health says how far recovery is; /metrics answers;
+        anything else is 503 not_ready."""
+        request_id = new_request_id()
+        if request.path == HEALTH_PATH and request.method in ("GET", "HEAD"):
+            body = _encoder.encode(_HealthRecovering("recovering", self.records))
+            response = web.Response(status=503, body=body, content_type="application/json")
+        elif request.path == METRICS_PATH and request.method in ("GET", "HEAD"):
+            response = metrics_response(self.registry)
+        else:
+            response = error_response("not_ready", "the server is recovering its ledger; retry shortly", None, request_id)
+        response.headers[REQUEST_ID_HEADER] = request_id
+        return response
+
+
+def route_label(request: web.Request) -> str:
+    """The route template of a request (never its raw path): "/v1/billing/deduct",
+    "/v1/customers/{customer_id}", "/v1/customers/{customer_id}/ledger", or "unmatched"."""
+    resource = request.match_info.route.resource
+    if resource is None:
+        return UNMATCHED_ROUTE
+    route = resource.canonical
+    if route == CUSTOMER_ROUTE:
+        path = request.raw_path.partition("?")[0]
+        return "/v1/customers/{customer_id}/ledger" if path.endswith("/ledger") else "/v1/customers/{customer_id}"
+    return route
+
+
+def metrics_response(registry: CollectorRegistry) -> web.Response:
+    response = web.Response(body=generate_latest(registry))
+    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return response
+
+
+class _Collector(Collector):
+    """Turns an Observer's plain counters into Prometheus families at scrape time."""
+
+    def __init__(self, observer: Observer) -> None:
+        self._observer = observer
+
+    def collect(self) -> Iterator[Metric]:
+        observer = self._observer
+        requests = CounterMetricFamily("tally_http_requests", "HTTP requests answered, by route template, method and status",
+                                       labels=["route", "method", "status"])  # fmt: skip
+        for (route, method, status), count in sorted(observer.requests.items()):
+            requests.add_metric([route, method, str(status)], count)
+        yield requests
+        durations = HistogramMetricFamily("tally_http_request_duration_seconds",
+                                          "Time from the request's dispatch to its response, by route template",
+                                          labels=["route"])  # fmt: skip
+        for route, histogram in sorted(observer.durations.items()):
+            durations.add_metric([route], histogram.buckets(), histogram.total)
+        yield durations
+        fsync = HistogramMetricFamily("tally_wal_fsync_duration_seconds", "fdatasync time of one WAL group commit")
+        fsync.add_metric([], observer.fsync.buckets(), observer.fsync.total)
+        yield fsync
+        batch = HistogramMetricFamily("tally_wal_batch_records", "Records per WAL group commit")
+        batch.add_metric([], observer.batch.buckets(), observer.batch.total)
+        yield batch
+        runtime = observer.runtime
+        ready = runtime is not None and bool(runtime.ready)
+        yield GaugeMetricFamily("tally_ready", "1 when the server accepts writes (GET /health 200)", value=int(ready))
+        last_lsn = getattr(runtime, "durable_lsn", 0) if runtime is not None else 0
+        yield GaugeMetricFamily("tally_wal_last_lsn", "Highest LSN known durable (fsync'd)", value=last_lsn)
+        yield GaugeMetricFamily("tally_recovery_records", "WAL records replayed by the last start-up recovery",
+                                value=observer.records)  # fmt: skip
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """GET /metrics: the Prometheus text format of this server's registry (no auth, §9.4)."""
+    registry = request.app[REGISTRY]
+    return metrics_response(registry)
+
+
+REGISTRY: Final = web.AppKey("registry", CollectorRegistry)
