@@ -55,9 +55,9 @@ class SpentGroup:
 
     def __init__(self) -> None:
         self.total = 0  # sum of their totals (== their used: nothing available or frozen)
-        self.by_lsn: SortedKeyList = SortedKeyList(key=_lsn)
-        self.by_expiry: SortedKeyList = SortedKeyList(key=_expiry)  # those with an expires_at
-        self.by_start: SortedKeyList = SortedKeyList(key=_start)  # those with a starts_at
+        self.by_lsn: SortedKeyList[Bucket, int] = SortedKeyList(key=_lsn)
+        self.by_expiry: SortedKeyList[Bucket, tuple[int, int]] = SortedKeyList(key=_expiry)  # with an expires_at
+        self.by_start: SortedKeyList[Bucket, tuple[int, int]] = SortedKeyList(key=_start)  # with a starts_at
         self.starts_none = 0  # how many have no starts_at
 
 
@@ -66,8 +66,8 @@ class SpentIndex:
 
     def __init__(self) -> None:
         self.groups: dict[tuple[str, str], SpentGroup] = {}
-        self.expiring: SortedKeyList = SortedKeyList(key=_expiry)  # every group's, for expiry
-        self.starting: SortedKeyList = SortedKeyList(key=_start)  # every group's, for the view
+        self.expiring: SortedKeyList[Bucket, tuple[int, int]] = SortedKeyList(key=_expiry)  # all groups': expiry
+        self.starting: SortedKeyList[Bucket, tuple[int, int]] = SortedKeyList(key=_start)  # all groups': the view
         self.count = 0
 
 
@@ -104,7 +104,7 @@ def add(customer: CustomerState, bucket: Bucket) -> None:
 
 def remove(customer: CustomerState, bucket: Bucket) -> None:
     """Take `bucket` out of the index (it must be there): O(log n)."""
-    index: SpentIndex = customer.spent
+    index = customer.spent
     assert index is not None
     key = (bucket.wallet, bucket.source)
     group = index.groups[key]
