@@ -16,7 +16,6 @@ from prometheus_client import CollectorRegistry
 from net.admin import AdminHandlers, admin_routes
 from net.config import ServerConfig
 from net.dashboard import DashboardHandlers, dashboard_routes
-from net.errors import error_middleware
 from net.handlers import NOT_READY, Handlers, Runtime
 from net.observe import METRICS_PATH, REGISTRY, Observer, metrics
 from net.openapi import OPENAPI_PATH, openapi_json
@@ -62,7 +61,7 @@ def create_app(config: ServerConfig, runtime: Runtime | None, *, observer: Obser
         observer.open(runtime)
     app = web.Application(
         client_max_size=config.request_size_max,
-        middlewares=[observer.middleware, error_middleware],
+        middlewares=[observer.middleware],  # it runs net.errors.handle_errors inside (one layer)
     )
     handlers = Handlers(NOT_READY if runtime is None else runtime)
     admin = AdminHandlers(NOT_READY if runtime is None else runtime)

@@ -198,9 +198,11 @@ def refusal_response(status: int, exc: BaseException | None, request_id: str) ->
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Stamp a request id on every response; turn every exception into the error envelope."""
+async def handle_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Stamp a request id on every response; turn every exception into the error envelope.
+
+    A plain coroutine, not a middleware: net/observe.py's one middleware awaits it, so a request
+    crosses one aiohttp middleware layer, not two (issue 14: the layer is on the hot path)."""
     request_id = new_request_id()
     try:
         response = await handler(request)
@@ -222,3 +224,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response("server_error", "internal server error", None, request_id)
     response.headers[REQUEST_ID_HEADER] = request_id
     return response
+
+
+# The same as a middleware of its own, for an app built without the observer (tests, tools).
+error_middleware = web.middleware(handle_errors)

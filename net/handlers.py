@@ -1,7 +1,7 @@
 """One small handler per endpoint: bytes -> Command -> Runtime -> response bytes (CONTRACT §2).
 
 Every /v1 handler: auth (401) -> read body -> parse (400) -> runtime (404/400/409 or 200). Errors
-are raised as HttpError and become the envelope in net.errors.error_middleware; Unavailable from
+are raised as HttpError and become the envelope in net.errors.handle_errors; Unavailable from
 the runtime passes through to it too (503). Success is always 200 with the msgspec-encoded body.
 
 GET /v1/customers/{customer_id}[/ledger] is one catch-all route handled on the RAW path, because a

@@ -1,8 +1,9 @@
 """What an operator sees of a live server (CONTRACT §9.4, §9.5): metrics, request logs, readiness.
 
     Observer(registry, request_log)   one per server; no global state (the registry is passed in)
-      .middleware                      the outermost aiohttp middleware: readiness gate, then the
-                                       handler, then one metrics update + one request log line
+      .middleware                      the one aiohttp middleware: readiness gate, then the
+                                       handler inside net.errors.handle_errors (one layer, not
+                                       two: issue 14), then one metrics update + one request log line
       .on_record(lsn)                  recovery progress (called from the recovery thread)
       .on_wal_batch(records, fsync_s)  one durable WAL group commit (called on the loop)
       .open(runtime)                   recovery done, keys bootstrapped: serve every route
@@ -35,7 +36,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from net.dashboard import STATIC_PATHS
-from net.errors import ERROR_CODE, REQUEST_ID_HEADER, error_response, new_request_id
+from net.errors import ERROR_CODE, REQUEST_ID_HEADER, error_response, handle_errors, new_request_id
 from net.logs import RequestLog
 
 HEALTH_PATH: Final = "/health"
@@ -131,7 +132,7 @@ class Observer:
             if self.runtime is None and request.path not in STATIC_PATHS:
                 response: web.StreamResponse = self._not_ready(request)
             else:
-                response = await handler(request)
+                response = await handle_errors(request, handler)  # the error layer, inlined
             duration_s = time.perf_counter() - started
             route = route_label(request)
             status = response.status

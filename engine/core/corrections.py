@@ -24,6 +24,7 @@ from __future__ import annotations
 from bisect import bisect_left
 
 from engine.core.commands import Refund, Void
+from engine.core import spent
 from engine.core.common import commit, conflict, entry, find_customer
 from engine.core.results import Applied, RefundDetail, RefundResponse, Rejected, VoidResponse
 from engine.core.state import (
@@ -169,6 +170,7 @@ def _refund_write(
         assert bucket.used >= 0, (bucket, amount)
         customer.add_entry(entry(lsn, i, REFUND, bucket, amount, record.transaction_id, business_type, record.reason, at_ms))
         buckets.append((bucket, amount))
+        spent.reindex(customer, bucket)  # a spent bucket holding credit again goes back to `live`
     i = len(record.parts)
     for bucket, amount in buckets:
         if bucket.is_expired:  # expired or voided: written off at once (§3.11, §10.1)
@@ -244,7 +246,7 @@ def apply_void(state: LedgerState, lsn: int, command: Void) -> Applied | Rejecte
         customer.add_entry(entry(lsn, 0, VOID, bucket, amount, command.void_id, "UNDEFINED", command.reason, command.at_ms))
     if not bucket.is_expired:
         bucket.is_expired = True
-        customer.live.remove(bucket)  # bounded: the customer's live buckets
+        spent.close(customer, bucket)  # out of `live` or the spent index: O(log n)
     record = VoidRecord(command.void_id, bucket_lsn, lsn, command.at_ms, amount, command.reason)
     if customer.voids is None:
         customer.voids = {}

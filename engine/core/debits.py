@@ -9,6 +9,7 @@ from engine.core.commands import (
     Deduct,
     Freeze,
 )
+from engine.core import spent
 from engine.core.common import (
     add_txn,
     allocate,
@@ -93,6 +94,8 @@ def apply_deduct(state: LedgerState, lsn: int, command: Deduct) -> Applied | Rej
             entry(lsn, i, CONSUME, bucket, take, transaction_id, command.business_type, command.description, at_ms)
         )
         details.append(detail(bucket, take))
+        if bucket.used == bucket.total:
+            spent.reindex(customer, bucket)  # fully spent: leaves the hot path (§7.11)
     stored = tuple([(bucket.lsn, take) for bucket, take in parts])
     add_txn(project, customer, DeductRecord(transaction_id, lsn, at_ms, command.amount, credit_types, command.wallet, stored))
     commit(state, customer, lsn)

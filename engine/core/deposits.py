@@ -10,6 +10,7 @@ import msgspec
 from engine.core.commands import (
     Deposit,
 )
+from engine.core import spent
 from engine.core.common import commit, conflict, entry, find_customer, schedule
 from engine.core.limits import AMOUNT_MAX, METADATA_SIZE_MAX
 from engine.core.results import (
@@ -83,7 +84,7 @@ def apply_deposit(state: LedgerState, lsn: int, command: Deposit) -> Applied | R
         assert isinstance(record, DepositRecord)
         return Applied(deposit_response(command.customer_id, record, True), False)
     customer = find_customer(state, command.project, command.customer_id)
-    live_total = 0 if customer is None else sum(bucket.total for bucket in customer.live)
+    live_total = 0 if customer is None else customer.open_total  # a running sum (§7.11)
     if live_total + command.amount > AMOUNT_MAX:
         # CONTRACT §3.1: every sum (bucket, wallet, customer) is bounded by the live total.
         return Rejected("amount_too_large", "the customer's total would pass 2^53-1",
@@ -142,6 +143,7 @@ def _deposit_write(
     elif command.expires_at_ms is not None:
         schedule(state, command.project, customer, (command.expires_at_ms, DUE_EXPIRE, lsn, None))
     wallet_total = sum(b.total for b in customer.live if b.wallet == command.wallet and bucket_valid_at(b, at_ms))
+    wallet_total += sum(t.total for (w, _), t in spent.valid_totals(customer, at_ms).items() if w == command.wallet)
     record = DepositRecord(
         key or "", lsn, command.amount, command.wallet, command.source, command.starts_at_ms,
         command.expires_at_ms, wallet_total,

@@ -29,6 +29,7 @@ from engine.core.state import (
     REFUND,
     VOID,
     CustomerState,
+    allocation_key,
     DeductRecord,
     FreezeRecord,
     LedgerState,
@@ -82,6 +83,30 @@ def _check_customer(customer: CustomerState) -> list[str]:
         if bucket.is_expired and bucket.available != 0:
             problems.append(f"{name} is expired but has available={bucket.available}")
     problems.extend(_check_corrections(customer))
+    problems.extend(check_bucket_index(customer))
+    return problems
+
+
+def check_bucket_index(customer: CustomerState) -> list[str]:
+    """The derived bucket indexes (engine/core/spent.py, CONTRACT §7.11) agree with the buckets:
+    `live` = open buckets holding credit in §3.6 order, the spent index = the other open ones,
+    `open_total` = the sum of open totals. O(buckets): for `tally verify` and tests only."""
+    problems = []
+    open_buckets = [b for b in customer.buckets if not b.is_expired]
+    holding = sorted((b for b in open_buckets if b.total - b.used - b.expired > 0), key=allocation_key)
+    if [b.lsn for b in customer.live] != [b.lsn for b in holding]:
+        problems.append("live buckets differ from the open buckets holding credit")
+    spent_lsns = sorted(b.lsn for b in open_buckets if b.total - b.used - b.expired == 0)
+    index = customer.spent
+    indexed = [] if index is None else sorted(b.lsn for g in index.groups.values() for b in g.by_lsn)
+    if indexed != spent_lsns:
+        problems.append(f"spent index holds {indexed[:5]}... but spent open buckets are {spent_lsns[:5]}...")
+    if index is not None:
+        for (wallet, source), group in index.groups.items():
+            if group.total != sum(b.total for b in group.by_lsn if (b.wallet, b.source) == (wallet, source)):
+                problems.append(f"spent group {wallet!r}/{source!r} total {group.total} is off")
+    if customer.open_total != sum(b.total for b in open_buckets):
+        problems.append(f"open_total {customer.open_total} != the sum of open bucket totals")
     return problems
 
 

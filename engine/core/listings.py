@@ -20,6 +20,7 @@ from typing import Final
 
 import msgspec
 
+from engine.core import spent
 from engine.core.apikeys import key_view
 from engine.core.limits import CUSTOMER_CURSOR_LENGTH_MAX, CUSTOMER_PAGE_SIZE_MAX
 from engine.core.results import (
@@ -140,6 +141,9 @@ def _summary(customer: CustomerState, now_ms: int) -> CustomerSummary:
             total += bucket.total
             used += bucket.used
             frozen += bucket.frozen
+    for totals in spent.valid_totals(customer, now_ms).values():  # spent: total == used (§7.11)
+        total += totals.total
+        used += totals.total
     # customer_view sums available per bucket (total - used - frozen - expired); expired is 0 for
     # a bucket still valid, so the two agree.
     return CustomerSummary(

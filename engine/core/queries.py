@@ -22,6 +22,7 @@ from typing import Final
 
 import msgspec
 
+from engine.core import spent
 from engine.core.corrections import parse_account_id
 from engine.core.limits import LEDGER_PAGE_SIZE_MAX, OPERATION_TYPES
 from engine.core.results import (
@@ -68,12 +69,16 @@ def _not_found(customer_id: str) -> Rejected:
 
 
 def customer_view(state: LedgerState, project: str, customer_id: str, now_ms: int) -> CustomerResponse | Rejected:
+    """CONTRACT §3.13, §7.4, §7.11. `accounts` lists the buckets valid now that hold credit (from
+    `live`); the totals also count the spent buckets valid now, from the spent index's running
+    sums, so the numbers are those of every valid bucket. Work: O(live + (wallet, source) pairs),
+    independent of how many spent or expired buckets the customer once had."""
     customer = _customer(state, project, customer_id)
     if customer is None:
         return _not_found(customer_id)
     valid = sorted((b for b in customer.live if bucket_valid_at(b, now_ms)), key=_lsn)
     accounts = []
-    wallet_buckets: dict[str, dict[str, list[Bucket]]] = {}  # wallet -> source -> buckets
+    groups: dict[tuple[str, str], _SourceSum] = {}  # (wallet, source) -> sums, any order
     for bucket in valid:
         accounts.append(
             Account(
@@ -83,8 +88,17 @@ def customer_view(state: LedgerState, project: str, customer_id: str, now_ms: in
                 starts_at=format_ms_or_none(bucket.starts_at_ms), expires_at=format_ms_or_none(bucket.expires_at_ms),
             )
         )  # fmt: skip
-        wallet_buckets.setdefault(bucket.wallet, {}).setdefault(bucket.source, []).append(bucket)
-    wallets = {name: _wallet(sources) for name, sources in wallet_buckets.items()}
+        key = (bucket.wallet, bucket.source)
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = _SourceSum(bucket.lsn)
+        group.add(bucket.total, bucket.used, bucket.frozen, bucket.available, bucket.starts_at_ms, bucket.expires_at_ms)
+    for key, totals in spent.valid_totals(customer, now_ms).items():
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = _SourceSum(totals.lsn_min)
+        group.add_spent(totals)
+    wallets = _wallets(groups)
     balance = Balance(
         total=sum(w.total for w in wallets.values()),
         used=sum(w.used for w in wallets.values()),
@@ -108,30 +122,62 @@ def _lsn(bucket: Bucket) -> int:
     return bucket.lsn
 
 
-def _wallet(sources: dict[str, list[Bucket]]) -> Wallet:
-    views = [_source(name, buckets) for name, buckets in sources.items()]
-    return Wallet(
-        total=sum(s.total for s in views),
-        used=sum(s.used for s in views),
-        frozen=sum(s.frozen for s in views),
-        available=sum(s.available for s in views),
-        sources=views,
-    )
+class _SourceSum:
+    """One (wallet, source) of the view: sums over its valid buckets, held or spent."""
+
+    __slots__ = ("lsn_min", "total", "used", "frozen", "available", "starts_none", "starts_min", "expires_min")
+
+    def __init__(self, lsn_min: int) -> None:
+        self.lsn_min = lsn_min  # its oldest valid bucket: orders wallets and sources
+        self.total = self.used = self.frozen = self.available = 0
+        self.starts_none = False
+        self.starts_min: int | None = None
+        self.expires_min: int | None = None
+
+    def add(self, total: int, used: int, frozen: int, available: int, starts: int | None, expires: int | None) -> None:
+        self.total += total
+        self.used += used
+        self.frozen += frozen
+        self.available += available
+        if starts is None:
+            self.starts_none = True
+        elif self.starts_min is None or starts < self.starts_min:
+            self.starts_min = starts
+        if expires is not None and (self.expires_min is None or expires < self.expires_min):
+            self.expires_min = expires
+
+    def add_spent(self, totals: spent.SpentTotals) -> None:
+        self.lsn_min = min(self.lsn_min, totals.lsn_min)
+        self.add(totals.total, totals.total, 0, 0, totals.starts_min, totals.expires_min)
+        self.starts_none = self.starts_none or totals.starts_none
+
+    def view(self, name: str) -> WalletSource:
+        """A source of several buckets reports starts_at = the earliest start (null if any has
+        none: some of its credit was always active) and expires_at = the soonest expiry."""
+        return WalletSource(
+            source=name, total=self.total, used=self.used, frozen=self.frozen, available=self.available,
+            starts_at=format_ms_or_none(None if self.starts_none else self.starts_min),
+            expires_at=format_ms_or_none(self.expires_min),
+        )  # fmt: skip
 
 
-def _source(name: str, buckets: list[Bucket]) -> WalletSource:
-    starts = [b.starts_at_ms for b in buckets]
-    expiries = [b.expires_at_ms for b in buckets if b.expires_at_ms is not None]
-    starts_at_ms = None if None in starts else min(s for s in starts if s is not None)
-    return WalletSource(
-        source=name,
-        total=sum(b.total for b in buckets),
-        used=sum(b.used for b in buckets),
-        frozen=sum(b.frozen for b in buckets),
-        available=sum(b.available for b in buckets),
-        starts_at=format_ms_or_none(starts_at_ms),
-        expires_at=format_ms_or_none(min(expiries) if expiries else None),
-    )
+def _wallets(groups: dict[tuple[str, str], _SourceSum]) -> dict[str, Wallet]:
+    """Wallets keyed in order of their oldest valid bucket, sources likewise (as a walk of the
+    valid buckets in lsn order would meet them)."""
+    by_wallet: dict[str, list[tuple[int, str, _SourceSum]]] = {}
+    for (wallet, source), group in sorted(groups.items(), key=lambda item: item[1].lsn_min):
+        by_wallet.setdefault(wallet, []).append((group.lsn_min, source, group))
+    wallets = {}
+    for name, sources in by_wallet.items():
+        views = [group.view(source) for _, source, group in sources]
+        wallets[name] = Wallet(
+            total=sum(s.total for s in views),
+            used=sum(s.used for s in views),
+            frozen=sum(s.frozen for s in views),
+            available=sum(s.available for s in views),
+            sources=views,
+        )
+    return wallets
 
 
 # -- ledger pages (velobase-api §1A.3, CONTRACT §3.12) ---------------------------------------------

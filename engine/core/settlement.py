@@ -10,6 +10,7 @@ from engine.core.commands import (
     Consume,
     Unfreeze,
 )
+from engine.core import spent
 from engine.core.common import (
     Takes,
     allocate,
@@ -111,6 +112,8 @@ def settle_consume(
             charged[bucket.lsn][1] += take  # one CONSUME entry per bucket touched (§3.12)
         else:
             charged[bucket.lsn] = [bucket, take]
+    for bucket, _ in charged.values():
+        spent.reindex(customer, bucket)  # charged to zero: leaves `live` (§7.11)
     i = 0
     for bucket, take in charged.values():
         customer.add_entry(

@@ -27,6 +27,9 @@ from typing import Any, Final
 import msgspec
 from sortedcontainers import SortedList
 
+from engine.core import spent
+from engine.core.spent import SpentIndex
+
 # Operation types of ledger entries (CONTRACT §3.12). Interned module constants: entries share them.
 GRANT: Final = "GRANT"
 FREEZE: Final = "FREEZE"
@@ -235,7 +238,9 @@ class CustomerState(msgspec.Struct, gc=False):
     entries: list[LedgerEntry] = msgspec.field(default_factory=list)  # (lsn, i) order
     txns: dict[str, FreezeRecord | DeductRecord] | None = None  # by transaction_id
     deposits: dict[str, DepositRecord] | None = None  # by idempotency key
-    live: list[Bucket] = msgspec.field(default_factory=list)  # derived: not expired, §3.6 order
+    # derived: open buckets still holding available or frozen credit, §3.6 order. Open buckets
+    # holding none (spent) are in `spent` instead (engine/core/spent.py, CONTRACT §7.11).
+    live: list[Bucket] = msgspec.field(default_factory=list)
     due: list[tuple[int, int, int, str | None]] | None = None  # derived: (due_ms, kind, lsn, txn)
     op_positions: dict[str, list[int]] | None = None  # derived: op -> entry positions
     txn_positions: dict[str, list[int]] | None = None  # derived: transaction_id -> positions
@@ -246,6 +251,8 @@ class CustomerState(msgspec.Struct, gc=False):
     refund_lsns: dict[int, str] | None = None  # derived: lsn of a refund -> refund_id
     filter_positions: dict[tuple[int, str], list[int]] | None = None  # derived: (kind, value)
     time_index: TimeIndex | None = None  # derived: created_at positions (ledger `from`/`to`)
+    spent: SpentIndex | None = None  # derived: open buckets holding no credit (§7.11)
+    open_total: int = 0  # derived: sum of the totals of open buckets (the §3.1 customer bound)
 
     def bucket_by_lsn(self, lsn: int) -> Bucket:
         """O(log n): `buckets` is in lsn order (append-only, LSNs increase)."""
@@ -258,7 +265,9 @@ class CustomerState(msgspec.Struct, gc=False):
         assert not self.buckets or self.buckets[-1].lsn < bucket.lsn
         self.buckets.append(bucket)
         if not bucket.is_expired:
+            assert bucket.total > 0  # a new bucket holds credit: it starts in `live`
             insort(self.live, bucket, key=allocation_key)
+            self.open_total += bucket.total
 
     def add_entry(self, entry: LedgerEntry) -> None:
         """Append one entry and keep the position indexes (if built) in step."""
@@ -398,10 +407,16 @@ def rebuild_derived(state: LedgerState) -> None:
 
 
 def _rebuild_customer(customer: CustomerState) -> None:
-    customer.live = sorted((b for b in customer.buckets if not b.is_expired), key=allocation_key)
+    open_buckets = [b for b in customer.buckets if not b.is_expired]
+    customer.live = sorted((b for b in open_buckets if b.total - b.used - b.expired > 0), key=allocation_key)
+    customer.spent = None
+    customer.open_total = 0
     customer.due = None
-    for bucket in customer.live:
-        if bucket.expires_at_ms is not None:
+    for bucket in open_buckets:
+        customer.open_total += bucket.total
+        if bucket.total - bucket.used - bucket.expired == 0:
+            spent.add(customer, bucket)
+        if bucket.expires_at_ms is not None:  # spent ones too: their expiry closes them
             customer.push_due((bucket.expires_at_ms, DUE_EXPIRE, bucket.lsn, None))
     for record in (customer.txns or {}).values():
         if isinstance(record, FreezeRecord) and record.status == FROZEN:

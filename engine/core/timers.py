@@ -10,6 +10,7 @@ from engine.core.commands import (
     AutoSettle,
     ExpireBuckets,
 )
+from engine.core import spent
 from engine.core.common import NOT_LOGGED, commit, entry, find_customer
 from engine.core.results import (
     Applied,
@@ -29,8 +30,9 @@ from engine.core.state import (
 
 
 def apply_expire_buckets(state: LedgerState, lsn: int, command: ExpireBuckets) -> Applied:
-    """Write off every live bucket with expires_at <= at_ms: one EXPIRE entry for its unspent,
-    unfrozen remainder, created at its expires_at; exactly once (the bucket leaves `live`)."""
+    """Close every open bucket with expires_at <= at_ms: one EXPIRE entry for its unspent,
+    unfrozen remainder, created at its expires_at; exactly once (the bucket leaves `live`, or the
+    spent index for a spent one: no entry, nothing left to write off). Work: the buckets closed."""
     customer = find_customer(state, command.project, command.customer_id)
     if customer is None:
         return NOT_LOGGED
@@ -41,7 +43,8 @@ def apply_expire_buckets(state: LedgerState, lsn: int, command: ExpireBuckets) -
         if expires_at_ms is None or expires_at_ms > command.at_ms:
             break
         count += 1
-    if count == 0:
+    spent_due = spent.expiring_by(customer, command.at_ms)
+    if count == 0 and not spent_due:
         return NOT_LOGGED
     i = 0
     for bucket in live[:count]:
@@ -53,7 +56,12 @@ def apply_expire_buckets(state: LedgerState, lsn: int, command: ExpireBuckets) -
             bucket.expired += remainder
             customer.add_entry(entry(lsn, i, EXPIRE, bucket, remainder, None, "UNDEFINED", None, bucket.expires_at_ms))
             i += 1
+        customer.open_total -= bucket.total
     del live[:count]
+    for bucket in spent_due:  # lsn order among equal expiry: no entries, so order is moot
+        bucket.is_expired = True
+        spent.close(customer, bucket)
+    assert customer.open_total >= 0
     commit(state, customer, lsn)
     return Applied(None, True)
 

@@ -35,9 +35,11 @@ from engine.core.digest import digest
 from engine.core.invariants import check_invariants
 from engine.core.ledger import apply
 from engine.core.results import Applied, Rejected
-from engine.core.state import LedgerState
+from engine.core.queries import customer_view
+from engine.core.state import LedgerState, bucket_valid_at
 from engine.core.timers import due_commands
 from tests.engine.helpers import T0_MS, Driver, P
+from tests.engine.test_ledger_stateful import _reference_wallets
 
 LONG = os.environ.get("TALLY_LONG") == "1"
 CUSTOMERS = ("c0", "c1")
@@ -196,7 +198,19 @@ class CorrectionsMachine(RuleBasedStateMachine):
                 assert s("REFUND") <= s("CONSUME"), b
         for tid, charge in self.m.charges.items():
             assert 0 <= charge.refunded <= charge.charged, (tid, charge)
-        assert check_invariants(self.d.state) == []
+        assert check_invariants(self.d.state) == []  # includes the bucket indexes (§7.11)
+
+    @invariant()
+    def view_counts_every_valid_bucket(self) -> None:
+        """CONTRACT §7.11: refunds into spent buckets, voids and expiry keep the view's numbers
+        those of a walk over every valid bucket; accounts list only buckets holding credit."""
+        project = self.d.state.projects.get(P)
+        for customer in () if project is None else project.customers.values():
+            now = self.now
+            view = customer_view(self.d.state, P, customer.customer_id, now)
+            assert view.wallets == _reference_wallets(customer, now)
+            holding = [b for b in customer.buckets if bucket_valid_at(b, now) and b.total - b.used > 0]
+            assert [a.account_id for a in view.accounts] == [b.account_id for b in holding]
 
     @invariant()
     def history_and_snapshot_reproduce_the_digest(self) -> None:

@@ -37,10 +37,12 @@ from engine.core.commands import (
 )
 from engine.core.digest import digest
 from engine.core.ledger import apply
+from engine.core.invariants import check_bucket_index
 from engine.core.limits import AMOUNT_MAX
 from engine.core.queries import customer_view, ledger_page
-from engine.core.results import Applied, Rejected
-from engine.core.state import FreezeRecord, LedgerState
+from engine.core.results import Applied, Rejected, Wallet, WalletSource
+from engine.core.state import FreezeRecord, LedgerState, bucket_valid_at
+from engine.core.timefmt import format_ms_or_none
 from engine.core.timers import due_commands, next_due_ms, pop_due_customers
 from tests.engine.helpers import T0_MS, Driver, P
 
@@ -153,7 +155,7 @@ class LedgerMachine(RuleBasedStateMachine):
         if isinstance(result, Rejected):
             assert result.code == "amount_too_large", result
             customer = self.d.state.projects[P].customers[cid]
-            assert sum(b.total for b in customer.live) + amount > AMOUNT_MAX
+            assert customer.open_total + amount > AMOUNT_MAX
             return
         assert result.logged and result.body.added_amount == amount
         self.money.setdefault(cid, Money()).deposited += amount
@@ -310,6 +312,10 @@ class LedgerMachine(RuleBasedStateMachine):
             assert totals[0] == money.deposited == totals[1] + totals[2] + totals[3] + totals[4]
             assert (totals[1], totals[2]) == (money.used, money.frozen)
             view = customer_view(self.d.state, P, cid, self.now)
+            assert view.wallets == _reference_wallets(customer, self.now)  # §7.11: same numbers
+            holding = [b for b in customer.buckets if bucket_valid_at(b, self.now) and b.total - b.used > 0]
+            assert [a.account_id for a in view.accounts] == [b.account_id for b in holding]
+            assert check_bucket_index(customer) == []
             b = view.balance
             assert b.available == b.total - b.used - b.frozen and min(b.total, b.used, b.frozen, b.available) >= 0
             page = ledger_page(self.d.state, P, cid, limit=100, cursor=None, operation_type="EXPIRE", transaction_id=None)
@@ -353,3 +359,29 @@ LedgerMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestLedgerStateful = LedgerMachine.TestCase
+
+
+def _reference_wallets(customer, now_ms):  # type: ignore[no-untyped-def]
+    """The wallets as customer_view built them before the spent index (CONTRACT §7.11): a walk
+    of every valid bucket in lsn order, spent ones included."""
+    grouped: dict = {}
+    for bucket in customer.buckets:
+        if bucket_valid_at(bucket, now_ms):
+            grouped.setdefault(bucket.wallet, {}).setdefault(bucket.source, []).append(bucket)
+    wallets = {}
+    for name, sources in grouped.items():
+        views = []
+        for source, buckets in sources.items():
+            starts = [b.starts_at_ms for b in buckets]
+            expiries = [b.expires_at_ms for b in buckets if b.expires_at_ms is not None]
+            views.append(WalletSource(
+                source=source, total=sum(b.total for b in buckets), used=sum(b.used for b in buckets),
+                frozen=sum(b.frozen for b in buckets), available=sum(b.available for b in buckets),
+                starts_at=format_ms_or_none(None if None in starts else min(starts)),
+                expires_at=format_ms_or_none(min(expiries) if expiries else None),
+            ))  # fmt: skip
+        wallets[name] = Wallet(
+            total=sum(v.total for v in views), used=sum(v.used for v in views), frozen=sum(v.frozen for v in views),
+            available=sum(v.available for v in views), sources=views,
+        )  # fmt: skip
+    return wallets
