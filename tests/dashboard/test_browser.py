@@ -43,7 +43,7 @@ from selenium.webdriver.remote.webelement import WebElement  # noqa: E402
 from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
-WAIT_S = 20
+WAIT_S = 60  # a hang detector, not a speed claim: CI machines can be slow under -n 2
 PROJECT = "default"  # the bootstrap key's project (net/bootstrap.py)
 BUSY = "acme-0007"  # the customer with many ledger entries
 BUSY_DEDUCTS = 119  # + 1 grant + 1 freeze + 1 grant in a second wallet = 122 entries: 3 pages of 50
