@@ -27,6 +27,8 @@ from typing import Any, Final
 import msgspec
 from sortedcontainers import SortedList
 
+from engine.core.hooks_state import AlertRule, HooksState
+
 # Operation types of ledger entries (CONTRACT §3.12). Interned module constants: entries share them.
 GRANT: Final = "GRANT"
 FREEZE: Final = "FREEZE"
@@ -246,6 +248,8 @@ class CustomerState(msgspec.Struct, gc=False):
     refund_lsns: dict[int, str] | None = None  # derived: lsn of a refund -> refund_id
     filter_positions: dict[tuple[int, str], list[int]] | None = None  # derived: (kind, value)
     time_index: TimeIndex | None = None  # derived: created_at positions (ledger `from`/`to`)
+    # CONTRACT §11 alert rules, customer level first; persisted in the snapshot's hooks section
+    alerts: list[AlertRule] | None = None
 
     def bucket_by_lsn(self, lsn: int) -> Bucket:
         """O(log n): `buckets` is in lsn order (append-only, LSNs increase)."""
@@ -365,6 +369,9 @@ class LedgerState(msgspec.Struct):
     key_hash_by_id: dict[str, str] = msgspec.field(default_factory=dict)  # derived
     # derived: (due_ms, project, customer_id), one per timer pushed, lazily deleted (ledger.py)
     due_heap: list[tuple[int, str, str]] = msgspec.field(default_factory=list)
+    # Webhooks, outboxes, attempts (CONTRACT §11); None until the first webhook or alert rule, so
+    # a history without them snapshots and digests as before (engine/core/hooks_state.py).
+    hooks: HooksState | None = None
 
 
 def rebuild_derived(state: LedgerState) -> None:
