@@ -57,6 +57,7 @@ from engine.core.results import (
     AlertRuleView,
     AlertsView,
     Applied,
+    AttemptPage,
     AttemptView,
     CreatedWebhook,
     DeletedWebhook,
@@ -335,14 +336,21 @@ def pop_due_deliveries(hooks: HooksState, now_ms: int, busy: set[tuple[str, str]
     (in flight: the caller pushes them back with `push_due` when their attempt is not logged).
     Stale heap entries (delivered, deleted, rescheduled) are dropped here."""
     found: list[tuple[str, str]] = []
+    held: list[tuple[int, str, str]] = []  # due but in flight: kept (its outcome may reschedule it)
     due = hooks.due
     while due and due[0][0] <= now_ms and len(found) < limit:
-        at_ms, wid, customer_id = heapq.heappop(due)
+        item = heapq.heappop(due)
+        at_ms, wid, customer_id = item
         entry = hooks.webhooks.get(wid)
         queue = None if entry is None else entry.queues.get(customer_id)
-        if queue is None or queue.next_at_ms != at_ms or (wid, customer_id) in busy:
+        if queue is None or queue.next_at_ms != at_ms:
+            continue
+        if (wid, customer_id) in busy:
+            held.append(item)
             continue
         found.append((wid, customer_id))
+    for item in held:
+        heapq.heappush(due, item)
     return found
 
 
@@ -409,3 +417,45 @@ def attempt_view(attempt: Attempt) -> AttemptView:
         error=attempt.error, duration_ms=attempt.duration_ms, attempted_at=format_ms(attempt.at_ms),
         next_attempt_at=None if attempt.next_at_ms is None else format_ms(attempt.next_at_ms),
     )  # fmt: skip
+
+
+# -- reads (the admin API and GET /v1/alerts) --------------------------------------------------------
+
+
+def list_webhooks(state: LedgerState, project: str | None) -> list[WebhookView]:
+    """Webhooks in registration order, of `project` if given (never a secret)."""
+    hooks = state.hooks
+    if hooks is None:
+        return []
+    entries = sorted(hooks.webhooks.items(), key=lambda item: item[1].webhook.lsn)
+    return [webhook_view(wid, e) for wid, e in entries if project is None or e.webhook.project == project]
+
+
+def get_alerts(state: LedgerState, project: str, customer_id: str) -> AlertsView | Rejected:
+    customer = find_customer(state, project, customer_id)
+    return not_found(customer_id) if customer is None else alerts_view(customer)
+
+
+def deliveries_page(state: LedgerState, wid: str, *, limit: int, cursor: str | None) -> AttemptPage | Rejected:
+    """GET /admin/v1/webhooks/{id}/deliveries (CONTRACT §11.3-§11.4): attempts newest first, the
+    last WEBHOOK_ATTEMPTS_KEPT_MAX kept. `cursor` is the `attempt_id` the previous page ended
+    with; Rejected webhook_not_found, invalid_cursor."""
+    entry = None if state.hooks is None else state.hooks.webhooks.get(wid)
+    if entry is None:
+        return Rejected("webhook_not_found", f"no webhook {wid!r}", {"webhook_id": wid})
+    before = None
+    if cursor is not None:
+        text = cursor.removeprefix("att_")
+        if not (cursor.startswith("att_") and text.isascii() and text.isdigit() and len(text) < 20):
+            return Rejected("invalid_cursor", "cursor is malformed", {"field": "cursor"})
+        before = int(text)
+    items: list[AttemptView] = []
+    has_more = False
+    for attempt in reversed(entry.attempts):
+        if before is not None and attempt.lsn >= before:
+            continue
+        if len(items) == limit:
+            has_more = True
+            break
+        items.append(attempt_view(attempt))
+    return AttemptPage(items=items, has_more=has_more, next_cursor=items[-1].attempt_id if has_more else None)
