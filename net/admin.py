@@ -228,6 +228,6 @@ def admin_routes(handlers: AdminHandlers) -> list[web.RouteDef]:
         web.post(f"{ADMIN_PREFIX}/keys/{{tail:.+}}", handlers.revoke_key),  # {key_id}/revoke, raw path
         web.post(f"{ADMIN_PREFIX}/webhooks", handlers.create_webhook),  # CONTRACT §11
         web.get(f"{ADMIN_PREFIX}/webhooks", handlers.list_webhooks),
-        web.post(f"{ADMIN_PREFIX}/webhooks/{{tail:.+}}", handlers.webhook_action),  # {id}/delete, raw path
-        web.get(f"{ADMIN_PREFIX}/webhooks/{{tail:.+}}", handlers.deliveries),  # {id}/deliveries, raw path
+        web.post(f"{ADMIN_PREFIX}/webhooks/{{tail:.+}}/delete", handlers.webhook_action),  # raw path
+        web.get(f"{ADMIN_PREFIX}/webhooks/{{tail:.+}}/deliveries", handlers.deliveries),  # raw path
     ]

@@ -411,6 +411,8 @@ def test_handlers_cover_the_route_table() -> None:
         ("POST", "/v1/billing/deduct"),
         ("POST", "/v1/billing/refund"),
         ("POST", "/v1/billing/void"),
+        ("PUT", "/v1/alerts/{tail:.+}"),
+        ("GET", "/v1/alerts/{tail:.+}"),
         ("GET", "/health"),
         ("GET", "/openapi.json"),
         ("GET", "/metrics"),
@@ -418,6 +420,10 @@ def test_handlers_cover_the_route_table() -> None:
         ("POST", "/admin/v1/keys"),
         ("GET", "/admin/v1/keys"),
         ("POST", "/admin/v1/keys/{tail:.+}"),
+        ("POST", "/admin/v1/webhooks"),
+        ("GET", "/admin/v1/webhooks"),
+        ("POST", "/admin/v1/webhooks/{tail:.+}/delete"),
+        ("GET", "/admin/v1/webhooks/{tail:.+}/deliveries"),
     ]
 
 
