@@ -248,6 +248,10 @@ class CreateKeyRequest(_Request):
                                description="A name for people (which app holds the key).")] | None = None  # fmt: skip
 
 
+# scheme, then a host of letters, digits, `.`, `-` (or a bracketed IPv6 literal), an optional port,
+# then a path/query of printable ASCII: what urlsplit accepts and _check_url does not refuse, except
+# a port number above 65535 (prose).
+URL_PATTERN: Final = r"^https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?([/?][\x21-\x7e]*)?$"
 EventType = Literal["balance.below_threshold", "balance.recovered", "freeze.auto_settled", "credits.expired"]
 assert get_args(EventType) == EVENT_TYPES, "EventType must list engine/core/limits.EVENT_TYPES"
 
@@ -256,9 +260,10 @@ class CreateWebhookRequest(_Request):
     """POST /admin/v1/webhooks (CONTRACT §11.1)."""
 
     project: Annotated[str, ID, _about("The project whose events it receives (must exist).")]
-    url: Annotated[str, Meta(min_length=1, max_length=WEBHOOK_URL_LENGTH_MAX,
-                             description="An absolute http:// or https:// URL with a host, no user:password@.")]  # fmt: skip
-    events: Annotated[list[EventType], Meta(min_length=1, max_length=len(EVENT_TYPES),
+    url: Annotated[str, Meta(min_length=1, max_length=WEBHOOK_URL_LENGTH_MAX, pattern=URL_PATTERN,
+                             description="An absolute http:// or https:// URL with a host, no user:password@, "
+                             "port 0-65535.")]  # fmt: skip
+    events: Annotated[list[EventType], Meta(min_length=1, max_length=len(EVENT_TYPES), extra_json_schema={"uniqueItems": True},
                                             description="Event types to receive, no repeats; absent: all.")] | None = None  # fmt: skip
 
 
@@ -268,7 +273,7 @@ Threshold = Annotated[int, Meta(ge=1, le=AMOUNT_MAX, description="Credits of `av
 class SetAlertsRequest(_Request):
     """PUT /v1/alerts/{customer_id} (CONTRACT §11.1)."""
 
-    thresholds: Annotated[list[Threshold], Meta(max_length=ALERT_THRESHOLDS_COUNT_MAX,
+    thresholds: Annotated[list[Threshold], Meta(max_length=ALERT_THRESHOLDS_COUNT_MAX, extra_json_schema={"uniqueItems": True},
                                                 description="Thresholds on `available`, no repeats; [] removes the rule.")]  # fmt: skip
     wallet: Annotated[str, ID, _about("One wallet's `available`; absent: the customer's.")] | None = None
 
@@ -376,6 +381,12 @@ def _retry_lenient(decoder: msgspec.json.Decoder[Any], body: bytes, text: str) -
         integer = _integral_text(fields[name])
         if integer is not None:
             fields[name], rewritten = msgspec.Raw(integer), True
+    for name in _LENIENT_NUMBER_LISTS.intersection(fields):  # [600.0, 6e2] -> [600, 600]
+        items = _raw_list(fields[name])
+        integers = [_integral_text(item) for item in items] if items is not None else []
+        if integers and any(i is not None for i in integers):
+            texts = [i if i is not None else bytes(item) for i, item in zip(integers, items or [])]
+            fields[name], rewritten = msgspec.Raw(b"[" + b",".join(texts) + b"]"), True
     if rewritten:
         rebuilt = b"{" + b",".join(_key_encoder.encode(k) + b":" + bytes(v) for k, v in fields.items()) + b"}"
         try:
@@ -383,6 +394,17 @@ def _retry_lenient(decoder: msgspec.json.Decoder[Any], body: bytes, text: str) -
         except msgspec.ValidationError as exc:
             text = str(exc)
     raise _validation_error(text, fields)
+
+
+_LENIENT_NUMBER_LISTS: Final = frozenset({"thresholds"})  # lists of amounts (CONTRACT §11.1)
+_raw_list_decoder = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+def _raw_list(raw: msgspec.Raw) -> list[msgspec.Raw] | None:
+    try:
+        return _raw_list_decoder.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
 
 
 def _integral_text(raw: msgspec.Raw) -> bytes | None:
