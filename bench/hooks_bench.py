@@ -14,18 +14,45 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import socket
+import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import aiohttp
 
-from tests.system.server import TallyProcess, free_port
-
 KEY = "vb_live_hooks_bench_key_0123456789abcdef"
 ADMIN = "tly_admin_hooks_bench_key_0123456789abcdef"
 CUSTOMERS = 200
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """`tally serve` on a free loopback port, once /health is 200 (bounded wait)."""
+    port = free_port()
+    env = dict(os.environ, TALLY_BOOTSTRAP_KEY=KEY, TALLY_ADMIN_KEY=ADMIN)
+    command = [sys.executable, "-m", "net.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir)]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as response:
+                if response.status == 200:
+                    return proc, port
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("tally serve not healthy after 30 s")
 
 
 def hanging_receiver() -> tuple[socket.socket, int]:
@@ -37,10 +64,10 @@ def hanging_receiver() -> tuple[socket.socket, int]:
 
 async def one_run(kind: str, rounds: int, concurrency: int) -> tuple[float, float, int]:
     with tempfile.TemporaryDirectory() as tmp:
-        server = TallyProcess(Path(tmp) / "data", api_key=KEY, admin_key=ADMIN).start()
+        proc, server_port = start_server(Path(tmp) / "data")
         hang = None
         try:
-            async with aiohttp.ClientSession(f"http://127.0.0.1:{server.port}") as http:
+            async with aiohttp.ClientSession(f"http://127.0.0.1:{server_port}") as http:
                 auth = {"Authorization": f"Bearer {KEY}"}
                 if kind != "none":
                     if kind == "hang":
@@ -82,7 +109,8 @@ async def one_run(kind: str, rounds: int, concurrency: int) -> tuple[float, floa
             latencies.sort()
             return len(latencies) / elapsed, latencies[int(len(latencies) * 0.99)] * 1000, pending
         finally:
-            server.kill()
+            proc.kill()  # ours, by PID
+            proc.wait(timeout=30)
             if hang is not None:
                 hang.close()
 
