@@ -1,9 +1,13 @@
-"""The admin API (CONTRACT §9.2): projects and keys, for an admin key only.
+"""The admin API (CONTRACT §9.2, §11): projects, keys and webhooks, for an admin key only.
 
     GET  /admin/v1/projects                 -> ProjectList
     POST /admin/v1/keys {project, label?}   -> CreatedKey (the only time the key is shown)
     GET  /admin/v1/keys[?project=]          -> KeyList (never a key or its hash)
     POST /admin/v1/keys/{key_id}/revoke     -> RevokedKey (idempotent)
+    POST /admin/v1/webhooks {project, url, events?}   -> CreatedWebhook (the only time the secret is shown)
+    GET  /admin/v1/webhooks[?project=]               -> WebhookList (never a secret)
+    POST /admin/v1/webhooks/{id}/delete              -> DeletedWebhook; 404 webhook_not_found
+    GET  /admin/v1/webhooks/{id}/deliveries[?limit=&cursor=] -> AttemptPage (CONTRACT §11.3)
 
 Every handler: auth (401; a project key 403 admin_required) -> parse (400) -> runtime. Changes go
 through Runtime.submit like any write: logged and fsync'd before the 2xx; a created key works and
@@ -13,14 +17,25 @@ Admin keys themselves are not listed or revoked here: an admin key id is 404 key
 
 from __future__ import annotations
 
+import secrets
 from typing import Any, Final, Protocol
 
 import msgspec
 from aiohttp import web
 
-from engine.core.commands import Command, CreateApiKey, RevokeApiKey
+from engine.core.commands import Command, CreateApiKey, DeleteWebhook, RevokeApiKey
 from engine.core.keys import hash_api_key
-from engine.core.results import Applied, CreatedKey, KeyList, KeyView, ProjectList, Rejected, RevokedKey
+from engine.core.results import (
+    Applied,
+    AttemptPage,
+    CreatedKey,
+    KeyList,
+    KeyView,
+    ProjectList,
+    Rejected,
+    RevokedKey,
+    WebhookList,
+)
 from engine.runtime import Admin
 from net import schemas
 from net.auth import authenticate_admin
@@ -45,6 +60,10 @@ class AdminRuntime(Protocol):
     async def list_projects(self) -> ProjectList: ...
 
     async def list_keys(self, project: str | None) -> KeyList | Rejected: ...
+
+    async def list_webhooks(self, project: str | None) -> WebhookList | Rejected: ...
+
+    async def list_deliveries(self, webhook_id: str, *, limit: int, cursor: str | None) -> AttemptPage | Rejected: ...
 
 
 def _ok(body: Any) -> web.Response:
@@ -116,6 +135,72 @@ class AdminHandlers:
         return _ok(body)
 
 
+    # -- webhooks (CONTRACT §11.1, §11.3) --------------------------------------------------------
+
+    async def create_webhook(self, request: web.Request) -> web.Response:
+        """POST /admin/v1/webhooks {project, url, events?} -> CreatedWebhook once durable; 400 as
+        schemas.parse_create_webhook says, too_many_webhooks; 404 project_not_found."""
+        authenticate_admin(request, self._runtime)
+        command = schemas.parse_create_webhook(await request.read(), new_webhook_secret())
+        return await self._submit(command)
+
+    async def list_webhooks(self, request: web.Request) -> web.Response:
+        """GET /admin/v1/webhooks[?project=] -> WebhookList; 404 project_not_found."""
+        authenticate_admin(request, self._runtime)
+        project = schemas.parse_project_query(request.raw_path.partition("?")[2])
+        return _answer(await self._runtime.list_webhooks(project))
+
+    async def webhook_action(self, request: web.Request) -> web.Response:
+        """POST /admin/v1/webhooks/{id}/delete -> DeletedWebhook once durable; 404 webhook_not_found."""
+        authenticate_admin(request, self._runtime)
+        webhook_id = _webhook_id_of(request, _DELETE_SUFFIX)
+        return await self._submit(DeleteWebhook(at_ms=0, webhook_id=webhook_id))
+
+    async def deliveries(self, request: web.Request) -> web.Response:
+        """GET /admin/v1/webhooks/{id}/deliveries[?limit=&cursor=] -> AttemptPage, newest first;
+        400 invalid_limit, invalid_cursor, unknown_field; 404 webhook_not_found."""
+        authenticate_admin(request, self._runtime)
+        webhook_id = _webhook_id_of(request, _DELIVERIES_SUFFIX)
+        query = schemas.parse_deliveries_query(request.raw_path.partition("?")[2])
+        return _answer(await self._runtime.list_deliveries(webhook_id, limit=query.limit, cursor=query.cursor))
+
+    async def _submit(self, command: Command) -> web.Response:
+        result = await self._runtime.submit(command)
+        if type(result) is Rejected:
+            raise HttpError(result.code, result.message, result.details)
+        return _ok(result.body)  # type: ignore[union-attr]  # mypy does not narrow on `type(x) is`
+
+
+def new_webhook_secret() -> str:
+    """A fresh signing secret: 256 random bits (the HMAC key is its UTF-8 text, CONTRACT §11.4)."""
+    return "whsec_" + secrets.token_urlsafe(32)
+
+
+def _answer(result: Any) -> web.Response:
+    if type(result) is Rejected:
+        raise HttpError(result.code, result.message, result.details)
+    return _ok(result)
+
+
+_WEBHOOKS_PREFIX: Final = f"{ADMIN_PREFIX}/webhooks/"
+_DELETE_SUFFIX: Final = "/delete"
+_DELIVERIES_SUFFIX: Final = "/deliveries"
+
+
+def _webhook_id_of(request: web.Request, suffix: str) -> str:
+    """The {id} of /admin/v1/webhooks/{id}<suffix>, from the raw path (404 otherwise)."""
+    path = request.raw_path.partition("?")[0]
+    if not (path.startswith(_WEBHOOKS_PREFIX) and path.endswith(suffix)):
+        raise ClientError("not_found", "no such route")
+    raw = path[len(_WEBHOOKS_PREFIX) : -len(suffix)]
+    if not raw or "/" in raw:
+        raise ClientError("not_found", "no such route")
+    try:
+        return schemas.decode_path_id(raw)
+    except ClientError:  # not an identifier: no webhook has such an id
+        raise ClientError("webhook_not_found", "no such webhook") from None
+
+
 _KEYS_PREFIX: Final = f"{ADMIN_PREFIX}/keys/"
 _REVOKE_SUFFIX: Final = "/revoke"
 
@@ -141,4 +226,8 @@ def admin_routes(handlers: AdminHandlers) -> list[web.RouteDef]:
         web.post(f"{ADMIN_PREFIX}/keys", handlers.create_key),
         web.get(f"{ADMIN_PREFIX}/keys", handlers.list_keys),
         web.post(f"{ADMIN_PREFIX}/keys/{{tail:.+}}", handlers.revoke_key),  # {key_id}/revoke, raw path
+        web.post(f"{ADMIN_PREFIX}/webhooks", handlers.create_webhook),  # CONTRACT §11
+        web.get(f"{ADMIN_PREFIX}/webhooks", handlers.list_webhooks),
+        web.post(f"{ADMIN_PREFIX}/webhooks/{{tail:.+}}/delete", handlers.webhook_action),  # raw path
+        web.get(f"{ADMIN_PREFIX}/webhooks/{{tail:.+}}/deliveries", handlers.deliveries),  # raw path
     ]

@@ -43,6 +43,8 @@ def routes(handlers: Handlers, admin: AdminHandlers, dashboard: DashboardHandler
         web.post("/v1/billing/deduct", handlers.deduct),
         web.post("/v1/billing/refund", handlers.refund),  # CONTRACT §10
         web.post("/v1/billing/void", handlers.void),
+        web.put("/v1/alerts/{tail:.+}", handlers.put_alerts),  # CONTRACT §11.1, raw path
+        web.get("/v1/alerts/{tail:.+}", handlers.get_alerts),
         web.get("/health", handlers.health),
         web.get(OPENAPI_PATH, openapi_json),  # no auth (net/openapi.py)
         web.get(METRICS_PATH, metrics),  # no auth (CONTRACT §9.4)

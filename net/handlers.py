@@ -18,7 +18,19 @@ from aiohttp import web
 
 from engine.core.commands import Command
 from engine.core.queries import LedgerFilters
-from engine.core.results import Applied, CustomerPage, CustomerResponse, KeyList, KeyView, LedgerPage, ProjectList, Rejected
+from engine.core.results import (
+    AlertsView,
+    Applied,
+    AttemptPage,
+    CustomerPage,
+    CustomerResponse,
+    KeyList,
+    KeyView,
+    LedgerPage,
+    ProjectList,
+    Rejected,
+    WebhookList,
+)
 from engine.runtime import Admin
 from engine.runtime.errors import Unavailable
 from net.admin import AdminRuntime
@@ -50,6 +62,8 @@ class Runtime(AdminRuntime, Protocol):
     async def list_customers(
         self, project: str, *, limit: int, cursor: str | None, prefix: str | None
     ) -> CustomerPage | Rejected: ...
+
+    async def get_alerts(self, project: str, customer_id: str) -> AlertsView | Rejected: ...
 
 
 class _NotReady:
@@ -94,10 +108,20 @@ class _NotReady:
     ) -> LedgerPage | Rejected:
         raise self._refuse()
 
+    async def list_webhooks(self, project: str | None) -> WebhookList | Rejected:
+        raise self._refuse()
+
+    async def list_deliveries(self, webhook_id: str, *, limit: int, cursor: str | None) -> AttemptPage | Rejected:
+        raise self._refuse()
+
+    async def get_alerts(self, project: str, customer_id: str) -> AlertsView | Rejected:
+        raise self._refuse()
+
 
 NOT_READY: Final[Runtime] = _NotReady()
 
 CUSTOMERS_PREFIX: Final = "/v1/customers/"
+ALERTS_PREFIX: Final = "/v1/alerts/"
 _LEDGER_SUFFIX: Final = "/ledger"
 _JSON: Final = "application/json"
 _HEALTH_OK: Final = b'{"status":"ok"}'
@@ -216,8 +240,34 @@ class Handlers:
             raise _rejected(result)
         return _ok(result)
 
+    async def put_alerts(self, request: web.Request) -> web.Response:
+        """PUT /v1/alerts/{customer_id} {thresholds, wallet?} -> AlertsView once durable (CONTRACT
+        §11.1); 400 invalid_thresholds, invalid_identifier, too_many_alert_rules; 404
+        customer_not_found."""
+        project = authenticate(request, self._runtime)
+        customer_id = _alerts_customer_of(request)
+        return await self._submit(schemas.parse_set_alerts(await request.read(), project, customer_id))
+
+    async def get_alerts(self, request: web.Request) -> web.Response:
+        """GET /v1/alerts/{customer_id} -> AlertsView; 404 customer_not_found."""
+        project = authenticate(request, self._runtime)
+        if request.raw_path.partition("?")[2]:
+            raise ClientError("unknown_field", "this route takes no query parameters")
+        result = await self._runtime.get_alerts(project, _alerts_customer_of(request))
+        if type(result) is Rejected:
+            raise _rejected(result)
+        return _ok(result)
+
     async def health(self, request: web.Request) -> web.Response:
         """200 {"status": "ok"} once recovery is done and writes are accepted; no auth."""
         if self._runtime.ready:
             return web.Response(body=_HEALTH_OK, content_type=_JSON)
         raise HttpError("not_ready", "not ready: recovering, shutting down or storage failed")
+
+
+def _alerts_customer_of(request: web.Request) -> str:
+    """The {customer_id} of /v1/alerts/{customer_id}, from the raw path, decoded once."""
+    path = request.raw_path.partition("?")[0]
+    if not path.startswith(ALERTS_PREFIX) or "/" in path[len(ALERTS_PREFIX) :]:
+        raise _not_found()
+    return schemas.decode_path_id(path[len(ALERTS_PREFIX) :])

@@ -34,6 +34,8 @@ from msgspec import Meta
 from engine.core.codes import CODES, TYPE_BY_STATUS
 from engine.core.limits import (
     AMOUNT_MAX,
+    DELIVERY_PAGE_SIZE_DEFAULT,
+    DELIVERY_PAGE_SIZE_MAX,
     BUSINESS_TYPES,
     CURSOR_LENGTH_MAX,
     CUSTOMER_CURSOR_LENGTH_MAX,
@@ -45,6 +47,11 @@ from engine.core.limits import (
     PREFIX_LENGTH_MAX,
 )
 from engine.core.results import (
+    AlertsView,
+    AttemptPage,
+    CreatedWebhook,
+    DeletedWebhook,
+    WebhookList,
     ConsumeResponse,
     CreatedKey,
     CustomerPage,
@@ -84,6 +91,10 @@ ROUTE_DOC_PATHS: Final = {
     "/admin/v1/projects": ("/admin/v1/projects",),
     "/admin/v1/keys": ("/admin/v1/keys",),
     "/admin/v1/keys/{tail}": ("/admin/v1/keys/{key_id}/revoke",),  # raw path, net/admin.py
+    "/v1/alerts/{tail}": ("/v1/alerts/{customer_id}",),  # CONTRACT §11, raw path
+    "/admin/v1/webhooks": ("/admin/v1/webhooks",),
+    "/admin/v1/webhooks/{tail}/delete": ("/admin/v1/webhooks/{webhook_id}/delete",),
+    "/admin/v1/webhooks/{tail}/deliveries": ("/admin/v1/webhooks/{webhook_id}/deliveries",),
 }
 
 # Routes of net.app's table that are not part of the billing API and so not documented: the
@@ -218,6 +229,21 @@ OPERATION_CODES: Final[dict[str, tuple[str, ...]]] = {
     ),  # fmt: skip
     "list_keys": (*_ADMIN_CODES, *_UNAVAILABLE_CODES, "unknown_field", "invalid_identifier", "project_not_found"),
     "revoke_key": (*_ADMIN_CODES, *_UNAVAILABLE_CODES, "key_not_found", "not_found"),
+    # CONTRACT §11
+    "set_alerts": (*_BODY_CODES, "customer_id_required", "invalid_identifier", "invalid_thresholds",
+                   "customer_not_found", "too_many_alert_rules", "not_found"),  # fmt: skip
+    "get_alerts": (*_READ_CODES, "unknown_field"),
+    "create_webhook": (
+        *_ADMIN_CODES, *_UNAVAILABLE_CODES, "invalid_json", "unknown_field", "request_too_large",
+        "project_required", "invalid_identifier", "invalid_url", "invalid_events", "project_not_found",
+        "too_many_webhooks",
+    ),  # fmt: skip
+    "list_webhooks": (*_ADMIN_CODES, *_UNAVAILABLE_CODES, "unknown_field", "invalid_identifier", "project_not_found"),
+    "delete_webhook": (*_ADMIN_CODES, *_UNAVAILABLE_CODES, "webhook_not_found", "not_found"),
+    "list_deliveries": (
+        *_ADMIN_CODES, *_UNAVAILABLE_CODES, "webhook_not_found", "not_found", "unknown_field", "invalid_limit",
+        "invalid_cursor",
+    ),  # fmt: skip
 }
 for _codes in OPERATION_CODES.values():
     for _code in _codes:
@@ -437,6 +463,60 @@ def _admin_paths() -> dict[str, Any]:
             "get": _get_op("list_keys", "Project keys (never the key or its hash)", "KeyList", [project_filter], admin=True),
         },
         "/admin/v1/keys/{key_id}/revoke": {"post": revoke},
+        **_hooks_paths(),
+    }
+
+
+_WEBHOOK_ID_PARAM: Final = {
+    "name": "webhook_id",
+    "in": "path",
+    "required": True,
+    "description": "A webhook id as listed.",
+    "schema": {"type": "string", "pattern": "^wh_[0-9]{1,19}$"},
+}
+_DELIVERIES_PARAMS: Final = [
+    {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1, "maximum": DELIVERY_PAGE_SIZE_MAX, "default": DELIVERY_PAGE_SIZE_DEFAULT},
+    },
+    {
+        "name": "cursor",
+        "in": "query",
+        "required": False,
+        "description": "Opaque: a `next_cursor` of the same webhook's listing.",
+        "schema": {"type": "string", "minLength": 1, "maxLength": CURSOR_LENGTH_MAX, "pattern": r"^[\u0020-\u007e]+$"},
+    },
+]
+
+
+def _hooks_paths() -> dict[str, Any]:
+    """CONTRACT §11: alert rules (any key) and webhooks (an admin key)."""
+    set_alerts = _write_op("set_alerts", "Set a customer's (or one wallet's) thresholds on available; [] removes",
+                           schemas.SetAlertsRequest, "AlertsView")  # fmt: skip
+    set_alerts["parameters"] = [_CUSTOMER_ID_PARAM]
+    create = _write_op("create_webhook", "Register a webhook (the secret is shown only here)",
+                       schemas.CreateWebhookRequest, "CreatedWebhook")  # fmt: skip
+    create["security"] = _ADMIN_SECURITY
+    project_filter = {"name": "project", "in": "query", "required": False, "schema": _id("Only this project's webhooks.")}
+    return {
+        "/v1/alerts/{customer_id}": {
+            "put": set_alerts,
+            "get": _read_op("get_alerts", "A customer's alert rules", "AlertsView", []),
+        },
+        "/admin/v1/webhooks": {
+            "post": create,
+            "get": _get_op("list_webhooks", "Webhooks (never a secret)", "WebhookList", [project_filter], admin=True),
+        },
+        "/admin/v1/webhooks/{webhook_id}/delete": {
+            "post": _get_op("delete_webhook", "Delete a webhook and its undelivered events", "DeletedWebhook",
+                            [_WEBHOOK_ID_PARAM], admin=True),  # fmt: skip
+        },
+        "/admin/v1/webhooks/{webhook_id}/deliveries": {
+            "get": _get_op("list_deliveries", "Delivery attempts, newest first", "AttemptPage",
+                           [_WEBHOOK_ID_PARAM, *_DELIVERIES_PARAMS], admin=True),  # fmt: skip
+        },
     }
 
 
@@ -457,10 +537,15 @@ _RESPONSE_STRUCTS: Final = (
     KeyList,
     CreatedKey,
     RevokedKey,
+    AlertsView,
+    WebhookList,
+    CreatedWebhook,
+    DeletedWebhook,
+    AttemptPage,
 )
 _TIME_FIELDS: Final = frozenset(
     {"starts_at", "expires_at", "unfreeze_after", "consume_after", "consumed_at", "unfrozen_at", "deducted_at", "created_at",
-     "refunded_at", "voided_at", "revoked_at"}
+     "refunded_at", "voided_at", "revoked_at", "updated_at", "deleted_at", "attempted_at", "next_attempt_at"}
 )  # fmt: skip
 # Integer fields that are always > 0 on the wire; every other integer is >= 0.
 _POSITIVE_FIELDS: Final = {

@@ -62,13 +62,18 @@ import datetime as _dt
 import re
 from decimal import Decimal
 from typing import Annotated, Any, Final, Literal, get_args
-from urllib.parse import unquote, unquote_plus
+from urllib.parse import unquote, unquote_plus, urlsplit
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from engine.core.commands import Consume, Deduct, Deposit, Freeze, Refund, Unfreeze, Void
+from engine.core.commands import Consume, CreateWebhook, Deduct, Deposit, Freeze, Refund, SetAlerts, Unfreeze, Void
 from engine.core.limits import (
+    ALERT_THRESHOLDS_COUNT_MAX,
+    DELIVERY_PAGE_SIZE_DEFAULT,
+    DELIVERY_PAGE_SIZE_MAX,
+    EVENT_TYPES,
+    WEBHOOK_URL_LENGTH_MAX,
     AMOUNT_MAX,
     BUSINESS_TYPES,
     CONSUME_AFTER_S_MAX,
@@ -243,9 +248,39 @@ class CreateKeyRequest(_Request):
                                description="A name for people (which app holds the key).")] | None = None  # fmt: skip
 
 
+# scheme, then a host of letters, digits, `.`, `-` (or a bracketed IPv6 literal), an optional port,
+# then a path/query of printable ASCII: what urlsplit accepts and _check_url does not refuse, except
+# a port number above 65535 (prose).
+URL_PATTERN: Final = r"^https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?([/?][\x21-\x7e]*)?$"
+EventType = Literal["balance.below_threshold", "balance.recovered", "freeze.auto_settled", "credits.expired"]
+assert get_args(EventType) == EVENT_TYPES, "EventType must list engine/core/limits.EVENT_TYPES"
+
+
+class CreateWebhookRequest(_Request):
+    """POST /admin/v1/webhooks (CONTRACT §11.1)."""
+
+    project: Annotated[str, ID, _about("The project whose events it receives (must exist).")]
+    url: Annotated[str, Meta(min_length=1, max_length=WEBHOOK_URL_LENGTH_MAX, pattern=URL_PATTERN,
+                             description="An absolute http:// or https:// URL with a host, no user:password@, "
+                             "port 0-65535.")]  # fmt: skip
+    events: Annotated[list[EventType], Meta(min_length=1, max_length=len(EVENT_TYPES), extra_json_schema={"uniqueItems": True},
+                                            description="Event types to receive, no repeats; absent: all.")] | None = None  # fmt: skip
+
+
+Threshold = Annotated[int, Meta(ge=1, le=AMOUNT_MAX, description="Credits of `available`, an integer.")]
+
+
+class SetAlertsRequest(_Request):
+    """PUT /v1/alerts/{customer_id} (CONTRACT §11.1)."""
+
+    thresholds: Annotated[list[Threshold], Meta(max_length=ALERT_THRESHOLDS_COUNT_MAX, extra_json_schema={"uniqueItems": True},
+                                                description="Thresholds on `available`, no repeats; [] removes the rule.")]  # fmt: skip
+    wallet: Annotated[str, ID, _about("One wallet's `available`; absent: the customer's.")] | None = None
+
+
 REQUEST_STRUCTS: Final = (
     DepositRequest, FreezeRequest, DeductRequest, ConsumeRequest, UnfreezeRequest, RefundRequest, VoidRequest,
-    CreateKeyRequest,
+    CreateKeyRequest, CreateWebhookRequest, SetAlertsRequest,
 )  # fmt: skip
 
 # -- decoding: the typed fast path, the lenient retry, msgspec's error -> the contract code --------
@@ -258,6 +293,8 @@ _unfreeze_decoder = msgspec.json.Decoder(UnfreezeRequest)
 _refund_decoder = msgspec.json.Decoder(RefundRequest)
 _void_decoder = msgspec.json.Decoder(VoidRequest)
 _create_key_decoder = msgspec.json.Decoder(CreateKeyRequest)
+_create_webhook_decoder = msgspec.json.Decoder(CreateWebhookRequest)
+_set_alerts_decoder = msgspec.json.Decoder(SetAlertsRequest)
 _fields_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])  # one field at a time, text kept
 _any_decoder = msgspec.json.Decoder(float_hook=Decimal)  # numbers other than ints: exact Decimal
 _metadata_decoder = msgspec.json.Decoder(dict[str, Any] | None)
@@ -294,6 +331,9 @@ _FIELD_CODES: Final = {
     "reason": "invalid_reason",
     "project": "invalid_identifier",
     "label": "invalid_label",
+    "url": "invalid_url",
+    "events": "invalid_events",
+    "thresholds": "invalid_thresholds",
 }
 _REQUIRED_CODES: Final = {
     "customer_id": "customer_id_required",
@@ -341,6 +381,12 @@ def _retry_lenient(decoder: msgspec.json.Decoder[Any], body: bytes, text: str) -
         integer = _integral_text(fields[name])
         if integer is not None:
             fields[name], rewritten = msgspec.Raw(integer), True
+    for name in _LENIENT_NUMBER_LISTS.intersection(fields):  # [600.0, 6e2] -> [600, 600]
+        items = _raw_list(fields[name])
+        integers = [_integral_text(item) for item in items] if items is not None else []
+        if integers and any(i is not None for i in integers):
+            texts = [i if i is not None else bytes(item) for i, item in zip(integers, items or [])]
+            fields[name], rewritten = msgspec.Raw(b"[" + b",".join(texts) + b"]"), True
     if rewritten:
         rebuilt = b"{" + b",".join(_key_encoder.encode(k) + b":" + bytes(v) for k, v in fields.items()) + b"}"
         try:
@@ -348,6 +394,17 @@ def _retry_lenient(decoder: msgspec.json.Decoder[Any], body: bytes, text: str) -
         except msgspec.ValidationError as exc:
             text = str(exc)
     raise _validation_error(text, fields)
+
+
+_LENIENT_NUMBER_LISTS: Final = frozenset({"thresholds"})  # lists of amounts (CONTRACT §11.1)
+_raw_list_decoder = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+def _raw_list(raw: msgspec.Raw) -> list[msgspec.Raw] | None:
+    try:
+        return _raw_list_decoder.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
 
 
 def _integral_text(raw: msgspec.Raw) -> bytes | None:
@@ -825,3 +882,62 @@ def parse_keys_query(raw_query: str) -> str | None:
     if project is not None and not is_identifier(project):
         raise _invalid_id("project")
     return project
+
+
+# -- webhooks and alerts (CONTRACT §11) ------------------------------------------------------------
+
+
+def _check_url(url: str) -> None:
+    """An absolute http(s) URL with a host, no credentials, no whitespace or control characters."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # raises ValueError for a port that is not 0-65535
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.username is None
+    except ValueError:
+        ok = False
+    if not ok or _FORBIDDEN_CHARS.search(url) is not None or any(c.isspace() for c in url):
+        raise ClientError("invalid_url", "url must be an absolute http:// or https:// URL with a host", {"field": "url"})
+
+
+def parse_create_webhook(body: bytes, secret: str) -> CreateWebhook:
+    """POST /admin/v1/webhooks -> CreateWebhook with the shell's fresh `secret`. Raises ClientError
+    (invalid_json, unknown_field, project_required, invalid_identifier, invalid_url,
+    invalid_events; details.field)."""
+    request: CreateWebhookRequest = _decode(_create_webhook_decoder, body)
+    _check_required_id(request.project, "project", "project_required")
+    _check_url(request.url)
+    events = EVENT_TYPES if request.events is None else tuple(request.events)
+    if len(set(events)) != len(events):
+        raise ClientError("invalid_events", "events must not repeat", {"field": "events"})
+    return CreateWebhook(at_ms=0, project=request.project, url=request.url, events=events, secret=secret)
+
+
+def parse_set_alerts(body: bytes, project: str, customer_id: str) -> SetAlerts:
+    """PUT /v1/alerts/{customer_id} -> SetAlerts, thresholds descending. Raises ClientError
+    (invalid_json, unknown_field, invalid_thresholds, invalid_identifier; details.field)."""
+    request: SetAlertsRequest = _decode(_set_alerts_decoder, body)
+    thresholds = sorted(request.thresholds, reverse=True)
+    if len(set(thresholds)) != len(thresholds):
+        raise ClientError("invalid_thresholds", "thresholds must not repeat", {"field": "thresholds"})
+    return SetAlerts(at_ms=0, project=project, customer_id=customer_id, wallet=request.wallet, thresholds=tuple(thresholds))
+
+
+class DeliveriesQuery(msgspec.Struct, frozen=True, gc=False):
+    limit: int = DELIVERY_PAGE_SIZE_DEFAULT
+    cursor: str | None = None
+
+
+def parse_deliveries_query(raw_query: str) -> DeliveriesQuery:
+    """The raw query of GET /admin/v1/webhooks/{id}/deliveries. Raises ClientError (unknown_field,
+    invalid_limit, invalid_cursor)."""
+    values = _query_values(raw_query, {"limit": "invalid_limit", "cursor": "invalid_cursor"})
+    limit = _limit(values.get("limit"), DELIVERY_PAGE_SIZE_DEFAULT, DELIVERY_PAGE_SIZE_MAX)
+    cursor = values.get("cursor")
+    if cursor is not None and not (0 < len(cursor) <= CURSOR_LENGTH_MAX and cursor.isascii() and cursor.isprintable()):
+        raise ClientError("invalid_cursor", "cursor is malformed", {"field": "cursor"})
+    return DeliveriesQuery(limit=limit, cursor=cursor)
+
+
+def parse_project_query(raw_query: str) -> str | None:
+    """A `project` filter query (GET /admin/v1/keys, /admin/v1/webhooks), or None."""
+    return parse_keys_query(raw_query)

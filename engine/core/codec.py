@@ -8,10 +8,14 @@ on decode, so `digest(decode_state(encode_state(s))) == digest(s)`. The snapshot
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 import msgspec
 
+from engine.core.hooks import add_webhook
+from engine.core.hooks_state import AlertRule, Attempt, Event, HooksState, Queue, Webhook, WebhookState
+from engine.core.limits import WEBHOOK_ATTEMPTS_KEPT_MAX
 from engine.core.state import (
     STATE_VERSION,
     ApiKey,
@@ -60,8 +64,66 @@ class StateSnap(msgspec.Struct, array_like=True):
     stamp_ms_last: int = 0
 
 
+# -- webhooks and alert rules (CONTRACT §11): a section appended only when the state has them ------
+
+
+class QueueSnap(msgspec.Struct, array_like=True):
+    customer_id: str
+    events: list[Event]  # oldest first
+    failures: int
+    next_at_ms: int
+
+
+class WebhookSnap(msgspec.Struct, array_like=True):
+    webhook: Webhook
+    queues: list[QueueSnap]
+    attempts: list[Attempt]  # oldest first
+
+
+class RulesSnap(msgspec.Struct, array_like=True):
+    project: str
+    customer_id: str
+    rules: list[AlertRule]
+
+
+class HooksSnap(msgspec.Struct, array_like=True):
+    webhooks: list[WebhookSnap]
+    rules: list[RulesSnap]
+
+
+class StateSnapHooks(StateSnap):
+    """StateSnap with the hooks section appended. Written only when `state.hooks` is not None, so a
+    history without webhooks or rules keeps its snapshot bytes; read for every snapshot (an older
+    one decodes with `hooks` None)."""
+
+    hooks: HooksSnap | None = None
+
+
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(StateSnap)
+_decoder = msgspec.msgpack.Decoder(StateSnapHooks)
+
+
+def hooks_snap(state: LedgerState, *, canonical: bool = False) -> HooksSnap | None:
+    """The hooks section of `state`, or None when it has none. `canonical` sorts queues by
+    customer and rules by (project, customer) (webhooks are always in registration order)."""
+    hooks = state.hooks
+    if hooks is None:
+        return None
+    webhooks = []
+    for entry in sorted(hooks.webhooks.values(), key=lambda e: e.webhook.lsn):
+        queues = [QueueSnap(c, list(q.events), q.failures, q.next_at_ms) for c, q in entry.queues.items()]
+        if canonical:
+            queues.sort(key=lambda q: q.customer_id)
+        webhooks.append(WebhookSnap(entry.webhook, queues, list(entry.attempts)))
+    rules = [
+        RulesSnap(project.name, customer.customer_id, customer.alerts)
+        for project in state.projects.values()
+        for customer in project.customers.values()
+        if customer.alerts is not None
+    ]
+    if canonical:
+        rules.sort(key=lambda r: (r.project, r.customer_id))
+    return HooksSnap(webhooks, rules)
 
 
 def to_snap(state: LedgerState, *, canonical: bool = False) -> StateSnap:
@@ -104,7 +166,12 @@ def _customer_snap(c: CustomerState) -> CustomerSnap:
 
 
 def encode_state(state: LedgerState) -> bytes:
-    return _encoder.encode(to_snap(state))
+    snap = to_snap(state)
+    hooks = hooks_snap(state)
+    if hooks is None:
+        return _encoder.encode(snap)  # the layout of a history without webhooks, byte for byte
+    fields = {name: getattr(snap, name) for name in snap.__struct_fields__}
+    return _encoder.encode(StateSnapHooks(**fields, hooks=hooks))
 
 
 def decode_state(data: bytes) -> LedgerState:
@@ -119,8 +186,19 @@ def decode_state(data: bytes) -> LedgerState:
         project = state.projects[project_snap.name] = ProjectState(name=project_snap.name)
         for cs in project_snap.customers:
             project.customers[cs.customer_id] = _customer_from_snap(cs)
+    if snap.hooks is not None:
+        _restore_hooks(state, snap.hooks)
     rebuild_derived(state)
     return state
+
+
+def _restore_hooks(state: LedgerState, snap: HooksSnap) -> None:
+    hooks = state.hooks = HooksState()
+    for ws in snap.webhooks:
+        queues = {q.customer_id: Queue(deque(q.events), q.failures, q.next_at_ms) for q in ws.queues}
+        add_webhook(hooks, WebhookState(ws.webhook, queues, deque(ws.attempts, maxlen=WEBHOOK_ATTEMPTS_KEPT_MAX)))
+    for rules in snap.rules:
+        state.projects[rules.project].customers[rules.customer_id].alerts = rules.rules
 
 
 def _customer_from_snap(cs: CustomerSnap) -> CustomerState:

@@ -76,6 +76,11 @@ _BY_STATUS: Final[dict[int, tuple[str, ...]]] = {
         "invalid_to",
         "invalid_prefix",
         "invalid_label",
+        "invalid_url",  # CONTRACT §11 (webhooks and alerts)
+        "invalid_events",
+        "invalid_thresholds",
+        "too_many_webhooks",
+        "too_many_alert_rules",
         "project_required",  # an admin key on /v1 without X-Tally-Project; a key without project
         # business rules (engine/core; CONTRACT §3.4-§3.8, §7.2)
         "insufficient_balance",
@@ -90,7 +95,7 @@ _BY_STATUS: Final[dict[int, tuple[str, ...]]] = {
     ),
     401: ("missing_api_key", "invalid_api_key", "api_key_revoked"),
     403: ("admin_required",),  # a project key on /admin (CONTRACT §9.2)
-    404: ("not_found", "customer_not_found", "key_not_found", "project_not_found", "account_not_found"),
+    404: ("not_found", "customer_not_found", "key_not_found", "project_not_found", "account_not_found", "webhook_not_found"),
     405: ("method_not_allowed",),
     409: ("transaction_conflict", "api_key_exists"),
     413: ("request_too_large",),

@@ -165,6 +165,53 @@ class Void(Command, tag="void", frozen=True):
     reason: str | None = None
 
 
+# -- webhooks and alerts (CONTRACT §11) -------------------------------------------------------------
+
+
+class CreateWebhook(Command, tag="create_webhook", frozen=True):
+    """CONTRACT §11.1. The id is derived from the LSN (`wh_{lsn}`); the secret comes from the shell
+    (randomness stays out of the core) and is kept in the log: signing needs its text."""
+
+    at_ms: int
+    project: str
+    url: str
+    events: tuple[str, ...]
+    secret: str
+
+
+class DeleteWebhook(Command, tag="delete_webhook", frozen=True):
+    """CONTRACT §11.1: the webhook and its undelivered events go."""
+
+    at_ms: int
+    webhook_id: str
+
+
+class SetAlerts(Command, tag="set_alerts", frozen=True):
+    """CONTRACT §11.1: the thresholds on `available` of one customer (wallet None) or one of its
+    wallets; an empty tuple removes the rule. net/ has sorted and de-duplicated them."""
+
+    at_ms: int
+    project: str
+    customer_id: str
+    wallet: str | None
+    thresholds: tuple[int, ...]
+
+
+class WebhookAttempt(Command, tag="webhook_attempt", frozen=True):
+    """The outcome of one delivery attempt of the head event of (webhook, customer), CONTRACT §11.3.
+    `status` is the HTTP status, 0 when none came (timeout, refused); `at_ms` is when it is logged.
+    The core decides from it: delivered (2xx), retry later (backoff) or given up (window over)."""
+
+    at_ms: int
+    project: str
+    customer_id: str
+    webhook_id: str
+    event_id: str
+    status: int
+    error: str | None = None
+    duration_ms: int = 0
+
+
 AnyCommand = (
     CreateApiKey
     | RevokeApiKey
@@ -177,6 +224,10 @@ AnyCommand = (
     | AutoSettle
     | Refund
     | Void
+    | CreateWebhook
+    | DeleteWebhook
+    | SetAlerts
+    | WebhookAttempt
 )
 
 # Every command class is in the union (the WAL decoder and apply's `match` both rely on it).

@@ -10,6 +10,10 @@ a key with a label or the admin flag appends `[label, admin]`. Key times (`creat
 `revoked_at_ms`) are left out, like `stamp_ms_last`: they are stamps the log already holds, and a
 key restored from a snapshot written before Tally kept them has none, so including them would
 make the digest depend on the snapshot cadence.
+
+Webhooks and alert rules (CONTRACT §11) are hashed as a fifth element, present only in a history
+that has them: events derived from the log, the outboxes and the attempts are state like any
+other, so `tally replay` proves the same history gives the same events.
 """
 
 import hashlib
@@ -17,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from engine.core.codec import to_snap
+from engine.core.codec import hooks_snap, to_snap
 from engine.core.state import ApiKey, LedgerState
 
 _encoder = msgspec.msgpack.Encoder(order="sorted")
@@ -37,4 +41,9 @@ def digest(state: LedgerState) -> str:
     # later-appended `stamp_ms_last` and change every digest (tests/golden guards this). Keys are
     # hashed in their digest form (_key_form: no times).
     keys = [_key_form(key) for key in snap.api_keys]
-    return hashlib.sha256(_encoder.encode((snap.version, snap.last_lsn, keys, snap.projects))).hexdigest()
+    hooks = hooks_snap(state, canonical=True)
+    if hooks is None:
+        return hashlib.sha256(_encoder.encode((snap.version, snap.last_lsn, keys, snap.projects))).hexdigest()
+    # CONTRACT §11: webhooks, outboxes, attempts and alert rules as a fifth element, only when
+    # the history has any (every older history keeps its digest).
+    return hashlib.sha256(_encoder.encode((snap.version, snap.last_lsn, keys, snap.projects, hooks))).hexdigest()

@@ -2,7 +2,8 @@
 
 One `match` over the Command union; the rules live one subsystem per module beside this one:
 `deposits`, `debits` (deduct, freeze), `settlement` (consume, unfreeze), `timers` (expiry, TTLs,
-the due index), `corrections` (refund, void: CONTRACT §10), `apikeys`; their shared steps in
+the due index), `corrections` (refund, void: CONTRACT §10), `apikeys`, `hooks` (webhooks, alert
+rules, delivery outcomes and the events derived from logged changes: CONTRACT §11); their shared steps in
 `common`. A new subsystem (slots,
 entitlements, refunds) is a new module and a new `case` here.
 
@@ -38,18 +39,29 @@ from engine.core.commands import (
     AutoSettle,
     Consume,
     CreateApiKey,
+    CreateWebhook,
     Deduct,
+    DeleteWebhook,
     Deposit,
     ExpireBuckets,
     Freeze,
     Refund,
     RevokeApiKey,
+    SetAlerts,
     Unfreeze,
     Void,
+    WebhookAttempt,
 )
 from engine.core.corrections import apply_refund, apply_void
 from engine.core.debits import apply_deduct, apply_freeze
 from engine.core.deposits import apply_deposit
+from engine.core.hooks import (
+    apply_create_webhook,
+    apply_delete_webhook,
+    apply_set_alerts,
+    apply_webhook_attempt,
+    derive_events,
+)
 from engine.core.results import Applied, Rejected
 from engine.core.settlement import apply_consume, apply_unfreeze
 from engine.core.state import LedgerState
@@ -57,6 +69,10 @@ from engine.core.timers import (
     apply_auto_settle,
     apply_expire_buckets,
 )
+
+
+# Commands that change a customer's credit: the ones events derive from (CONTRACT §11.2).
+_LEDGER_CHANGES = frozenset({Deposit, Deduct, Freeze, Consume, Unfreeze, ExpireBuckets, AutoSettle, Refund, Void})
 
 
 def apply(state: LedgerState, lsn: int, command: AnyCommand) -> Applied | Rejected:
@@ -91,10 +107,21 @@ def apply(state: LedgerState, lsn: int, command: AnyCommand) -> Applied | Reject
             result = apply_create_api_key(state, lsn, command)
         case RevokeApiKey():
             result = apply_revoke_api_key(state, lsn, command)
+        case CreateWebhook():
+            result = apply_create_webhook(state, lsn, command)
+        case DeleteWebhook():
+            result = apply_delete_webhook(state, lsn, command)
+        case SetAlerts():
+            result = apply_set_alerts(state, lsn, command)
+        case WebhookAttempt():
+            result = apply_webhook_attempt(state, lsn, command)
         case _:
             assert_never(command)
     if type(result) is Applied and result.logged:
         assert state.last_lsn == lsn
+        # CONTRACT §11.2: events derive from logged customer changes; one check when no hooks.
+        if state.hooks is not None and type(command) in _LEDGER_CHANGES:
+            derive_events(state, state.hooks, lsn, command)
         if not is_timer:
             state.stamp_ms_last = command.at_ms
     else:

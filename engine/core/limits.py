@@ -58,3 +58,23 @@ BUSINESS_TYPES: Final = frozenset(
 )
 OPERATION_TYPES: Final = frozenset({"GRANT", "FREEZE", "CONSUME", "UNFREEZE", "EXPIRE", "REFUND", "VOID"})
 REASON_LENGTH_MAX: Final = 2000  # refund / void `reason` (CONTRACT §10), like a description
+
+# -- webhooks and alerts (CONTRACT §11) -------------------------------------------------------------
+WEBHOOK_URL_LENGTH_MAX: Final = 2048  # a URL longer than this is not a receiver we want to sign for
+WEBHOOKS_PER_PROJECT_MAX: Final = 10
+ALERT_THRESHOLDS_COUNT_MAX: Final = 20  # per rule (customer level, or one wallet)
+ALERT_RULES_PER_CUSTOMER_MAX: Final = 20  # the customer level + 19 wallets
+# Undelivered events one webhook may hold (across its customers). Past it, new events for that
+# webhook are counted in `dropped` instead of queued: a receiver dead for days cannot grow the
+# ledger's memory without bound (~300 bytes an event: 100k events ~ 30 MB per webhook).
+WEBHOOK_PENDING_EVENTS_MAX: Final = 100_000
+WEBHOOK_ATTEMPTS_KEPT_MAX: Final = 1000  # attempts listed per webhook (newest kept)
+WEBHOOK_RETRY_FIRST_MS: Final = 1000  # CONTRACT §11.3: from 1 s ...
+WEBHOOK_RETRY_CAP_MS: Final = 3_600_000  # ... capped at 1 h ...
+WEBHOOK_RETRY_WINDOW_MS: Final = 3 * 86_400_000  # ... for 3 days after the event
+WEBHOOK_TIMEOUT_S: Final = 10.0  # CONTRACT §11.3
+WEBHOOK_ERROR_LENGTH_MAX: Final = 200  # an attempt's error text, as logged
+DELIVERY_PAGE_SIZE_MAX: Final = 100
+DELIVERY_PAGE_SIZE_DEFAULT: Final = 20
+EVENT_TYPES: Final = ("balance.below_threshold", "balance.recovered", "freeze.auto_settled", "credits.expired")
+assert WEBHOOK_RETRY_FIRST_MS <= WEBHOOK_RETRY_CAP_MS <= WEBHOOK_RETRY_WINDOW_MS

@@ -276,3 +276,79 @@ class Rejected(msgspec.Struct, frozen=True):
 
 
 Result = Applied | Rejected
+
+
+# -- webhooks and alerts (CONTRACT §11) -------------------------------------------------------------
+
+
+class WebhookView(msgspec.Struct, kw_only=True):
+    """A webhook as listed (never its secret), CONTRACT §11.1. `pending`: events queued, not yet
+    delivered or given up; `dropped`: events not queued because the outbox was full."""
+
+    webhook_id: str
+    project: str
+    url: str
+    events: list[str]
+    created_at: str
+    pending: int
+    dropped: int
+
+
+class CreatedWebhook(msgspec.Struct, kw_only=True):
+    """POST /admin/v1/webhooks: the only time the secret is shown (CONTRACT §11.1)."""
+
+    webhook_id: str
+    project: str
+    url: str
+    events: list[str]
+    created_at: str
+    secret: str
+
+
+class WebhookList(msgspec.Struct, kw_only=True):
+    items: list[WebhookView]
+
+
+class DeletedWebhook(msgspec.Struct, kw_only=True):
+    webhook_id: str
+    deleted_at: str
+    discarded: int  # undelivered events dropped with it
+
+
+class AlertRuleView(msgspec.Struct, kw_only=True):
+    """One rule: `wallet` None = customer level; `thresholds` descending; `below` lists those the
+    customer is under now (as of its last logged change)."""
+
+    wallet: str | None
+    thresholds: list[int]
+    below: list[int]
+    updated_at: str
+
+
+class AlertsView(msgspec.Struct, kw_only=True):
+    customer_id: str
+    rules: list[AlertRuleView]
+
+
+class AttemptView(msgspec.Struct, kw_only=True):
+    """One delivery attempt (GET /admin/v1/webhooks/{id}/deliveries). `outcome`: "delivered",
+    "retry" (another attempt at `next_attempt_at`) or "failed" (3-day window over, given up);
+    `status` 0: no HTTP answer (timeout, refused; see `error`)."""
+
+    attempt_id: str
+    event_id: str
+    event_type: str
+    customer_id: str
+    attempt: int
+    status: int
+    outcome: str
+    error: str | None
+    duration_ms: int
+    attempted_at: str
+    next_attempt_at: str | None
+
+
+class AttemptPage(msgspec.Struct, kw_only=True):
+    items: list[AttemptView]
+    has_more: bool
+    next_cursor: str | None

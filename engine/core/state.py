@@ -29,6 +29,7 @@ from sortedcontainers import SortedList
 
 from engine.core import spent
 from engine.core.spent import SpentIndex
+from engine.core.hooks_state import AlertRule, HooksState
 
 # Operation types of ledger entries (CONTRACT §3.12). Interned module constants: entries share them.
 GRANT: Final = "GRANT"
@@ -253,6 +254,8 @@ class CustomerState(msgspec.Struct, gc=False):
     time_index: TimeIndex | None = None  # derived: created_at positions (ledger `from`/`to`)
     spent: SpentIndex | None = None  # derived: open buckets holding no credit (§7.11)
     open_total: int = 0  # derived: sum of the totals of open buckets (the §3.1 customer bound)
+    # CONTRACT §11 alert rules, customer level first; persisted in the snapshot's hooks section
+    alerts: list[AlertRule] | None = None
 
     def bucket_by_lsn(self, lsn: int) -> Bucket:
         """O(log n): `buckets` is in lsn order (append-only, LSNs increase)."""
@@ -374,6 +377,9 @@ class LedgerState(msgspec.Struct):
     key_hash_by_id: dict[str, str] = msgspec.field(default_factory=dict)  # derived
     # derived: (due_ms, project, customer_id), one per timer pushed, lazily deleted (ledger.py)
     due_heap: list[tuple[int, str, str]] = msgspec.field(default_factory=list)
+    # Webhooks, outboxes, attempts (CONTRACT §11); None until the first webhook or alert rule, so
+    # a history without them snapshots and digests as before (engine/core/hooks_state.py).
+    hooks: HooksState | None = None
 
 
 def rebuild_derived(state: LedgerState) -> None:

@@ -33,7 +33,7 @@ from typing import Any, Callable, Final, TypeVar, cast
 import msgspec
 
 import wal
-from engine.core import apikeys, listings, queries
+from engine.core import apikeys, hooks, listings, queries
 from engine.core.commands import (
     AnyCommand,
     Command,
@@ -48,6 +48,8 @@ from engine.core.keys import hash_api_key, keys_match
 from engine.core.ledger import apply
 from engine.core.results import (
     Applied,
+    AlertsView,
+    AttemptPage,
     CustomerPage,
     CustomerResponse,
     KeyList,
@@ -55,11 +57,13 @@ from engine.core.results import (
     LedgerPage,
     ProjectList,
     Rejected,
+    WebhookList,
 )
 from engine.core.state import LedgerState
 from engine.core.timers import due_commands
 from engine.runtime.clock import Stamper, wall_clock_ms
 from engine.runtime.config import RuntimeConfig
+from engine.runtime.deliveries import AiohttpPoster, Deliverer, PostFn
 from engine.runtime.durability import Durability
 from engine.runtime.errors import Unavailable
 from engine.runtime.recovery import Recovered, recover
@@ -91,7 +95,7 @@ class Runtime:
 
     def __init__(
         self, config: RuntimeConfig, recovered: Recovered, store: wal.LogStore, lock: wal.DataDirLock,
-        clock: Callable[[], int],
+        clock: Callable[[], int], webhook_post: PostFn | None = None,
     ) -> None:  # fmt: skip
         self.config = config
         self.recovered = recovered
@@ -113,6 +117,11 @@ class Runtime:
             interval_records=config.snapshot_interval_records, interval_s=config.snapshot_interval_s,
             keep_segments=config.keep_segments,
         )  # fmt: skip
+        # CONTRACT §11.3: webhook deliveries, a task of their own off the shards' path
+        self._deliverer = Deliverer(
+            self.state, submit=self.submit, wait_durable=self._durability.wait_durable, clock_ms=self._stamper.stamp,
+            post=webhook_post if webhook_post is not None else AiohttpPoster(),
+        )  # fmt: skip
         self._tasks: list[asyncio.Task[None]] = []
         self._failure: BaseException | None = None
         self._accepting = False
@@ -128,12 +137,14 @@ class Runtime:
         log: wal.LogBackend | None = None,
         on_record: Callable[[int], None] | None = None,
         on_wal_batch: Callable[[int, float | None], None] | None = None,
+        webhook_post: PostFn | None = None,
     ) -> Runtime:  # fmt: skip
         """Lock, recover (truncating a torn tail), open the log store, start shards and timers.
 
         `log` is where the log lives (any wal.LogBackend; default: wal.LocalLog, segments in the
         data directory, built from the config). `clock` and `log_file_factory` are seams for tests
-        (a fake clock; a LogFile that fails on purpose). `on_record(lsn)` is called from the recovery thread after each replayed
+        (a fake clock; a LogFile that fails on purpose); `webhook_post` replaces the HTTP client that
+        delivers webhooks (engine/runtime/deliveries.py). `on_record(lsn)` is called from the recovery thread after each replayed
         record (progress for GET /health, CONTRACT §9.5); `on_wal_batch(records, fsync_s | None)`
         on the loop after each durable group commit (metrics, §9.4). Both must be cheap and
         must not raise. Nothing outside sees the state until this returns.
@@ -158,7 +169,7 @@ class Runtime:
         except BaseException:
             lock.release()
             raise
-        runtime = cls(config, recovered, store, lock, clock)
+        runtime = cls(config, recovered, store, lock, clock, webhook_post)
         await runtime._start()
         return runtime
 
@@ -169,6 +180,7 @@ class Runtime:
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._timers.run(), name="tally-timers"))
         self._tasks.append(loop.create_task(self._snapshots.run(), name="tally-snapshots"))
+        self._tasks.append(loop.create_task(self._deliverer.run(), name="tally-webhooks"))
         # Deadlines that passed while the server was down fire now (CONTRACT §3.10).
         await self._timers.fire_due()
         self._accepting = True
@@ -322,6 +334,23 @@ class Runtime:
             self.state, project, limit=limit, cursor=cursor, prefix=prefix, now_ms=self._stamper.stamp()
         )
         return await self._read_all(page)
+
+    # -- webhooks and alerts (CONTRACT §11) ---------------------------------------------------------
+
+    async def list_webhooks(self, project: str | None) -> WebhookList | Rejected:
+        """GET /admin/v1/webhooks[?project=]: registration order, never a secret; Rejected
+        project_not_found for a named project that does not exist."""
+        if project is not None and project not in self.state.projects:
+            return Rejected("project_not_found", f"no project {project!r}", {"project": project})
+        return await self._read_all(WebhookList(items=hooks.list_webhooks(self.state, project)))
+
+    async def list_deliveries(self, webhook_id: str, *, limit: int, cursor: str | None) -> AttemptPage | Rejected:
+        """GET /admin/v1/webhooks/{id}/deliveries: attempts newest first (engine/core/hooks.py)."""
+        return await self._read_all(hooks.deliveries_page(self.state, webhook_id, limit=limit, cursor=cursor))
+
+    async def get_alerts(self, project: str, customer_id: str) -> AlertsView | Rejected:
+        """GET /v1/alerts/{customer_id}: the customer's rules; Rejected customer_not_found."""
+        return await self._read(project, customer_id, lambda now_ms: hooks.get_alerts(self.state, project, customer_id))
 
     async def _read_all(self, result: V) -> V:
         """A listing may show any change: it waits until the whole ledger as read is durable."""

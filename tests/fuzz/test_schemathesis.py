@@ -74,6 +74,9 @@ SEEDED_CHARGES: list[str] = []
 # Project keys made through the admin API in _seed: positive revoke cases are pointed at them, so
 # POST /admin/v1/keys/{key_id}/revoke also answers 200 (a random key id is always 404).
 SEEDED_KEY_IDS: list[str] = []
+# Webhooks (CONTRACT §11) made by each _reseed on loopback: positive delete and deliveries cases are
+# pointed at them, so those answer 200 too (a random webhook id is always 404).
+SEEDED_WEBHOOK_IDS: list[str] = []
 # Codes a schema-valid request may get: business rules, existence, conflicts, and the cross-field
 # rules the document can only state in prose (net/openapi.py module doc).
 POSITIVE_REFUSALS = frozenset(
@@ -102,6 +105,10 @@ POSITIVE_REFUSALS = frozenset(
         "invalid_to",
         "key_not_found",  # revoke of a well-formed key id that no key has
         "project_not_found",  # GET /admin/v1/keys?project= naming no project
+        "webhook_not_found",  # CONTRACT §11: a well-formed webhook id that no webhook has
+        "too_many_webhooks",  # per-project bound (engine/core/limits.py)
+        "too_many_alert_rules",  # per-customer bound: fuzzed wallets each add a rule
+        "invalid_url",  # a port above 65535 (the pattern cannot say it)
     }
 )
 
@@ -160,6 +167,8 @@ def _encode_path(case: Any) -> None:
 
 def _point_at_seeded(case: Any, pick: int) -> None:
     """Swap valid ids for seeded ones (positive cases only: the case stays schema-valid)."""
+    if isinstance(case.body, dict) and "url" in case.body:  # loopback only: a fuzzed webhook never sends elsewhere
+        case.body = {**case.body, "url": "http://127.0.0.1:9/fuzz"}
     if pick == 0:
         return
     customer = SEEDED_CUSTOMERS[pick % len(SEEDED_CUSTOMERS)]
@@ -168,6 +177,8 @@ def _point_at_seeded(case: Any, pick: int) -> None:
         case.path_parameters = {**case.path_parameters, "customer_id": customer}
     if case.path_parameters and "key_id" in case.path_parameters and pick % 2 == 0:
         case.path_parameters = {**case.path_parameters, "key_id": SEEDED_KEY_IDS[pick % len(SEEDED_KEY_IDS)]}
+    if case.path_parameters and "webhook_id" in case.path_parameters and pick % 2 == 0 and SEEDED_WEBHOOK_IDS:
+        case.path_parameters = {**case.path_parameters, "webhook_id": SEEDED_WEBHOOK_IDS[pick % len(SEEDED_WEBHOOK_IDS)]}
     if isinstance(case.body, dict):
         body = dict(case.body)  # never edit a dict another case may share
         if "customer_id" in body:
@@ -256,6 +267,10 @@ def _seed(server: Server) -> None:
 
 def _reseed(server: Server, round_: int) -> None:
     port = server.port
+    reply = request(port, "POST", "/admin/v1/webhooks", key=ADMIN_KEY,
+                    body={"project": f"fuzz_project_{round_ % 3}", "url": "http://127.0.0.1:9/fuzz"})  # fmt: skip
+    if reply.status == 200:  # 400 too_many_webhooks once a project holds its maximum
+        SEEDED_WEBHOOK_IDS[:] = [*SEEDED_WEBHOOK_IDS[-5:], reply.json()["webhook_id"]]
     SEEDED_ACCOUNTS[:] = [deposit(port, customer, SEEDED_FREEZES)["account_id"] for customer in SEEDED_CUSTOMERS]
     SEEDED_CHARGES[:] = [f"fuzz_r{round_}_d{i}" for i in range(len(SEEDED_CUSTOMERS))]
     for customer, charge in zip(SEEDED_CUSTOMERS, SEEDED_CHARGES):

@@ -412,6 +412,8 @@ def test_handlers_cover_the_route_table() -> None:
         ("POST", "/v1/billing/deduct"),
         ("POST", "/v1/billing/refund"),
         ("POST", "/v1/billing/void"),
+        ("PUT", "/v1/alerts/{tail:.+}"),
+        ("GET", "/v1/alerts/{tail:.+}"),
         ("GET", "/health"),
         ("GET", "/openapi.json"),
         ("GET", "/metrics"),
@@ -424,6 +426,10 @@ def test_handlers_cover_the_route_table() -> None:
         ("GET", "/dashboard/app.css"),
         ("GET", "/favicon.ico"),
         ("GET", "/dashboard/session"),
+        ("POST", "/admin/v1/webhooks"),
+        ("GET", "/admin/v1/webhooks"),
+        ("POST", "/admin/v1/webhooks/{tail:.+}/delete"),
+        ("GET", "/admin/v1/webhooks/{tail:.+}/deliveries"),
     ]
 
 
