@@ -421,15 +421,15 @@ def test_handlers_cover_the_route_table() -> None:
         ("POST", "/admin/v1/keys"),
         ("GET", "/admin/v1/keys"),
         ("POST", "/admin/v1/keys/{tail:.+}"),
+        ("POST", "/admin/v1/webhooks"),
+        ("GET", "/admin/v1/webhooks"),
+        ("POST", "/admin/v1/webhooks/{tail:.+}/delete"),
+        ("GET", "/admin/v1/webhooks/{tail:.+}/deliveries"),
         ("GET", "/dashboard"),
         ("GET", "/dashboard/app.js"),
         ("GET", "/dashboard/app.css"),
         ("GET", "/favicon.ico"),
         ("GET", "/dashboard/session"),
-        ("POST", "/admin/v1/webhooks"),
-        ("GET", "/admin/v1/webhooks"),
-        ("POST", "/admin/v1/webhooks/{tail:.+}/delete"),
-        ("GET", "/admin/v1/webhooks/{tail:.+}/deliveries"),
     ]
 
 
