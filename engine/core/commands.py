@@ -128,6 +128,94 @@ class AutoSettle(Command, tag="auto_settle"):
     transaction_id: str
 
 
+# -- slots (velobase-api §1A.8, CONTRACT §8.2-§8.4) ------------------------------------------------
+
+
+class SlotGrant(Command, tag="slot_grant"):
+    """Add `amount` capacity to the pool (customer, wallet, source); creates pool and customer."""
+
+    at_ms: int
+    project: str
+    customer_id: str
+    wallet: str
+    source: str
+    amount: int
+    idempotency_key: str | None = None
+    description: str | None = None
+
+
+class SlotRevoke(Command, tag="slot_revoke"):
+    """Remove `amount` capacity; refused below `in_use` (CONTRACT §8.2)."""
+
+    at_ms: int
+    project: str
+    customer_id: str
+    wallet: str
+    source: str
+    amount: int
+    idempotency_key: str | None = None
+    description: str | None = None
+
+
+class SlotClaim(Command, tag="slot_claim"):
+    """Hold `amount` of the pool for `resource_id`; `ttl_s` releases it automatically (§8.3)."""
+
+    at_ms: int
+    project: str
+    customer_id: str
+    wallet: str
+    source: str
+    resource_id: str
+    amount: int = 1
+    description: str | None = None
+    ttl_s: int | None = None
+
+
+class SlotRelease(Command, tag="slot_release"):
+    """Give back the holding of `resource_id` (CONTRACT §8.3)."""
+
+    at_ms: int
+    project: str
+    customer_id: str
+    wallet: str
+    source: str
+    resource_id: str
+
+
+class SlotAutoRelease(Command, tag="slot_auto_release"):
+    """Timer: release the holding claimed at `holding_lsn` whose TTL is due at `at_ms` (§8.3)."""
+
+    at_ms: int
+    project: str
+    customer_id: str
+    holding_lsn: int
+
+
+# -- entitlements (velobase-api §1A.9, CONTRACT §8.5) ----------------------------------------------
+
+
+class EntitlementSet(Command, tag="entitlement_set"):
+    """Upsert the entitlement (customer, feature_key). Times are UTC ms."""
+
+    at_ms: int
+    project: str
+    customer_id: str
+    feature_key: str
+    value: str
+    valid_from_ms: int | None = None
+    valid_until_ms: int | None = None
+    source: str | None = None
+    description: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class EntitlementRemove(Command, tag="entitlement_remove"):
+    at_ms: int
+    project: str
+    customer_id: str
+    feature_key: str
+
+
 AnyCommand = (
     CreateApiKey
     | RevokeApiKey
@@ -138,6 +226,13 @@ AnyCommand = (
     | Unfreeze
     | ExpireBuckets
     | AutoSettle
+    | SlotGrant
+    | SlotRevoke
+    | SlotClaim
+    | SlotRelease
+    | SlotAutoRelease
+    | EntitlementSet
+    | EntitlementRemove
 )
 
 _encoder = msgspec.msgpack.Encoder()

@@ -2,8 +2,8 @@
 
 One `match` over the Command union; the rules live one subsystem per module beside this one:
 `deposits`, `debits` (deduct, freeze), `settlement` (consume, unfreeze), `timers` (expiry, TTLs,
-the due index), `apikeys`; their shared steps in `common`. A new subsystem (slots,
-entitlements, refunds) is a new module and a new `case` here.
+the due index), `apikeys`, `slots`, `entitlements` (CONTRACT §8); their shared steps in
+`common`. A new subsystem (refunds) is a new module and a new `case` here.
 
 Pure and deterministic: no I/O, no clock, no randomness, no asyncio. Time comes in as `at_ms`
 on each command (CONTRACT §3.16); ids are derived from the LSN (`acc_{lsn}`, `le_{lsn}_{i}`).
@@ -39,20 +39,38 @@ from engine.core.commands import (
     CreateApiKey,
     Deduct,
     Deposit,
+    EntitlementRemove,
+    EntitlementSet,
     ExpireBuckets,
     Freeze,
     RevokeApiKey,
+    SlotAutoRelease,
+    SlotClaim,
+    SlotGrant,
+    SlotRelease,
+    SlotRevoke,
     Unfreeze,
 )
 from engine.core.debits import apply_deduct, apply_freeze
 from engine.core.deposits import apply_deposit
+from engine.core.entitlements import apply_entitlement_remove, apply_entitlement_set
 from engine.core.results import Applied, Rejected
 from engine.core.settlement import apply_consume, apply_unfreeze
+from engine.core.slots import (
+    apply_slot_auto_release,
+    apply_slot_claim,
+    apply_slot_grant,
+    apply_slot_release,
+    apply_slot_revoke,
+)
 from engine.core.state import LedgerState
 from engine.core.timers import (
     apply_auto_settle,
     apply_expire_buckets,
 )
+
+# Timer commands carry their due time as `at_ms` (CONTRACT §6).
+_TIMERS = frozenset({ExpireBuckets, AutoSettle, SlotAutoRelease})
 
 
 def apply(state: LedgerState, lsn: int, command: Command) -> Applied | Rejected:
@@ -61,7 +79,7 @@ def apply(state: LedgerState, lsn: int, command: Command) -> Applied | Rejected:
     # The runtime stamps client commands where they get their LSN, so their stamps never go
     # backwards in log order. Timers carry their due time instead, which lies at or before the
     # moment they fire, so it may be older than the last stamp (CONTRACT §6).
-    is_timer = type(command) is ExpireBuckets or type(command) is AutoSettle
+    is_timer = type(command) in _TIMERS
     if not is_timer:
         assert command.at_ms >= state.stamp_ms_last, (command.at_ms, state.stamp_ms_last)  # type: ignore[attr-defined]
     match command:
@@ -79,6 +97,20 @@ def apply(state: LedgerState, lsn: int, command: Command) -> Applied | Rejected:
             result = apply_expire_buckets(state, lsn, command)
         case AutoSettle():
             result = apply_auto_settle(state, lsn, command)
+        case SlotClaim():
+            result = apply_slot_claim(state, lsn, command)
+        case SlotRelease():
+            result = apply_slot_release(state, lsn, command)
+        case SlotGrant():
+            result = apply_slot_grant(state, lsn, command)
+        case SlotRevoke():
+            result = apply_slot_revoke(state, lsn, command)
+        case SlotAutoRelease():
+            result = apply_slot_auto_release(state, lsn, command)
+        case EntitlementSet():
+            result = apply_entitlement_set(state, lsn, command)
+        case EntitlementRemove():
+            result = apply_entitlement_remove(state, lsn, command)
         case CreateApiKey():
             result = apply_create_api_key(state, lsn, command)
         case RevokeApiKey():
