@@ -10,9 +10,11 @@ from typing import Final
 from aiohttp import web
 
 from net.config import ServerConfig
+from net.entitlements_api import entitlement_routes
 from net.errors import error_middleware
 from net.handlers import Handlers, Runtime
 from net.openapi import OPENAPI_PATH, openapi_json
+from net.slots_api import slot_routes
 
 RUNTIME: Final = web.AppKey("runtime", Runtime)
 CONFIG: Final = web.AppKey("config", ServerConfig)
@@ -42,4 +44,7 @@ def create_app(config: ServerConfig, runtime: Runtime) -> web.Application:
     app[CONFIG] = config
     app[RUNTIME] = runtime
     app.add_routes(routes(Handlers(runtime)))
+    # -- slots and entitlements (velobase-api §1A.8-§1A.9, CONTRACT §8): their own modules --------
+    app.add_routes(slot_routes(runtime))
+    app.add_routes(entitlement_routes(runtime))
     return app
