@@ -48,6 +48,7 @@ from engine.core.results import (
     UnfreezeResponse,
 )
 from net import schemas
+from net import openapi_slots
 from net.config import REQUEST_SIZE_MAX_DEFAULT
 
 OPENAPI_PATH: Final = "/openapi.json"
@@ -64,6 +65,7 @@ ROUTE_DOC_PATHS: Final = {
     "/v1/billing/deduct": ("/v1/billing/deduct",),
     "/health": ("/health",),
     OPENAPI_PATH: (OPENAPI_PATH,),
+    **openapi_slots.ROUTE_DOC_PATHS,
 }
 
 # -- shared pieces --------------------------------------------------------------------------------
@@ -529,7 +531,7 @@ def document() -> dict[str, Any]:
             }
         },
     }
-    return {
+    return openapi_slots.extend({  # slots and entitlements (CONTRACT §8): net/openapi_slots.py
         "openapi": "3.1.0",
         "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
         "info": {
@@ -546,7 +548,7 @@ def document() -> dict[str, Any]:
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "description": "A project's API key."}},
             "schemas": _components(),
         },
-    }
+    })
 
 
 @cache
