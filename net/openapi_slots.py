@@ -15,7 +15,12 @@ import msgspec
 
 from engine.core import results
 from engine.core.codes import CODES
-from engine.core.limits import AMOUNT_MAX, EVENT_PAGE_SIZE_MAX, SLOT_TTL_S_MAX
+from engine.core.limits import (
+    AMOUNT_MAX,
+    EVENT_PAGE_SIZE_MAX,
+    ID_LENGTH_MAX,
+    SLOT_TTL_S_MAX,
+)
 from engine.core.state import ENTITLEMENT_EVENT_TYPES, SLOT_EVENT_TYPES
 from net.entitlements_api import EntitlementRemoveRequest, EntitlementSetRequest
 from net.slots_api import SlotClaimRequest, SlotGrantRequest, SlotReleaseRequest
@@ -48,6 +53,8 @@ _REQUIRED: Final = {
     "EntitlementRemoveRequest": ["customer_id", "feature_key"],
 }
 _INTEGERS: Final = {"amount": AMOUNT_MAX, "ttl_seconds": SLOT_TTL_S_MAX}
+_IDS: Final = ("customer_id", "wallet", "source", "resource_id", "idempotency_key", "feature_key")
+_TIMES: Final = ("valid_from", "valid_until")
 _AUTH: Final = ["missing_api_key", "invalid_api_key", "api_key_revoked"]
 _UNAVAILABLE: Final = ["overloaded", "storage_unavailable"]
 
@@ -68,7 +75,8 @@ ROUTE_DOC_PATHS: Final = {
         "/v1/entitlement/{customer_id}/{feature_key}",
     ),
 }
-_SHAPE: Final = ["invalid_json", "unknown_field", "invalid_identifier", "customer_id_required"]
+_SHAPE: Final = ["invalid_json", "unknown_field", "invalid_identifier", "customer_id_required", "invalid_description",
+                  "amount_too_large"]  # fmt: skip
 
 
 @cache
@@ -77,10 +85,30 @@ def _schemas() -> dict[str, Any]:
     for name, required in _REQUIRED.items():
         component = components[name]
         component["required"] = required
-        for field, maximum in _INTEGERS.items():
-            if field in component["properties"]:
-                component["properties"][field] = {"type": "integer", "minimum": 1, "maximum": maximum}
+        _tighten(component["properties"], required)
     return components
+
+
+def _tighten(properties: dict[str, Any], required: list[str]) -> None:
+    """Ids as net/openapi.py spells them (pattern: not blank, no control characters), integers
+    as integers, times with an offset; required fields are not nullable, optional ones may be null
+    (null counts as absent)."""
+    from net.openapi import (
+        ID_PATTERN,  # net/openapi.py imports this module: import at call time
+    )
+
+    for field in list(properties):
+        schema = properties[field]
+        if field in _IDS:
+            schema = {"type": "string", "minLength": 1, "maxLength": ID_LENGTH_MAX, "pattern": ID_PATTERN}
+        elif field in _INTEGERS:
+            schema = {"type": "integer", "minimum": 1, "maximum": _INTEGERS[field]}
+        elif field in _TIMES:
+            schema = {"type": "string", "format": "date-time", "pattern": _TIME_PATTERN}
+        elif "anyOf" in schema:
+            schema = schema["anyOf"][0]
+        schema = {k: v for k, v in schema.items() if k != "default"}
+        properties[field] = schema if field in required else {"anyOf": [schema, {"type": "null"}]}
 
 
 def _error(codes: list[str]) -> dict[str, Any]:
@@ -116,17 +144,24 @@ def _param(name: str, where: str, schema: dict[str, Any], description: str = "")
     return {"name": name, "in": where, "required": where == "path", "schema": schema, "description": description}
 
 
-_ID: Final = {"type": "string", "minLength": 1, "maxLength": 255}
+_TIME_PATTERN: Final = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$"
+_ID: Final = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"^[^\u0000-\u001f\u007f,]*[^\u0000-\u0020\u007f,][^\u0000-\u001f\u007f,]*$"}
 _TIME: Final = {"type": "string", "format": "date-time"}
 _CUSTOMER: Final = _param("customer_id", "path", _ID, "Percent-encoded (`/` as %2F), decoded once.")
 _PAGE: Final = [
     _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": EVENT_PAGE_SIZE_MAX, "default": 20}),
-    _param("cursor", "query", {"type": "string"}, "next_cursor of the previous page, same filters"),
-    _param("from_at", "query", _TIME, "created_at >= from_at"),
-    _param("to_at", "query", _TIME, "created_at <= to_at"),
+    _param("cursor", "query", {"type": "string", "minLength": 1, "maxLength": 512, "pattern": r"^[\u0020-\u007e]+$"},
+           "next_cursor of the previous page, same filters"),
+    _param("from_at", "query", {**_TIME, "pattern": _TIME_PATTERN}, "created_at >= from_at"),
+    _param("to_at", "query", {**_TIME, "pattern": _TIME_PATTERN}, "created_at <= to_at"),
 ]
 _PAGE_ERRORS: Final = ["invalid_limit", "invalid_cursor", "invalid_from_at", "invalid_to_at", "invalid_event_type",
                        "invalid_identifier", "unknown_field"]  # fmt: skip
+
+
+def _enum_list(values: tuple[str, ...]) -> dict[str, Any]:
+    one = "(" + "|".join(values) + ")"
+    return {"type": "string", "pattern": f"^{one}(,{one})*$"}
 
 
 def _get(op_id: str, summary: str, ok: str, params: list[dict[str, Any]], errors: list[list[str]]) -> dict[str, Any]:
@@ -154,8 +189,8 @@ def _paths() -> dict[str, Any]:
         "/v1/slot/events/{customer_id}": _get(
             "slot_events", "Slot events, newest first", "SlotEventPage",
             [*_PAGE, _param("wallet", "query", _ID), _param("resource_id", "query", _ID),
-             _param("types", "query", {"type": "string"}, "comma list of " + ", ".join(SLOT_EVENT_TYPES)),
-             _param("sources", "query", {"type": "string"}, "comma list of sources")], [_PAGE_ERRORS]),
+             _param("types", "query", _enum_list(SLOT_EVENT_TYPES), "comma list"),
+             _param("sources", "query", _ID, "one source (a comma separates several)")], [_PAGE_ERRORS]),
         "/v1/entitlement/set": _post("entitlement_set", "Upsert a feature entitlement", "EntitlementSetRequest",
                                      "EntitlementSetResponse",
                                      [[*_SHAPE, "feature_key_required", "value_required", "entitlement_validation_error",
@@ -166,14 +201,14 @@ def _paths() -> dict[str, Any]:
                                         [[*_SHAPE, "feature_key_required"], ["entitlement_customer_not_found"]]),
         "/v1/entitlement/{customer_id}": _get(
             "entitlement_list", "Active entitlements (all with include_expired=true)", "EntitlementListResponse",
-            [_param("feature_keys", "query", {"type": "string"}, "comma list (the comma may be %2C)"),
+            [_param("feature_keys", "query", _ID, "one key (a comma, also as %2C, separates several)"),
              _param("include_expired", "query", {"type": "string", "enum": ["true", "false"]})],
             [["invalid_identifier", "invalid_include_expired", "unknown_field"]]),
         "/v1/entitlement/{customer_id}/events": _get(
             "entitlement_events", "Entitlement events, newest first (wins over a feature named events)",
             "EntitlementEventPage",
             [*_PAGE, _param("feature_key", "query", _ID),
-             _param("types", "query", {"type": "string"}, "comma list of " + ", ".join(ENTITLEMENT_EVENT_TYPES))],
+             _param("types", "query", _enum_list(ENTITLEMENT_EVENT_TYPES), "comma list")],
             [_PAGE_ERRORS]),
         "/v1/entitlement/{customer_id}/{feature_key}": _get(
             "entitlement_get", "One entitlement, or null", "EntitlementGetResponse",

@@ -88,6 +88,16 @@ POSITIVE_REFUSALS = frozenset(
         "invalid_metadata",  # size, depth, integer range
         "invalid_starts_at",  # date-time of year 0000/10000 after offset, leap second
         "invalid_expires_at",
+        # slots and entitlements (CONTRACT §8): business rules, existence, cross-field rules
+        "slot_pool_not_found",
+        "slot_holding_not_found",
+        "slot_insufficient_capacity",
+        "slot_capacity_below_in_use",
+        "entitlement_customer_not_found",
+        "invalid_valid_from",  # date-time of year 0000/10000 after offset, leap second
+        "invalid_valid_until",
+        "invalid_from_at",
+        "invalid_to_at",
     }
 )
 
