@@ -83,6 +83,7 @@ SCENARIOS = (
     Scenario("freeze_spread", "(d) freeze 10 only, spread", "tally", "freeze", False),
     Scenario("get_spread", "(e) GET customer, spread", "tally", "get", False, kind="get"),
     Scenario("deposit_spread", "(f) deposit 1, spread", "tally", "deposit", False),
+    Scenario("slot_pair_hot", "(g) slot claim 1 + release, hot", "tally", "slot", True, requests_per_op=2),
 )
 SCENARIO_NAMES = tuple(s.name for s in SCENARIOS)
 
@@ -287,6 +288,10 @@ def prepare_tally(work_dir: Path, api_key: str, plan: Plan, notes: list[str]) ->
     seconds2, ok2, bad2 = fund(server, "c-", 0, plan.spread_customers, SPREAD_FUNDS)
     if bad or bad2 or ok + ok2 != 1 + plan.spread_customers:
         raise RuntimeError(f"funding failed: ok={ok + ok2} bad={bad + bad2}\n{server.log_tail()}")
+    # the slot row's pool (CONTRACT §8): far more capacity than a run can hold at once
+    grant = b'{"customer_id":"hot-0","wallet":"bench","amount":1000000000000}'
+    if http_status(server.url + "/v1/slot/grant", body=grant, key=server.api_key) != 200:
+        raise RuntimeError(f"slot grant failed\n{server.log_tail()}")
     if not notes:
         notes.append(f"funding {plan.spread_customers:,} spread customers took {seconds2:.2f} s "
                      f"({plan.spread_customers / seconds2:,.0f} deposits/s at 64 connections)")

@@ -145,7 +145,12 @@ def _param(name: str, where: str, schema: dict[str, Any], description: str = "")
 
 
 _TIME_PATTERN: Final = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$"
-_ID: Final = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"^[^\u0000-\u001f\u007f,]*[^\u0000-\u0020\u007f,][^\u0000-\u001f\u007f,]*$"}
+# net/openapi.py's ID_PATTERN, spelled again: that module imports this one before it defines it.
+_ID_PATTERN: Final = (
+    r"^[^\u0000-\u001f\u007f]*[^\u0000-\u0020\u007f\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    r"[^\u0000-\u001f\u007f]*$"
+)
+_ID: Final = {"type": "string", "minLength": 1, "maxLength": ID_LENGTH_MAX, "pattern": _ID_PATTERN}
 _TIME: Final = {"type": "string", "format": "date-time"}
 _CUSTOMER: Final = _param("customer_id", "path", _ID, "Percent-encoded (`/` as %2F), decoded once.")
 _PAGE: Final = [

@@ -2,7 +2,7 @@
 --
 --   wrk -t2 -c64 -d10s --latency -s bench/lua/load.lua URL -- MODE NCUST TAG KEY
 --
--- MODE   deduct | freeze | pair | get | deposit  (the same bodies go to the bare baseline)
+-- MODE   deduct | freeze | pair | get | deposit | slot  (the same bodies go to the bare baseline)
 -- NCUST  1: the one hot customer "hot-0"; N > 1: a uniformly random customer c-0 .. c-(N-1)
 -- TAG    unique per wrk run, so no transaction_id or idempotency key is ever reused
 --        (a reused id is an idempotent replay: cheaper, and it would flatter the numbers)
@@ -36,6 +36,8 @@ function init(args)
   math.randomseed((tid or 0) * 7919 + os.time())
   if mode == "pair" then
     response = pair_response
+  elseif mode == "slot" then
+    response = slot_response
   end
 end
 
@@ -71,6 +73,8 @@ function request()
       '","amount":10,"transaction_id":"' .. next_id() .. '"}')
   elseif mode == "get" then
     return wrk.format("GET", "/v1/customers/" .. customer(), headers, nil)
+  elseif mode == "slot" then
+    return slot_request()
   elseif mode == "deposit" then
     return post("/v1/customers/deposit", '{"customer_id":"' .. customer() ..
       '","amount":1,"idempotency_key":"' .. next_id() .. '"}')
@@ -86,6 +90,33 @@ function pair_response(status, hdrs, body)
       q[q_tail] = id
     end
   end
+end
+
+-- slot: a claim's answer does not name its resource, so releases go out in claim order, and the
+-- k-th claimed resource is released only once SLOT_LAG more slot answers than k have come back
+-- (at most one request per connection is in flight, and a thread has fewer connections than
+-- SLOT_LAG). A release that still overtook its claim would count as a non-2xx, never hidden.
+local SLOT_LAG = 64
+local claimed, sent, answered, released = {}, 0, 0, 0
+
+function slot_response(status, hdrs, body)
+  if status < 300 then
+    answered = answered + 1  -- claims and releases: the lag covers the releases in flight
+  end
+end
+
+function slot_request()
+  if released < sent and released + SLOT_LAG < answered - released then
+    released = released + 1
+    local item = claimed[released]
+    claimed[released] = nil
+    return post("/v1/slot/release", '{"customer_id":"' .. item[1] .. '","wallet":"bench","resource_id":"' ..
+      item[2] .. '"}')
+  end
+  local c, id = customer(), next_id()
+  sent = sent + 1
+  claimed[sent] = {c, id}
+  return post("/v1/slot/claim", '{"customer_id":"' .. c .. '","wallet":"bench","resource_id":"' .. id .. '"}')
 end
 
 function done(summary, latency, requests)
