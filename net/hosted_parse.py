@@ -209,10 +209,10 @@ def cursor(text: str | None) -> str | None | ClientError:
 
 def comma_list(text: str | None, field: str, code: str, allowed: tuple[str, ...] | None = None) -> frozenset[str] | None | ClientError:
     """A comma-separated list (decoded first, so `%2C` separates too) of identifiers, or of
-    `allowed` values; empty items are refused."""
+    `allowed` values; empty items (`a,,b`, a trailing comma) are skipped."""
     if text is None:
         return None
-    items = text.split(",")
+    items = [item for item in text.split(",") if item]
     if len(items) > EVENT_FILTER_COUNT_MAX:
         return ClientError(code, f"{field} lists at most {EVENT_FILTER_COUNT_MAX} values", {"field": field})
     for item in items:
