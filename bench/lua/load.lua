@@ -96,7 +96,7 @@ end
 -- k-th claimed resource is released only once SLOT_LAG more slot answers than k have come back
 -- (at most one request per connection is in flight, and a thread has fewer connections than
 -- SLOT_LAG). A release that still overtook its claim would count as a non-2xx, never hidden.
-local SLOT_LAG = 64
+local SLOT_LAG = 1024
 local claimed, sent, answered, released = {}, 0, 0, 0
 
 function slot_response(status, hdrs, body)
