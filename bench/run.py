@@ -114,7 +114,8 @@ SMOKE = Plan(True, duration_s=1, warmup_s=0, connections=(64,), spread_customers
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]  # getsockname() is typed Any
+        return port
 
 
 class Server:
@@ -201,7 +202,8 @@ def http_status(url: str, *, body: bytes | None = None, key: str | None = None) 
         request.add_header("Authorization", f"Bearer {key}")
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status
+            status: int = response.status  # urlopen() is typed to return Any
+            return status
     except urllib.error.HTTPError as error:
         return error.code
     except (urllib.error.URLError, ConnectionError, TimeoutError):
@@ -335,9 +337,9 @@ def run_throughput(plan: Plan, names: tuple[str, ...], work_dir: Path, api_key: 
                 profile_text = run_profile(server, scenario, customers, max(plan.connections),
                                            max(plan.duration_s, 5), profile_out)
     finally:
-        for server in (tally, baseline):
-            if server is not None:
-                server.stop()
+        for started in (tally, baseline):
+            if started is not None:
+                started.stop()
     return rows, notes, profile_text
 
 

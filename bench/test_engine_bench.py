@@ -1,6 +1,7 @@
 """Engine micro-benchmarks: `apply` alone, no I/O (issue 3).
 
-Run: .venv/bin/pytest bench/test_engine_bench.py --benchmark-enable
+Run: .venv/bin/pytest -n 0 bench/test_engine_bench.py --benchmark-enable (-n 0: pytest-benchmark
+disables itself under xdist, which addopts turns on)
 Target (reported, not asserted): >= 200,000 applies/s for the 1-bucket deduct on one core.
 Without --benchmark-enable (the default config) each body runs once as a plain test.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from pytest_benchmark.fixture import BenchmarkFixture
 
 from engine.core.commands import Consume, Deduct, Deposit, Freeze
 from engine.core.ledger import apply
@@ -24,12 +26,13 @@ def _customer_with_buckets(buckets: int) -> LedgerState:
     for k in range(buckets):
         # Distinct expiries so the allocation order is non-trivial; enough credit for any run.
         cmd = Deposit(at_ms=T_MS, project="p", customer_id="c", amount=2**40, expires_at_ms=T_MS + 10**9 + k)
-        assert apply(state, state.last_lsn + 1, cmd).logged
+        result = apply(state, state.last_lsn + 1, cmd)
+        assert type(result) is Applied and result.logged
     return state
 
 
 @pytest.mark.parametrize("buckets", [1, 100])
-def test_bench_deduct(benchmark, buckets):
+def test_bench_deduct(benchmark: BenchmarkFixture, buckets: int) -> None:
     state = _customer_with_buckets(buckets)
     ids = (f"tx{k}" for k in itertools.count())
 
@@ -41,7 +44,7 @@ def test_bench_deduct(benchmark, buckets):
     benchmark.pedantic(one, rounds=2000, iterations=10, warmup_rounds=1)  # disabled: runs once
 
 
-def test_bench_freeze_consume_pair(benchmark):
+def test_bench_freeze_consume_pair(benchmark: BenchmarkFixture) -> None:
     state = _customer_with_buckets(1)
     ids = (f"tx{k}" for k in itertools.count())
 

@@ -8,18 +8,27 @@
 
 Exit codes: 0 ok; 1 damaged data / verification failed / refused command; 2 usage error or the
 data directory is held by a running server.
+
+Operator input (every flag, TALLY_BOOTSTRAP_KEY, the data directory, the listening address) is
+checked before anything is opened or written: a bad value is one line on stderr,
+`tally: error: --port must be 0..65535, not 99999`, and exit 2, never a traceback. The config
+values raise ValueError naming their field; this module names the flag instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import logging
+import math
 import os
+import socket
 import sys
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NoReturn
 
 import msgspec
 from tqdm import tqdm
@@ -29,6 +38,7 @@ from engine.core import queries
 from engine.core.commands import RevokeApiKey, decode_command
 from engine.core.digest import digest
 from engine.core.invariants import check_invariants
+from engine.core.limits import API_KEY_LENGTH_MAX, ID_LENGTH_MAX
 from engine.core.results import Rejected
 from engine.runtime import Runtime, RuntimeConfig
 from engine.runtime.recovery import RecoveryError, recover
@@ -38,11 +48,25 @@ DEFAULT_DATA_DIR = "./tally-data"
 EXIT_OK, EXIT_BAD, EXIT_USAGE = 0, 1, 2
 
 
+class UsageError(Exception):
+    """Operator input the CLI refuses: printed as one line, exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the usage block is one `--help` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"tally: error: {message} (see: {self.prog} --help)\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         return int(args.run(args))
+    except UsageError as error:
+        print(f"tally: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     except wal.DataDirLocked:
         print(f"tally: data directory {args.data_dir} is held by a running server; stop it first", file=sys.stderr)
         return EXIT_USAGE
@@ -52,13 +76,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:  # e.g. `keys create` colliding with an existing key id
         print(f"tally: {error}", file=sys.stderr)
         return EXIT_BAD
-    except OSError as error:  # e.g. the port is taken, the data dir is not writable
+    except OSError as error:  # e.g. the disk fails under us (bad input was refused up front)
         print(f"tally: {error}", file=sys.stderr)
         return EXIT_BAD
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tally", description="Tally credit ledger server")
+    parser = _Parser(prog="tally", description="Tally credit ledger server")
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
@@ -70,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--shard-queue-depth-max", type=int, default=RuntimeConfig.shard_queue_depth_max)
     serve.add_argument("--snapshot-interval-records", type=int, default=RuntimeConfig.snapshot_interval_records,
                        help="take a snapshot after this many WAL records (0: never by count)")
-    serve.add_argument("--snapshot-interval-s", type=float, default=RuntimeConfig.snapshot_interval_s,
+    serve.add_argument("--snapshot-interval-s", type=_seconds, default=RuntimeConfig.snapshot_interval_s,
                        help="take a snapshot after this many seconds with new records (0: never by time)")
     serve.add_argument("--wal-segment-size-max", type=int, default=RuntimeConfig.wal_segment_size_max,
                        help="start a new WAL segment past this many bytes")
@@ -91,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     listing.set_defaults(run=_cmd_keys_list)
     revoke = key_commands.add_parser("revoke", help="revoke a key by its id")
     _data_dir(revoke)
-    revoke.add_argument("key_id")
+    revoke.add_argument("key_id", metavar="KEY_ID")
     revoke.set_defaults(run=_cmd_keys_revoke)
 
     for name, run, text in (
@@ -107,6 +131,117 @@ def _parser() -> argparse.ArgumentParser:
 
 def _data_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, default=Path(DEFAULT_DATA_DIR))
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a finite number (float() also takes 'nan' and 'inf')."""
+    value = float(text)  # ValueError: argparse says "invalid _seconds value"
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds, not {text!r}")
+    return value
+
+
+# -- operator input: every check raises UsageError (one line, exit 2) before anything is opened ----
+
+# Config field -> the flag that sets it: the configs raise ValueError naming their field.
+FLAG_BY_FIELD = {
+    "host": "--host",
+    "port": "--port",
+    "shard_count": "--shard-count",
+    "shard_queue_depth_max": "--shard-queue-depth-max",
+    "snapshot_interval_records": "--snapshot-interval-records",
+    "snapshot_interval_s": "--snapshot-interval-s",
+    "wal_segment_size_max": "--wal-segment-size-max",
+}
+
+
+def _flag_message(error: ValueError, args: argparse.Namespace) -> str:
+    """A config's one-line ValueError, spoken in flags: `--port must be 0..65535, not 99999`."""
+    message = (str(error).splitlines() or ["invalid value"])[0]
+    field, _, rest = message.partition(" ")
+    for knob in ("shard_batch_size_max", "wal_batch_records_max", "wal_queue_records_max"):  # no flag: say the value
+        rest = rest.replace(knob, f"{knob} ({getattr(RuntimeConfig, knob)})")
+        field = f"{knob} ({getattr(RuntimeConfig, knob)})" if field == knob else field
+    message = f"{field} {rest}"
+    if field in FLAG_BY_FIELD:
+        flag = FLAG_BY_FIELD[field]
+        message = f"{flag} {rest}"
+        given = getattr(args, field)
+        shown = repr(given) if isinstance(given, str) else str(given)
+        return message if f"not {shown}" in message else f"{message}, not {shown}"
+    # A relation between knobs the flags do not set one by one: the WAL queue must hold one batch
+    # per shard, so it bounds --shard-count.
+    return f"--shard-count {args.shard_count} does not fit the runtime: {message}"
+
+
+def _serve_configs(args: argparse.Namespace) -> tuple[ServerConfig, RuntimeConfig]:
+    try:
+        return ServerConfig(host=args.host, port=args.port), _serve_runtime_config(args)
+    except ValueError as error:
+        raise UsageError(_flag_message(error, args)) from None
+
+
+def _bootstrap_key(environ: Mapping[str, str]) -> str | None:
+    """TALLY_BOOTSTRAP_KEY, checked for the shape net/auth.py accepts in a bearer token (printable
+    ASCII, at most API_KEY_LENGTH_MAX, no surrounding blanks, which the header parser strips): a
+    key that could never authenticate is refused at start, not discovered at the first request.
+    Unset or empty: the server makes a key (CONTRACT §5). The value is never echoed (a secret)."""
+    key = environ.get("TALLY_BOOTSTRAP_KEY") or None
+    if key is None:
+        return None
+    if len(key) > API_KEY_LENGTH_MAX or not (key.isascii() and key.isprintable()) or key != key.strip(" \t"):
+        raise UsageError(
+            f"TALLY_BOOTSTRAP_KEY must be 1..{API_KEY_LENGTH_MAX} printable ASCII characters "
+            f"without leading or trailing blanks (got {len(key)} characters)"
+        )
+    return key
+
+
+def _check_listen(host: str, port: int) -> None:
+    """The address resolves and can be bound now (nothing else listens there): found before the
+    data dir is opened or a bootstrap key is made. serve binds again; a race is caught there."""
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as error:
+        raise UsageError(f"--host {host!r} does not resolve: {error}") from None
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio's create_server
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as error:
+                raise UsageError(f"cannot listen on --host {host} --port {port}: {error.strerror}") from None
+
+
+def _writable_data_dir(path: Path) -> None:
+    """serve and keys: the directory exists (made here if missing) and we may read and write it."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--data-dir {str(path)!r} is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"--data-dir {str(path)!r} cannot be created: {error.strerror}") from None
+    if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
+        raise UsageError(f"--data-dir {str(path)!r} is not readable and writable by this user")
+
+
+def _readable_data_dir(path: Path) -> None:
+    """replay, verify, inspect change nothing: the directory must already exist and be readable."""
+    if not path.exists():
+        raise UsageError(f"--data-dir {str(path)!r} does not exist")
+    if not path.is_dir():
+        raise UsageError(f"--data-dir {str(path)!r} is not a directory")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise UsageError(f"--data-dir {str(path)!r} is not readable by this user")
+
+
+def _name(flag: str, value: str) -> str:
+    """A project name or key id: 1..ID_LENGTH_MAX characters, no control characters (§7.7)."""
+    if not 1 <= len(value) <= ID_LENGTH_MAX or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise UsageError(f"{flag} must be 1..{ID_LENGTH_MAX} characters without control characters")
+    return value
 
 
 def _serve_runtime_config(args: argparse.Namespace) -> RuntimeConfig:
@@ -127,12 +262,20 @@ def _serve_runtime_config(args: argparse.Namespace) -> RuntimeConfig:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from net.server import (
-        serve,  # imported here: uvloop/aiohttp are only needed to serve
-    )
+    config, runtime_config = _serve_configs(args)
+    bootstrap_key = _bootstrap_key(os.environ)
+    _check_listen(config.host, config.port)
+    _writable_data_dir(args.data_dir)
+    # Imported here: uvloop/aiohttp are only needed to serve, and only once the input is sound.
+    from net.server import serve
 
-    config = ServerConfig(host=args.host, port=args.port)
-    exit_code = serve(config, _serve_runtime_config(args), bootstrap_key=os.environ.get("TALLY_BOOTSTRAP_KEY") or None)
+    try:
+        exit_code = serve(config, runtime_config, bootstrap_key=bootstrap_key)
+    except OSError as error:
+        if error.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+            raise
+        # Taken between _check_listen and the bind (the runtime was opened and closed cleanly).
+        raise UsageError(f"cannot listen on --host {config.host} --port {config.port}: {error.strerror}") from None
     # Everything is fsync'd and the lock released: skip tearing down millions of objects one by
     # one (seconds with a big ledger) and exit now.
     sys.stdout.flush()
@@ -143,7 +286,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 # -- keys (offline: they take the data-dir lock, so they refuse while a server runs) ----------------
 
 
-def _offline(args: argparse.Namespace, work: Any) -> Any:
+def _offline(args: argparse.Namespace, work: Callable[[Runtime], Awaitable[Any]]) -> Any:
+    _writable_data_dir(args.data_dir)
+
     async def run() -> Any:
         runtime = await Runtime.open(RuntimeConfig(data_dir=args.data_dir))
         try:
@@ -155,11 +300,12 @@ def _offline(args: argparse.Namespace, work: Any) -> Any:
 
 
 def _cmd_keys_create(args: argparse.Namespace) -> int:
-    from net.server import new_api_key
+    from net.bootstrap import new_api_key
 
+    project = _name("--project", args.project)
     key, key_id = new_api_key()
-    _offline(args, lambda runtime: runtime.create_api_key(args.project, key, key_id))
-    print(f"created key {key_id} for project {args.project!r}", file=sys.stderr)
+    _offline(args, lambda runtime: runtime.create_api_key(project, key, key_id))
+    print(f"created key {key_id} for project {project!r}", file=sys.stderr)
     print(key)
     return EXIT_OK
 
@@ -174,14 +320,16 @@ def _cmd_keys_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_keys_revoke(args: argparse.Namespace) -> int:
+    key_id = _name("KEY_ID", args.key_id)
+
     async def revoke(runtime: Runtime) -> Any:
-        return await runtime.submit(RevokeApiKey(at_ms=runtime.clock_ms(), key_id=args.key_id))
+        return await runtime.submit(RevokeApiKey(at_ms=runtime.clock_ms(), key_id=key_id))
 
     result = _offline(args, revoke)
     if isinstance(result, Rejected):
         print(f"tally: {result.message}", file=sys.stderr)
         return EXIT_BAD
-    print(f"revoked {args.key_id}", file=sys.stderr)
+    print(f"revoked {key_id}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -190,10 +338,15 @@ def _cmd_keys_revoke(args: argparse.Namespace) -> int:
 
 def _recover_with_progress(data_dir: Path) -> Any:
     with tqdm(desc="replaying", unit="rec", disable=not sys.stderr.isatty(), file=sys.stderr) as bar:
-        return recover(data_dir, truncate_torn_tail=False, on_record=lambda _lsn: bar.update())
+
+        def on_record(_lsn: int) -> None:
+            bar.update()
+
+        return recover(data_dir, truncate_torn_tail=False, on_record=on_record)
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
+    _readable_data_dir(args.data_dir)
     recovered = _recover_with_progress(args.data_dir)
     state = recovered.state
     print(json.dumps({
@@ -217,6 +370,7 @@ def _torn_json(torn: wal.TornTail | None) -> dict[str, Any] | None:
 def _cmd_verify(args: argparse.Namespace) -> int:
     """Checksums and LSN continuity of every segment, then a replay and the money invariants.
     Prints one JSON object either way; exit 1 names the first bad file and offset."""
+    _readable_data_dir(args.data_dir)
     report = wal.verify_log(args.data_dir)
     if not report.ok:
         error = report.error
@@ -245,6 +399,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
+    _readable_data_dir(args.data_dir)
     out = sys.stdout
     for frame in wal.iter_frames(args.data_dir):
         try:

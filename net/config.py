@@ -6,6 +6,8 @@ bounds are checked at construction (ValueError), so a bad value fails at start-u
 """
 
 import dataclasses
+import ipaddress
+import re
 from typing import Final
 
 HOST_DEFAULT: Final = "127.0.0.1"
@@ -18,6 +20,24 @@ REQUEST_SIZE_MAX_DEFAULT: Final = 64 * 1024
 REQUEST_SIZE_MAX_MIN: Final = 32 * 1024  # below this a valid deposit could be refused
 REQUEST_SIZE_MAX_MAX: Final = 16 * 1024 * 1024
 
+# RFC 1123 host names: dot-separated labels of letters, digits and inner hyphens, 1..63 each,
+# 253 in all (a trailing dot allowed). Whether the name resolves is the CLI's check (I/O).
+HOST_NAME_LENGTH_MAX: Final = 253
+_HOST_LABEL: Final = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def is_host(host: str) -> bool:
+    """An IP address literal (v4 or v6) or a syntactically valid host name."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    name = host.removesuffix(".")
+    if not 1 <= len(name) <= HOST_NAME_LENGTH_MAX:
+        return False
+    return all(_HOST_LABEL.fullmatch(label) for label in name.split("."))
+
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class ServerConfig:
@@ -27,9 +47,9 @@ class ServerConfig:
 
     def __post_init__(self) -> None:
         """Operator input reaches here (flags, environment): ValueError with one line, not assert."""
-        if not (isinstance(self.host, str) and self.host):
-            raise ValueError("host must be a non-empty host name or address")
-        if not 0 <= self.port <= 65535:
+        if not (isinstance(self.host, str) and is_host(self.host)):
+            raise ValueError(f"host must be an IP address or a host name, not {self.host!r}")
+        if not (isinstance(self.port, int) and 0 <= self.port <= 65535):
             raise ValueError(f"port must be 0..65535, not {self.port}")
         if not REQUEST_SIZE_MAX_MIN <= self.request_size_max <= REQUEST_SIZE_MAX_MAX:
             raise ValueError(f"request_size_max must be {REQUEST_SIZE_MAX_MIN}..{REQUEST_SIZE_MAX_MAX} bytes")

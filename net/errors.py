@@ -4,7 +4,13 @@
       ClientError                 4xx: auth (401), shape (400, net/schemas), engine Rejected
     engine.runtime.errors.Unavailable     503 retryable: overloaded, storage_unavailable
     aiohttp web.HTTPException     404 not_found, 405 method_not_allowed, 413 request_too_large
+    aiohttp HttpProcessingError   400 invalid_request: the parser refused the request line, a header,
+      RequestPayloadError           the framing or the body's Content-Encoding (CONTRACT §7.12)
+    ConnectionResetError          400 invalid_request: the client left before its body ended
     anything else                 500 server_error: a bug, logged with its request id
+
+Requests the parser refuses before any handler runs are answered by net/server.py's protocol
+subclass through `refusal_response`, with the same envelope and a fresh request id.
 
 Every response, success or error, carries `X-Request-Id`; error bodies repeat it as
 `error.request_id`. Envelope: {"error": {"code", "type", "message", "details", "retryable",
@@ -19,6 +25,16 @@ from typing import Any, Final
 
 import msgspec
 from aiohttp import web
+from aiohttp.http_exceptions import (
+    BadStatusLine,
+    ContentEncodingError,
+    ContentLengthError,
+    HttpProcessingError,
+    InvalidHeader,
+    LineTooLong,
+    TransferEncodingError,
+)
+from aiohttp.web_protocol import RequestPayloadError
 
 from engine.core.codes import CODES
 from engine.runtime.errors import Unavailable
@@ -128,6 +144,52 @@ def _http_exception_response(exc: web.HTTPException, request_id: str) -> web.Res
     return response
 
 
+# What the client hears when aiohttp could not read its request (CONTRACT §7.12). Fixed texts:
+# aiohttp's own messages echo up to 100 bytes of the offending line, which may be a key.
+_UNREADABLE_MESSAGES: Final[tuple[tuple[type[BaseException], str], ...]] = (
+    (LineTooLong, "the request line or a header is over the size limit"),
+    (ContentEncodingError, "the body's Content-Encoding is not supported or the body does not decode"),
+    (TransferEncodingError, "the chunked body is malformed"),
+    (ContentLengthError, "the body ended before its Content-Length"),
+    (BadStatusLine, "the request line is malformed"),
+    (InvalidHeader, "a header is malformed"),
+    (ConnectionResetError, "the connection closed before the request body ended"),
+)
+_REASON_LENGTH_MAX: Final = 100
+
+
+def unreadable_message(exc: BaseException | None) -> str:
+    """A safe human message for a request aiohttp could not read: `exc` is the parser's
+    HttpProcessingError, a RequestPayloadError caused by one, or a ConnectionResetError."""
+    if isinstance(exc, RequestPayloadError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    for kind, message in _UNREADABLE_MESSAGES:
+        if isinstance(exc, kind):
+            return message
+    if isinstance(exc, HttpProcessingError):
+        # llhttp's reason ("Invalid character in Content-Length:") is the first line; a line that
+        # quotes the request's bytes (b'...') is not repeated.
+        reason = exc.message.split("\n", 1)[0].strip().rstrip(":")
+        if reason and len(reason) <= _REASON_LENGTH_MAX and "'" not in reason and '"' not in reason:
+            return f"the request is malformed: {reason}"
+    return _UNREADABLE[1]
+
+
+def refusal_response(status: int, exc: BaseException | None, request_id: str) -> web.Response:
+    """The envelope for a request aiohttp refused before or while reading it (CONTRACT §7.12):
+    `status` as aiohttp chose it (400 for parser errors, 413 too large, 5xx a failure of ours)
+    becomes 400 invalid_request, 413 request_too_large or 500 server_error. The connection is
+    closed after the answer: its byte stream cannot be trusted any further."""
+    if status >= 500:
+        response = error_response("server_error", "internal server error", None, request_id)
+    elif status == 413:
+        response = error_response("request_too_large", _HTTP_EXCEPTION_CODES[413][1], None, request_id)
+    else:
+        response = error_response(_UNREADABLE[0], unreadable_message(exc), None, request_id)
+    response.force_close()
+    return response
+
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -143,6 +205,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(exc.code, exc.message, None, request_id)
     except web.HTTPException as exc:
         return _http_exception_response(exc, request_id)
+    except (HttpProcessingError, RequestPayloadError, ConnectionResetError) as exc:
+        # The body could not be read: bad chunking, gzip/deflate garbage, or the client left
+        # (then nobody hears this answer; aiohttp drops it). Never a 500 (CONTRACT §7.12).
+        logger.info("unreadable request body, request_id=%s: %s", request_id, unreadable_message(exc))
+        return refusal_response(400, exc, request_id)
     except Exception:
         # A bug: no input may reach this branch (CONTRACT §3.14).
         logger.exception("unhandled error, request_id=%s %s %s", request_id, request.method, request.path)

@@ -9,13 +9,15 @@ customer id may hold any character, `/` included (the SDK sends it as %2F): the 
 on literal `/`, then the id segment is percent-decoded exactly once.
 """
 
-from typing import Any, Callable, Final, Protocol
+from collections.abc import Callable
+from typing import Any, Final, Protocol
 
 import msgspec
 from aiohttp import web
 
 from engine.core.commands import Command
 from engine.core.results import Applied, CustomerResponse, LedgerPage, Rejected
+from engine.core.state import LedgerState
 from net import schemas
 from net.auth import authenticate
 from net.errors import ClientError, HttpError
@@ -24,9 +26,8 @@ from net.errors import ClientError, HttpError
 class Runtime(Protocol):
     """What net needs from engine.runtime.Runtime (the lead's); tests pass a fake."""
 
-    ready: bool
-
-    def clock_ms(self) -> int: ...
+    @property
+    def ready(self) -> bool: ...
 
     def authenticate(self, api_key: str) -> str | Rejected: ...
 
@@ -45,6 +46,9 @@ class Runtime(Protocol):
         transaction_id: str | None,
     ) -> LedgerPage | Rejected: ...
 
+    async def read(self, project: str, customer_id: str, view: Callable[[LedgerState, int], Any]) -> Any:
+        """A pure view of one customer's state (slots and entitlements, CONTRACT §8)."""
+
 
 CUSTOMERS_PREFIX: Final = "/v1/customers/"
 _LEDGER_SUFFIX: Final = "/ledger"
@@ -53,8 +57,8 @@ _HEALTH_OK: Final = b'{"status":"ok"}'
 
 _encoder = msgspec.json.Encoder()
 
-# net.schemas.parse_<op>(body, project, at_ms) -> the command, or the 400 to answer.
-Parser = Callable[[bytes, str, int], Command | ClientError]
+# net.schemas.parse_<op>(body, project) -> the command; raises ClientError (400) for a bad body.
+Parser = Callable[[bytes, str], Command]
 
 
 def _ok(body: Any) -> web.Response:
@@ -77,13 +81,11 @@ class Handlers:
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
 
-    async def _submit(self, command: Command | ClientError) -> web.Response:
-        if type(command) is ClientError:
-            raise command
-        result = await self._runtime.submit(command)  # type: ignore[arg-type]
+    async def _submit(self, command: Command) -> web.Response:
+        result = await self._runtime.submit(command)
         if type(result) is Applied:
             return _ok(result.body)
-        raise _rejected(result)  # type: ignore[arg-type]
+        raise _rejected(result)  # type: ignore[arg-type]  # mypy does not narrow on `type(x) is`
 
     async def deposit(self, request: web.Request) -> web.Response:
         runtime = self._runtime
@@ -93,7 +95,7 @@ class Handlers:
         if len(idempotency_headers) > 1:  # two keys for one deposit: refuse rather than guess
             raise ClientError("idempotency_key_mismatch", "more than one Idempotency-Key header")
         idempotency_header = idempotency_headers[0] if idempotency_headers else None
-        return await self._submit(schemas.parse_deposit(body, project, runtime.clock_ms(), idempotency_header))
+        return await self._submit(schemas.parse_deposit(body, project, idempotency_header))
 
     async def freeze(self, request: web.Request) -> web.Response:
         return await self._write(request, schemas.parse_freeze)
@@ -112,7 +114,7 @@ class Handlers:
         runtime = self._runtime
         project = authenticate(request, runtime)
         body = await request.read()
-        return await self._submit(parse(body, project, runtime.clock_ms()))
+        return await self._submit(parse(body, project))
 
     async def customer(self, request: web.Request) -> web.Response:
         """GET /v1/customers/{id} and GET /v1/customers/{id}/ledger, routed on the raw path."""
@@ -127,21 +129,17 @@ class Handlers:
         if "/" in raw_id:
             raise _not_found()
         customer_id = schemas.decode_path_id(raw_id)
-        if type(customer_id) is ClientError:
-            raise customer_id
         if not is_ledger:
-            result: Any = await runtime.get_customer(project, customer_id)  # type: ignore[arg-type]
+            result: Any = await runtime.get_customer(project, customer_id)
         else:
             query = schemas.parse_ledger_query(raw_query)
-            if type(query) is ClientError:
-                raise query
             result = await runtime.get_ledger(
                 project,
-                customer_id,  # type: ignore[arg-type]
-                limit=query.limit,  # type: ignore[union-attr]
-                cursor=query.cursor,  # type: ignore[union-attr]
-                operation_type=query.operation_type,  # type: ignore[union-attr]
-                transaction_id=query.transaction_id,  # type: ignore[union-attr]
+                customer_id,
+                limit=query.limit,
+                cursor=query.cursor,
+                operation_type=query.operation_type,
+                transaction_id=query.transaction_id,
             )
         if type(result) is Rejected:
             raise _rejected(result)

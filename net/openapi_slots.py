@@ -1,65 +1,55 @@
-"""OpenAPI paths and schemas of the slot and entitlement routes (velobase-api §1A.8-§1A.9, CONTRACT §8).
+"""The slot and entitlement part of the OpenAPI document (velobase-api §1A.8-§1A.9, CONTRACT §8).
 
-`extend(document)` adds them to net/openapi.py's document (its one call site). Request and
-response schemas are generated from the Structs with msgspec.json.schema_components; what the
-Structs type loosely for parsing (`amount`, `ttl_seconds`: Any so `2.0` counts as 2) is shown as
-the integer it must be, and the fields a route requires are listed as required.
+Data for net/openapi.py, which builds the document (this module cannot import it: it is
+imported by it):
+
+- `REQUEST_STRUCTS`, `RESPONSE_STRUCTS`: the typed Structs of net/slots_api.py,
+  net/entitlements_api.py and engine.core.results; net/openapi.py generates their components the
+  same way as the billing ones (requests as msgspec validates them, responses tightened).
+- `OPERATION_CODES`: the codes each operation can answer (merged into net/openapi.py's table,
+  where each is asserted registered in engine/core/codes.py; statuses come from there).
+- `ROUTE_DOC_PATHS`: each route of the two modules -> the document paths it serves.
+- `paths(write_op, read_op)`: the path items, built with net/openapi.py's operation builders.
+
+Path ids (customer_id, feature_key) are spelled as the billing customer GET spells its
+customer_id: net/schemas.py's identifier, percent-encoded, decoded exactly once.
 """
 
 from __future__ import annotations
 
-from functools import cache
-from typing import Any, Final
+from collections.abc import Callable
+from typing import Annotated, Any, Final
 
 import msgspec
+from msgspec import Meta
 
 from engine.core import results
-from engine.core.codes import CODES
 from engine.core.limits import (
-    AMOUNT_MAX,
+    CURSOR_LENGTH_MAX,
+    EVENT_PAGE_SIZE_DEFAULT,
     EVENT_PAGE_SIZE_MAX,
-    ID_LENGTH_MAX,
-    SLOT_TTL_S_MAX,
 )
 from engine.core.state import ENTITLEMENT_EVENT_TYPES, SLOT_EVENT_TYPES
-from net.entitlements_api import EntitlementRemoveRequest, EntitlementSetRequest
-from net.slots_api import SlotClaimRequest, SlotGrantRequest, SlotReleaseRequest
+from net import entitlements_api, schemas, slots_api
 
-_REF: Final = "#/components/schemas/{name}"
-
-
-def _without_raw(struct: type[msgspec.Struct]) -> type[msgspec.Struct]:
-    """The same Struct with its `msgspec.Raw` fields (decoded later, e.g. metadata) shown as the
-    object they must hold: a Raw default cannot be written into a schema."""
-    fields = [
-        (f.name, dict[str, Any] | None if f.type is msgspec.Raw else f.type, None)
-        for f in msgspec.structs.fields(struct)
-    ]
-    return msgspec.defstruct(struct.__name__, fields, forbid_unknown_fields=True)  # type: ignore[arg-type]
-
-
-_REQUESTS: Final = (SlotGrantRequest, SlotClaimRequest, SlotReleaseRequest, _without_raw(EntitlementSetRequest),
-                    EntitlementRemoveRequest)  # fmt: skip
-_RESPONSES: Final = (
+REQUEST_STRUCTS: Final = (*slots_api.REQUEST_STRUCTS, *entitlements_api.REQUEST_STRUCTS)
+RESPONSE_STRUCTS: Final = (
     results.SlotPoolResponse, results.SlotHoldingResponse, results.SlotPoolsResponse, results.SlotEventPage,
     results.EntitlementSetResponse, results.EntitlementGetResponse, results.EntitlementListResponse,
     results.EntitlementRemoveResponse, results.EntitlementEventPage,
 )  # fmt: skip
-_REQUIRED: Final = {
-    "SlotGrantRequest": ["customer_id", "wallet", "amount"],
-    "SlotClaimRequest": ["customer_id", "wallet", "resource_id"],
-    "SlotReleaseRequest": ["customer_id", "wallet", "resource_id"],
-    "EntitlementSetRequest": ["customer_id", "feature_key", "value"],
-    "EntitlementRemoveRequest": ["customer_id", "feature_key"],
+# Response fields with a fixed set of values: (component, field) -> the JSON Schema to add.
+CONSTANTS: Final = {
+    ("SlotPoolSummary", "status"): {"const": "ACTIVE"},
+    ("SlotPoolResponse", "status"): {"const": "ACTIVE"},
+    ("SlotHoldingResponse", "status"): {"const": "ACTIVE"},
+    ("SlotEventView", "type"): {"enum": list(SLOT_EVENT_TYPES)},
+    ("EntitlementEventView", "type"): {"enum": list(ENTITLEMENT_EVENT_TYPES)},
 }
-_INTEGERS: Final = {"amount": AMOUNT_MAX, "ttl_seconds": SLOT_TTL_S_MAX}
-_IDS: Final = ("customer_id", "wallet", "source", "resource_id", "idempotency_key", "feature_key")
-_TIMES: Final = ("valid_from", "valid_until")
-_AUTH: Final = ["missing_api_key", "invalid_api_key", "api_key_revoked"]
-_UNAVAILABLE: Final = ["overloaded", "storage_unavailable"]
+TIME_FIELDS: Final = frozenset({"valid_from", "valid_until"})  # besides created_at
+POSITIVE_FIELDS: Final = {"SlotEventView": {"amount"}}
 
-# Each route of net/slots_api.py and net/entitlements_api.py -> the document paths it serves
-# (net/openapi.py merges this into its ROUTE_DOC_PATHS).
+# Each route of net/slots_api.py and net/entitlements_api.py -> the document paths it serves.
 ROUTE_DOC_PATHS: Final = {
     "/v1/slot/grant": ("/v1/slot/grant",),
     "/v1/slot/revoke": ("/v1/slot/revoke",),
@@ -75,155 +65,112 @@ ROUTE_DOC_PATHS: Final = {
         "/v1/entitlement/{customer_id}/{feature_key}",
     ),
 }
-_SHAPE: Final = ["invalid_json", "unknown_field", "invalid_identifier", "customer_id_required", "invalid_description",
-                  "amount_too_large"]  # fmt: skip
+
+# -- error codes per operation --------------------------------------------------------------------
+
+_AUTH: Final = ("missing_api_key", "invalid_api_key", "api_key_revoked")
+_UNAVAILABLE: Final = ("overloaded", "storage_unavailable")
+_BODY: Final = ("invalid_json", "unknown_field", "request_too_large", "invalid_identifier", "customer_id_required",
+                *_AUTH, *_UNAVAILABLE)  # fmt: skip
+_CAPACITY: Final = (*_BODY, "wallet_required", "amount_must_be_positive", "amount_too_large", "invalid_description",
+                    "slot_capacity_below_in_use", "transaction_conflict")  # fmt: skip
+_READ: Final = (*_AUTH, *_UNAVAILABLE, "invalid_identifier", "customer_id_required", "unknown_field", "not_found")
+_PAGE: Final = (*_READ, "invalid_limit", "invalid_cursor", "invalid_event_type", "invalid_from_at", "invalid_to_at")
+OPERATION_CODES: Final[dict[str, tuple[str, ...]]] = {
+    "slot_grant": _CAPACITY,
+    "slot_revoke": (*_CAPACITY, "slot_pool_not_found"),
+    "slot_claim": (*_BODY, "wallet_required", "resource_id_required", "amount_must_be_positive", "amount_too_large",
+                   "invalid_ttl_seconds", "invalid_description", "slot_insufficient_capacity", "slot_pool_not_found"),
+    "slot_release": (*_BODY, "wallet_required", "resource_id_required", "slot_holding_not_found"),
+    "slot_pools": _READ,
+    "slot_events": _PAGE,
+    "entitlement_set": (*_BODY, "feature_key_required", "value_required", "entitlement_validation_error",
+                        "invalid_valid_from", "invalid_valid_until", "invalid_datetime_range", "invalid_description",
+                        "invalid_metadata", "entitlement_customer_not_found"),
+    "entitlement_remove": (*_BODY, "feature_key_required", "entitlement_customer_not_found"),
+    "entitlement_list": (*_READ, "invalid_include_expired"),
+    "entitlement_events": _PAGE,
+    "entitlement_get": (*_READ, "feature_key_required"),
+}  # fmt: skip
+
+# -- query and path parameters --------------------------------------------------------------------
 
 
-@cache
-def _schemas() -> dict[str, Any]:
-    _, components = msgspec.json.schema_components(_REQUESTS + _RESPONSES, ref_template=_REF)
-    for name, required in _REQUIRED.items():
-        component = components[name]
-        component["required"] = required
-        _tighten(component["properties"], required)
-    return components
+def _id(description: str) -> dict[str, Any]:
+    return msgspec.json.schema(Annotated[str, schemas.ID, Meta(description=f"{description} {schemas.ID_TEXT}")])
 
 
-def _tighten(properties: dict[str, Any], required: list[str]) -> None:
-    """Ids as net/openapi.py spells them (pattern: not blank, no control characters), integers
-    as integers, times with an offset; required fields are not nullable, optional ones may be null
-    (null counts as absent)."""
-    from net.openapi import (
-        ID_PATTERN,  # net/openapi.py imports this module: import at call time
-    )
-
-    for field in list(properties):
-        schema = properties[field]
-        if field in _IDS:
-            schema = {"type": "string", "minLength": 1, "maxLength": ID_LENGTH_MAX, "pattern": ID_PATTERN}
-        elif field in _INTEGERS:
-            schema = {"type": "integer", "minimum": 1, "maximum": _INTEGERS[field]}
-        elif field in _TIMES:
-            schema = {"type": "string", "format": "date-time", "pattern": _TIME_PATTERN}
-        elif "anyOf" in schema:
-            schema = schema["anyOf"][0]
-        schema = {k: v for k, v in schema.items() if k != "default"}
-        properties[field] = schema if field in required else {"anyOf": [schema, {"type": "null"}]}
+def _query(name: str, schema: dict[str, Any], description: str = "") -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
 
 
-def _error(codes: list[str]) -> dict[str, Any]:
-    status = CODES[codes[0]].status
-    assert all(CODES[c].status == status for c in codes), codes
-    return {
-        "description": f"{status}: one of {', '.join(codes)}",
-        "content": {"application/json": {"schema": {
-            "type": "object", "required": ["error"],
-            "properties": {"error": {
-                "type": "object", "required": ["code", "type", "message", "details", "retryable", "request_id"],
-                "properties": {"code": {"type": "string", "enum": sorted(codes)}},
-            }},
-        }}},
-    }  # fmt: skip
+# One item of a comma list: an identifier without a comma (the comma separates).
+_ITEM: Final = r"[^\u0000-\u001f\u007f,]*[^\u0000-\u0020\u007f\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000,][^\u0000-\u001f\u007f,]*"  # noqa: E501
 
 
-def _responses(ok: str, errors: list[list[str]], post: bool) -> dict[str, Any]:
-    out = {"200": {"description": "OK", "content": {"application/json": {"schema": {"$ref": _REF.format(name=ok)}}}}}
-    for codes in [_AUTH, *errors, _UNAVAILABLE, *([["request_too_large"]] if post else [])]:
-        out[str(CODES[codes[0]].status)] = _error(codes)
-    return out
-
-
-def _post(op_id: str, summary: str, request: str, ok: str, errors: list[list[str]]) -> dict[str, Any]:
-    schema = {k: v for k, v in _schemas()[request].items() if k != "title"}  # inline, as the other POSTs
-    body = {"required": True, "content": {"application/json": {"schema": schema}}}
-    return {"post": {"operationId": op_id, "summary": summary, "requestBody": body,
-                     "responses": _responses(ok, errors, True)}}  # fmt: skip
-
-
-def _param(name: str, where: str, schema: dict[str, Any], description: str = "") -> dict[str, Any]:
-    return {"name": name, "in": where, "required": where == "path", "schema": schema, "description": description}
-
-
-_TIME_PATTERN: Final = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$"
-# net/openapi.py's ID_PATTERN, spelled again: that module imports this one before it defines it.
-_ID_PATTERN: Final = (
-    r"^[^\u0000-\u001f\u007f]*[^\u0000-\u0020\u007f\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
-    r"[^\u0000-\u001f\u007f]*$"
-)
-_ID: Final = {"type": "string", "minLength": 1, "maxLength": ID_LENGTH_MAX, "pattern": _ID_PATTERN}
-_TIME: Final = {"type": "string", "format": "date-time"}
-_CUSTOMER: Final = _param("customer_id", "path", _ID, "Percent-encoded (`/` as %2F), decoded once.")
-_PAGE: Final = [
-    _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": EVENT_PAGE_SIZE_MAX, "default": 20}),
-    _param("cursor", "query", {"type": "string", "minLength": 1, "maxLength": 512, "pattern": r"^[\u0020-\u007e]+$"},
-           "next_cursor of the previous page, same filters"),
-    _param("from_at", "query", {**_TIME, "pattern": _TIME_PATTERN}, "created_at >= from_at"),
-    _param("to_at", "query", {**_TIME, "pattern": _TIME_PATTERN}, "created_at <= to_at"),
-]
-_PAGE_ERRORS: Final = ["invalid_limit", "invalid_cursor", "invalid_from_at", "invalid_to_at", "invalid_event_type",
-                       "invalid_identifier", "unknown_field"]  # fmt: skip
+def _id_list(description: str) -> dict[str, Any]:
+    """A comma list of identifiers (the comma may arrive as %2C); no empty item."""
+    text = f"{description} Comma-separated identifiers (each 1-255 characters, not blank, no control character " \
+        "or comma); the comma may be percent-encoded; no empty item; at most 100."
+    return {"type": "string", "pattern": f"^{_ITEM}(,{_ITEM}){{0,99}}$(?!\\n)", "description": text}
 
 
 def _enum_list(values: tuple[str, ...]) -> dict[str, Any]:
     one = "(" + "|".join(values) + ")"
-    return {"type": "string", "pattern": f"^{one}(,{one})*$"}
+    return {"type": "string", "pattern": f"^{one}(,{one}){{0,99}}$", "description": "Comma-separated; no empty item; at most 100."}
 
 
-def _get(op_id: str, summary: str, ok: str, params: list[dict[str, Any]], errors: list[list[str]]) -> dict[str, Any]:
-    return {"get": {"operationId": op_id, "summary": summary, "parameters": [_CUSTOMER, *params],
-                    "responses": _responses(ok, errors, False)}}  # fmt: skip
+_TIME: Final = msgspec.json.schema(schemas.TimeText)
+_PAGE_PARAMS: Final = [
+    _query("limit", {"type": "integer", "minimum": 1, "maximum": EVENT_PAGE_SIZE_MAX, "default": EVENT_PAGE_SIZE_DEFAULT}),
+    _query("cursor", {"type": "string", "minLength": 1, "maxLength": CURSOR_LENGTH_MAX, "pattern": r"^[\u0020-\u007e]+$"},
+           "Opaque: a next_cursor of the same listing (customer, filters, project)."),
+    _query("from_at", _TIME, "created_at >= from_at"),
+    _query("to_at", _TIME, "created_at <= to_at"),
+]  # fmt: skip
+FEATURE_KEY_PARAM: Final = {
+    "name": "feature_key",
+    "in": "path",
+    "required": True,
+    "description": "Percent-encoded (`/` as %2F); the raw path is decoded exactly once. A key spelled "
+    "literally `events` is the events list (send it as %65vents).",
+    "schema": _id("The feature."),
+}
+
+WriteOp = Callable[[str, str, type[msgspec.Struct], str], dict[str, Any]]
+ReadOp = Callable[[str, str, str, list[dict[str, Any]]], dict[str, Any]]
 
 
-def _paths() -> dict[str, Any]:
-    capacity_errors = [[*_SHAPE, "wallet_required", "amount_must_be_positive", "amount_too_large",
-                        "slot_capacity_below_in_use"], ["transaction_conflict"]]  # fmt: skip
+def paths(write_op: WriteOp, read_op: ReadOp) -> dict[str, Any]:
+    """The slot and entitlement path items; `write_op(op_id, summary, request Struct, response)`
+    and `read_op(op_id, summary, response, extra parameters)` are net/openapi.py's builders."""
+    s, e = slots_api, entitlements_api
     return {
-        "/v1/slot/grant": _post("slot_grant", "Add capacity to a slot pool (creates pool and customer)",
-                                "SlotGrantRequest", "SlotPoolResponse", capacity_errors),
-        "/v1/slot/revoke": _post("slot_revoke", "Remove capacity (never below in_use)", "SlotGrantRequest",
-                                 "SlotPoolResponse", [*capacity_errors, ["slot_pool_not_found"]]),
-        "/v1/slot/claim": _post("slot_claim", "Hold capacity for a resource (idempotent while held)",
-                                "SlotClaimRequest", "SlotHoldingResponse",
-                                [[*_SHAPE, "wallet_required", "resource_id_required", "amount_must_be_positive",
-                                  "invalid_ttl_seconds", "slot_insufficient_capacity"], ["slot_pool_not_found"]]),
-        "/v1/slot/release": _post("slot_release", "Give a resource's capacity back", "SlotReleaseRequest",
-                                  "SlotHoldingResponse", [[*_SHAPE, "wallet_required", "resource_id_required"],
-                                                          ["slot_holding_not_found"]]),
-        "/v1/slot/customer/{customer_id}": _get("slot_pools", "The customer's pools", "SlotPoolsResponse",
-                                                [_param("wallet", "query", _ID)], [["invalid_identifier", "unknown_field"]]),
-        "/v1/slot/events/{customer_id}": _get(
-            "slot_events", "Slot events, newest first", "SlotEventPage",
-            [*_PAGE, _param("wallet", "query", _ID), _param("resource_id", "query", _ID),
-             _param("types", "query", _enum_list(SLOT_EVENT_TYPES), "comma list"),
-             _param("sources", "query", _ID, "one source (a comma separates several)")], [_PAGE_ERRORS]),
-        "/v1/entitlement/set": _post("entitlement_set", "Upsert a feature entitlement", "EntitlementSetRequest",
-                                     "EntitlementSetResponse",
-                                     [[*_SHAPE, "feature_key_required", "value_required", "entitlement_validation_error",
-                                       "invalid_valid_from", "invalid_valid_until", "invalid_datetime_range",
-                                       "invalid_metadata", "invalid_description"], ["entitlement_customer_not_found"]]),
-        "/v1/entitlement/remove": _post("entitlement_remove", "Remove a feature entitlement",
-                                        "EntitlementRemoveRequest", "EntitlementRemoveResponse",
-                                        [[*_SHAPE, "feature_key_required"], ["entitlement_customer_not_found"]]),
-        "/v1/entitlement/{customer_id}": _get(
+        "/v1/slot/grant": {"post": write_op("slot_grant", "Add capacity to a slot pool (creates pool and customer)",
+                                            s.SlotGrantRequest, "SlotPoolResponse")},
+        "/v1/slot/revoke": {"post": write_op("slot_revoke", "Remove capacity (never below in_use)",
+                                             s.SlotGrantRequest, "SlotPoolResponse")},
+        "/v1/slot/claim": {"post": write_op("slot_claim", "Hold capacity for a resource (idempotent while held)",
+                                            s.SlotClaimRequest, "SlotHoldingResponse")},
+        "/v1/slot/release": {"post": write_op("slot_release", "Give a resource's capacity back",
+                                              s.SlotReleaseRequest, "SlotHoldingResponse")},
+        "/v1/slot/customer/{customer_id}": {"get": read_op("slot_pools", "The customer's pools", "SlotPoolsResponse",
+                                                           [_query("wallet", _id("Only this wallet's pools."))])},
+        "/v1/slot/events/{customer_id}": {"get": read_op("slot_events", "Slot events, newest first", "SlotEventPage", [
+            *_PAGE_PARAMS, _query("wallet", _id("Exact match.")), _query("resource_id", _id("Exact match.")),
+            _query("types", _enum_list(SLOT_EVENT_TYPES)), _query("sources", _id_list("Any of these sources."))])},
+        "/v1/entitlement/set": {"post": write_op("entitlement_set", "Upsert a feature entitlement",
+                                                 e.EntitlementSetRequest, "EntitlementSetResponse")},
+        "/v1/entitlement/remove": {"post": write_op("entitlement_remove", "Remove a feature entitlement",
+                                                    e.EntitlementRemoveRequest, "EntitlementRemoveResponse")},
+        "/v1/entitlement/{customer_id}": {"get": read_op(
             "entitlement_list", "Active entitlements (all with include_expired=true)", "EntitlementListResponse",
-            [_param("feature_keys", "query", _ID, "one key (a comma, also as %2C, separates several)"),
-             _param("include_expired", "query", {"type": "string", "enum": ["true", "false"]})],
-            [["invalid_identifier", "invalid_include_expired", "unknown_field"]]),
-        "/v1/entitlement/{customer_id}/events": _get(
+            [_query("feature_keys", _id_list("Only these features.")),
+             _query("include_expired", {"type": "string", "enum": ["true", "false"]})])},
+        "/v1/entitlement/{customer_id}/events": {"get": read_op(
             "entitlement_events", "Entitlement events, newest first (wins over a feature named events)",
-            "EntitlementEventPage",
-            [*_PAGE, _param("feature_key", "query", _ID),
-             _param("types", "query", _enum_list(ENTITLEMENT_EVENT_TYPES), "comma list")],
-            [_PAGE_ERRORS]),
-        "/v1/entitlement/{customer_id}/{feature_key}": _get(
-            "entitlement_get", "One entitlement, or null", "EntitlementGetResponse",
-            [_param("feature_key", "path", _ID)], [["invalid_identifier", "feature_key_required", "unknown_field"]]),
+            "EntitlementEventPage", [*_PAGE_PARAMS, _query("feature_key", _id("Exact match.")),
+                                     _query("types", _enum_list(ENTITLEMENT_EVENT_TYPES))])},
+        "/v1/entitlement/{customer_id}/{feature_key}": {"get": read_op(
+            "entitlement_get", "One entitlement, or null", "EntitlementGetResponse", [FEATURE_KEY_PARAM])},
     }  # fmt: skip
-
-
-def extend(document: dict[str, Any]) -> dict[str, Any]:
-    """Add the slot and entitlement paths and schemas to the OpenAPI document; returns it."""
-    document["paths"].update(_paths())
-    schemas = _schemas()
-    document["components"]["schemas"].update((name, schemas[name]) for name in schemas if name not in _REQUIRED)
-    return document

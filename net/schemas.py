@@ -1,82 +1,162 @@
-"""Request bodies -> Commands: decoding and shape validation (CONTRACT §3.1-§3.4, §3.10, §7.5-§7.9).
+"""Request bodies -> Commands: typed request Structs, decoding, contract codes (CONTRACT §3.1-§3.4,
+§3.9, §3.10, §7.5-§7.9).
 
-Pure functions, no I/O: `parse_<op>(body, project, at_ms, ...) -> Command | ClientError`. The
-request Structs and their decoders are built once, here. What net/ decides (400) and what it leaves
-to the engine: net checks shape and values (types, ranges, identifiers, formats); existence (404),
-business rules (400) and conflicts (409) are the engine's.
+Pure functions, no I/O: `parse_<op>(body, project[, idempotency_header]) -> Command`, raising
+`net.errors.ClientError(code, message, details)` (400; status from engine/core/codes.py) for a
+refused body. Commands are built with `at_ms=0`: the runtime stamps each one on its shard, where it
+gets its LSN. net checks shape and values; existence (404), business rules (400) and conflicts
+(409) are the engine's.
 
-Decisions (where the contract leaves a choice):
+The request Structs (`DepositRequest`, `FreezeRequest`, `DeductRequest`, `ConsumeRequest`,
+`UnfreezeRequest`) are the one definition of each body: msgspec validates them while decoding
+(types, `Annotated[..., Meta(...)]` bounds, `Literal` enums, unknown fields) and net/openapi.py
+generates the document's request schemas from them, so the two cannot drift. Shapes (units:
+amounts in credits, TTLs in seconds, lengths in characters, metadata size in bytes of JSON):
 
-- Any Content-Type is accepted and the body is parsed as JSON (the SDKs always send
-  application/json; refusing others would only make curl users guess).
-- Body not UTF-8, malformed JSON, not an object, or nested deeper than the decoder allows
-  -> 400 `invalid_json`. Unknown field -> 400 `unknown_field`, details.field. A field sent as
-  null is treated as absent (the SDKs omit None; lenient clients send null).
-- Amounts are judged on the literal's decimal text (the decoder's float_hook gets the text as a
-  Decimal): `600`, `600.0`, `6e2` are 600. Fractions, strings, booleans, null/absent, arrays,
-  objects, and values below the minimum -> `amount_must_be_positive` (consume:
-  `actual_amount_must_be_non_negative`). An integral value above 2^53-1 (e.g. `9007199254740992`,
-  `1e308`) -> 400 `amount_too_large` (the contract's code for any sum past that bound). A bare
-  `NaN`/`Infinity` is not JSON at all -> `invalid_json`.
-- Identifiers: 1-255 characters, not trimmed, not all-whitespace, no C0 control or DEL.
-  `customer_id` / `transaction_id` missing, empty or all-whitespace -> `customer_id_required` /
-  `transaction_id_required`; any other bad id (wrong type, too long, control characters, empty
-  wallet/source/idempotency_key) -> `invalid_identifier`; every one with details.field.
-- `credit_types`: a non-empty list (at most CREDIT_TYPES_COUNT_MAX) of valid identifiers, else
-  `invalid_credit_types` (details.field, and details.index for a bad entry).
-- Wallet selection: `credit_types` and `wallet` both given (freeze, deduct), or deposit `wallet`
-  and `credit_type` both given and different -> 400 `invalid_wallet_selection` (details.fields).
-- Idempotency-Key header alone counts as the deposit key; header and body both present and
-  different -> 400 `idempotency_key_mismatch`; an invalid header value -> `invalid_identifier`.
-- TTLs: both given -> `invalid_auto_settlement`; not an integer in range ->
-  `invalid_auto_settlement_ttl` (details.field). `60.0` counts as 60, as for amounts.
-- Times: RFC 3339 with `T` and an offset (`Z`/`z` or `±hh:mm`), seconds 00-59 (no leap second),
-  years 0001-9999 also after conversion to UTC; sub-millisecond digits truncated. Else
-  `invalid_starts_at` / `invalid_expires_at`; expires_at <= starts_at -> `invalid_datetime_range`.
-- Descriptive fields: `description` a string of at most 2000 characters (`invalid_description`);
-  `name` at most NAME_LENGTH_MAX (`invalid_name`); `email` at most EMAIL_LENGTH_MAX
-  (`invalid_email`); `metadata` a JSON object of at most METADATA_SIZE_MAX bytes of JSON, at most
-  METADATA_DEPTH_MAX levels deep, integers within the msgpack range (-2^63 .. 2^64-1), no
-  out-of-range floats (`invalid_metadata`). `business_type` one of the nine
-  (`invalid_business_type`).
+    customer_id, transaction_id, wallet, credit_type, source, idempotency_key:
+        Identifier = 1-ID_LENGTH_MAX characters matching ID_PATTERN (no C0 control or DEL, not
+        all whitespace, not trimmed)                                  CONTRACT §3.2, §7.7
+    amount: int 1..AMOUNT_MAX;  actual_amount: int 0..AMOUNT_MAX       CONTRACT §3.1
+    credit_types: list of 1..CREDIT_TYPES_COUNT_MAX Identifiers        CONTRACT §3.4
+    business_type: one of the nine (engine/core/limits.BUSINESS_TYPES), default UNDEFINED
+    unfreeze_after_seconds 1..UNFREEZE_AFTER_S_MAX, consume_after_seconds 1..CONSUME_AFTER_S_MAX
+    starts_at, expires_at: RFC 3339 text (parsed here: parse_rfc3339_ms)  CONTRACT §7.5
+    description <= DESCRIPTION_LENGTH_MAX, name <= NAME_LENGTH_MAX, email <= EMAIL_LENGTH_MAX
+    metadata: a JSON object (or null), <= METADATA_SIZE_MAX bytes, <= METADATA_DEPTH_MAX deep
+
+Hand-written code remains only for what the contract makes lenient or cross-field:
+
+- Amount text (CONTRACT §7.6): `600`, `600.0`, `6e2` are 600, judged on the literal's decimal text
+  (float_hook=Decimal), never on a rounded double. A body msgspec refuses is re-read field by field
+  (`_retry_lenient`): an integral number literal for an amount or TTL is rewritten as an integer
+  and the body decoded once more; the fast path (integers) decodes once.
+- Optional fields sent as null count as absent (their type is `T | None`), except `actual_amount`:
+  only an absent one means "consume everything"; `"actual_amount": null` -> 400
+  `actual_amount_must_be_non_negative` (CONTRACT §3.1).
+- `credit_type` is the deposit's alias of `wallet` (both given and different -> 400
+  `invalid_wallet_selection`, details.fields); freeze/deduct `credit_types` and `wallet` both
+  given -> `invalid_wallet_selection`; both TTLs -> `invalid_auto_settlement`.
+- The Idempotency-Key header is the deposit key; header and body differ ->
+  `idempotency_key_mismatch`; a bad header value -> `invalid_identifier` (field `Idempotency-Key`).
+- Times, `expires_at` after `starts_at` (`invalid_datetime_range`), metadata depth and integer
+  range (what the WAL's msgpack can hold: -2^63 .. 2^64-1).
+
+Shared with the slot and entitlement routes (net/slots_api.py, net/entitlements_api.py, CONTRACT
+§8): `decode_request` with their own `FieldCodes` table, `decode_path_id` (any path id),
+`query_values`, `page_limit`, `check_cursor`, `parse_time_ms`, `decode_metadata`, `invalid_id`.
+
+Errors (CONTRACT §3.14, §7.9), each with details.field unless noted. msgspec's error path
+(`$.field`) picks the code from `_FIELD_CODES`:
+
+    not UTF-8, malformed JSON, not an object, nested too deep   invalid_json (no details)
+    unknown field                                                unknown_field
+    customer_id / transaction_id missing, null, empty, blank     customer_id_required / ..._required
+    any other bad identifier (type, length, control character)   invalid_identifier
+    amount: fraction, string, bool, null, absent, < minimum      amount_must_be_positive
+    actual_amount: the same, null included                       actual_amount_must_be_non_negative
+    amount or actual_amount integral and > 2^53-1 (9007199254740992, 1e308, 4300+ digits)
+                                                                 amount_too_large
+    credit_types                                                 invalid_credit_types (+ index)
+    TTLs                                                         invalid_auto_settlement_ttl
+    business_type, description, name, email, metadata, starts_at, expires_at
+                                                                 invalid_<field>
 """
 
 import datetime as _dt
 import re
 from decimal import Decimal
-from typing import Any, Final
+from collections.abc import Mapping
+from typing import Annotated, Any, Final, Literal, NamedTuple, get_args
 from urllib.parse import unquote, unquote_plus
 
 import msgspec
+from msgspec import UNSET, Meta, UnsetType
 
 from engine.core.commands import Consume, Deduct, Deposit, Freeze, Unfreeze
 from engine.core.limits import (
     AMOUNT_MAX,
     BUSINESS_TYPES,
     CONSUME_AFTER_S_MAX,
+    CREDIT_TYPES_COUNT_MAX,
+    CURSOR_LENGTH_MAX,
     DESCRIPTION_LENGTH_MAX,
+    EMAIL_LENGTH_MAX,
     ID_LENGTH_MAX,
     LEDGER_PAGE_SIZE_DEFAULT,
     LEDGER_PAGE_SIZE_MAX,
+    METADATA_DEPTH_MAX,
+    METADATA_SIZE_MAX,
+    NAME_LENGTH_MAX,
     OPERATION_TYPES,
     UNFREEZE_AFTER_S_MAX,
 )
 from net.errors import ClientError
 
-NAME_LENGTH_MAX: Final = 255
-EMAIL_LENGTH_MAX: Final = 320  # RFC 5321: 64 local + @ + 255 domain
-METADATA_SIZE_MAX: Final = 16 * 1024  # bytes of JSON text; "keep it small" (velobase-api §5)
-METADATA_DEPTH_MAX: Final = 32  # the WAL and the response encoder recurse over it
-CREDIT_TYPES_COUNT_MAX: Final = 100
-CURSOR_LENGTH_MAX: Final = 512
 _INT_MIN: Final = -(2**63)  # msgpack can encode every integer in [_INT_MIN, _UINT_MAX]
 _UINT_MAX: Final = 2**64 - 1
 
-# -- request Structs and their decoders (built once) ----------------------------------------------
-# Fields the contract types loosely (amounts, TTLs) are `Any` so the float_hook sees their text.
-# `metadata` is Raw: decoded by its own decoder, without the hook, and bounded by its size first.
+# -- field types: the constraints msgspec checks and the document shows ----------------------------
 
-_RAW_ABSENT: Final = msgspec.Raw()
+_NO_CONTROL = r"[^\u0000-\u001f\u007f]"
+# ... and not whitespace either: Python's str.isspace() set spelled out (`\s` differs by engine).
+_NOT_BLANK = r"[^\u0000-\u0020\u007f\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+# No C0 control or DEL, not all whitespace (CONTRACT §3.2, §7.7); the same text is a Python regex
+# (msgspec: re.search) and an ECMA-262 one (JSON Schema). `$(?!\n)`: Python's `$` also matches
+# before a final newline; the lookahead refuses that, and is a no-op in ECMA-262.
+ID_PATTERN: Final = f"^{_NO_CONTROL}*{_NOT_BLANK}{_NO_CONTROL}*$(?!\\n)"
+ID_TEXT: Final = f"1-{ID_LENGTH_MAX} characters, not blank, no control characters; not trimmed."
+
+
+# Every identifier field: `Annotated[str, ID, Meta(description=...)]` (msgspec merges the two).
+ID: Final = Meta(min_length=1, max_length=ID_LENGTH_MAX, pattern=ID_PATTERN)
+
+
+def _about(description: str) -> Meta:
+    return Meta(description=f"{description} {ID_TEXT}")
+
+
+_NUMBER_TEXT: Final = " An integral JSON number (600, 600.0 and 6e2 are all 600)."
+Amount = Annotated[int, Meta(ge=1, le=AMOUNT_MAX, description="Credits, an integer." + _NUMBER_TEXT)]
+ActualAmount = Annotated[
+    int,
+    Meta(
+        ge=0,
+        le=AMOUNT_MAX,
+        description="Credits to charge; absent: the whole frozen amount; above it: overage. Not null."
+        + _NUMBER_TEXT,
+    ),
+]
+BusinessType = Literal[
+    "UNDEFINED", "TASK", "ORDER", "MEMBERSHIP", "SUBSCRIPTION", "FREE_TRIAL", "ADMIN_GRANT", "TOKEN_USAGE", "ADMIN_DEDUCT"
+]
+assert frozenset(get_args(BusinessType)) == BUSINESS_TYPES, "BusinessType must list engine/core/limits.BUSINESS_TYPES"
+CreditTypes = Annotated[
+    list[Annotated[str, ID, _about("A wallet name.")]],
+    Meta(
+        min_length=1,
+        max_length=CREDIT_TYPES_COUNT_MAX,
+        description="Draw only from these wallets. Not together with `wallet`.",
+    ),
+]
+Description = Annotated[str, Meta(max_length=DESCRIPTION_LENGTH_MAX)]
+_TIME_TEXT: Final = (
+    "RFC 3339 date-time with an offset (Z or ±hh:mm); years 0001-9999, no leap second; "
+    "sub-millisecond digits are truncated."
+)
+TimeText = Annotated[str, Meta(description=_TIME_TEXT, extra_json_schema={"format": "date-time"})]
+_TTL_TEXT: Final = " Seconds; not together with the other TTL." + _NUMBER_TEXT
+UnfreezeAfter = Annotated[int, Meta(ge=1, le=UNFREEZE_AFTER_S_MAX, description="Auto-unfreeze after this long." + _TTL_TEXT)]
+ConsumeAfter = Annotated[int, Meta(ge=1, le=CONSUME_AFTER_S_MAX, description="Auto-consume after this long." + _TTL_TEXT)]
+Metadata = Annotated[
+    msgspec.Raw,  # decoded by _metadata after its size is checked on the raw text
+    Meta(
+        description=f"A JSON object of at most {METADATA_SIZE_MAX} bytes of JSON, {METADATA_DEPTH_MAX} levels "
+        "deep, integers within [-2^63, 2^64-1]; null counts as absent.",
+        extra_json_schema={"type": ["object", "null"]},
+    ),
+]
+
+# -- the request Structs (one per body; the document's request schemas) ----------------------------
 
 
 class _Request(msgspec.Struct, forbid_unknown_fields=True, gc=False):
@@ -84,67 +164,80 @@ class _Request(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 
 
 class DepositRequest(_Request):
-    customer_id: str | None = None
-    amount: Any = None
-    wallet: str | None = None
-    credit_type: str | None = None  # deprecated alias of wallet
-    source: str | None = None
-    starts_at: str | None = None
-    expires_at: str | None = None
-    idempotency_key: str | None = None
-    name: str | None = None
-    email: str | None = None
-    metadata: msgspec.Raw = _RAW_ABSENT
-    description: str | None = None
+    customer_id: Annotated[str, ID, _about("The customer; created by its first deposit.")]
+    amount: Amount
+    wallet: Annotated[str, ID, _about("Wallet name, default `default`.")] | None = None
+    credit_type: Annotated[str, ID, _about("Deprecated alias of `wallet`; if both are given they must be equal.")] | None = None
+    source: Annotated[str, ID, _about("Source label inside the wallet, default `default`.")] | None = None
+    starts_at: TimeText | None = None
+    expires_at: Annotated[str, Meta(description=_TIME_TEXT + " Must be after starts_at.",
+                                    extra_json_schema={"format": "date-time"})] | None = None  # fmt: skip
+    idempotency_key: Annotated[str, ID, _about("Deposit identity; the Idempotency-Key header is the same (they must agree).")] | None = None
+    name: Annotated[str, Meta(max_length=NAME_LENGTH_MAX)] | None = None
+    email: Annotated[str, Meta(max_length=EMAIL_LENGTH_MAX)] | None = None
+    metadata: Metadata | UnsetType = UNSET
+    description: Description | None = None
 
 
-class FreezeRequest(_Request):
-    customer_id: str | None = None
-    amount: Any = None
-    transaction_id: str | None = None
-    credit_types: list[str] | None = None
-    wallet: str | None = None
-    business_type: str | None = None
-    description: str | None = None
-    unfreeze_after_seconds: Any = None
-    consume_after_seconds: Any = None
+class _DebitRequest(_Request):
+    """What freeze and deduct share (not a document component: no operation names it)."""
+
+    customer_id: Annotated[str, ID, _about("The customer (must exist).")]
+    amount: Amount
+    transaction_id: Annotated[str, ID, _about("Identity of the operation, one namespace per project shared by freeze and deduct.")]
+    credit_types: CreditTypes | None = None
+    wallet: Annotated[str, ID, _about("Draw only from this wallet. Not together with `credit_types`.")] | None = None
+    business_type: BusinessType | None = None
+    description: Description | None = None
 
 
-class DeductRequest(_Request):
-    customer_id: str | None = None
-    amount: Any = None
-    transaction_id: str | None = None
-    credit_types: list[str] | None = None
-    wallet: str | None = None
-    business_type: str | None = None
-    description: str | None = None
+class DeductRequest(_DebitRequest):
+    pass
+
+
+class FreezeRequest(_DebitRequest):
+    unfreeze_after_seconds: UnfreezeAfter | None = None
+    consume_after_seconds: ConsumeAfter | None = None
 
 
 class ConsumeRequest(_Request):
-    transaction_id: str | None = None
-    actual_amount: Any = None
+    transaction_id: Annotated[str, ID, _about("The freeze to settle.")]
+    actual_amount: ActualAmount | UnsetType = UNSET
 
 
 class UnfreezeRequest(_Request):
-    transaction_id: str | None = None
+    transaction_id: Annotated[str, ID, _about("The freeze to release.")]
 
 
-_deposit_decoder = msgspec.json.Decoder(DepositRequest, float_hook=Decimal)
-_freeze_decoder = msgspec.json.Decoder(FreezeRequest, float_hook=Decimal)
-_deduct_decoder = msgspec.json.Decoder(DeductRequest, float_hook=Decimal)
-_consume_decoder = msgspec.json.Decoder(ConsumeRequest, float_hook=Decimal)
-_unfreeze_decoder = msgspec.json.Decoder(UnfreezeRequest, float_hook=Decimal)
+REQUEST_STRUCTS: Final = (DepositRequest, FreezeRequest, DeductRequest, ConsumeRequest, UnfreezeRequest)
+
+# -- decoding: the typed fast path, the lenient retry, msgspec's error -> the contract code --------
+
+_deposit_decoder = msgspec.json.Decoder(DepositRequest)
+_freeze_decoder = msgspec.json.Decoder(FreezeRequest)
+_deduct_decoder = msgspec.json.Decoder(DeductRequest)
+_consume_decoder = msgspec.json.Decoder(ConsumeRequest)
+_unfreeze_decoder = msgspec.json.Decoder(UnfreezeRequest)
+_fields_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])  # one field at a time, text kept
+_any_decoder = msgspec.json.Decoder(float_hook=Decimal)  # numbers other than ints: exact Decimal
 _metadata_decoder = msgspec.json.Decoder(dict[str, Any] | None)
-_any_decoder = msgspec.json.Decoder(float_hook=Decimal)
+_key_encoder = msgspec.json.Encoder()
 
-# A msgspec type error names the field ("... - at `$.customer_id`"); its code comes from here.
-_TYPE_ERROR_CODES: Final = {
+# Numbers judged on their text (CONTRACT §7.6): an integral literal is rewritten as an integer.
+_LENIENT_NUMBERS: Final = frozenset(
+    {"amount", "actual_amount", "unfreeze_after_seconds", "consume_after_seconds"}
+)
+# The code for a field msgspec refused ("... - at `$.field`"); amounts and required ids are judged
+# on the value as well (_field_error).
+_FIELD_CODES: Final = {
     "customer_id": "invalid_identifier",
     "transaction_id": "invalid_identifier",
     "wallet": "invalid_identifier",
     "credit_type": "invalid_identifier",
     "source": "invalid_identifier",
     "idempotency_key": "invalid_identifier",
+    "amount": "amount_must_be_positive",
+    "actual_amount": "actual_amount_must_be_non_negative",
     "credit_types": "invalid_credit_types",
     "business_type": "invalid_business_type",
     "description": "invalid_description",
@@ -152,49 +245,121 @@ _TYPE_ERROR_CODES: Final = {
     "expires_at": "invalid_expires_at",
     "name": "invalid_name",
     "email": "invalid_email",
-    # only "Integer value out of range": a literal of 4300+ digits
-    "amount": "amount_too_large",
-    "actual_amount": "amount_too_large",
+    "metadata": "invalid_metadata",
     "unfreeze_after_seconds": "invalid_auto_settlement_ttl",
     "consume_after_seconds": "invalid_auto_settlement_ttl",
 }
-_UNKNOWN_FIELD_PREFIX: Final = "Object contains unknown field `"
-_ERROR_PATH = re.compile(r" - at `\$\.([A-Za-z_]+)")
+_REQUIRED_CODES: Final = {"customer_id": "customer_id_required", "transaction_id": "transaction_id_required"}
 
 
-def _decode(decoder: msgspec.json.Decoder, body: bytes) -> Any:
-    """Struct | ClientError. Never raises for any input."""
+class FieldCodes(NamedTuple):
+    """How a refused body field becomes a contract code: `fields` (field -> code of a bad value),
+    `required` (field -> code when missing, null or blank), `lenient` (number fields judged on
+    their literal text, CONTRACT §7.6). Other request modules (net/slots_api.py,
+    net/entitlements_api.py) pass their own to `decode_request`."""
+
+    fields: Mapping[str, str]
+    required: Mapping[str, str]
+    lenient: frozenset[str]
+
+
+BILLING_CODES: Final = FieldCodes(_FIELD_CODES, _REQUIRED_CODES, _LENIENT_NUMBERS)
+_UNKNOWN_FIELD = re.compile(r"Object contains unknown field `(.*)`", re.DOTALL)
+_MISSING_FIELD = re.compile(r"Object missing required field `([A-Za-z_]+)`")
+_ERROR_PATH = re.compile(r" - at `\$\.([A-Za-z_]+)(?:\[([0-9]+)\])?")
+
+
+def decode_request(decoder: msgspec.json.Decoder[Any], body: bytes, codes: FieldCodes = BILLING_CODES) -> Any:
+    """body -> the request Struct, or raise ClientError (codes per field from `codes`). No other
+    exception for any input."""
     try:
         return decoder.decode(body)
     except msgspec.ValidationError as exc:
-        # msgspec validates while it parses, so a bad field may be reported before malformed text
-        # later in the body; malformed JSON must win. Error path only: a second, untyped parse.
-        try:
-            _any_decoder.decode(body)
-        except msgspec.ValidationError:
-            pass  # well-formed; an integer literal too long for Python's int (4300+ digits)
-        except (msgspec.DecodeError, RecursionError) as malformed:
-            return ClientError("invalid_json", f"body is not valid JSON: {malformed}")
-        return _validation_error(str(exc))
+        return _retry_lenient(decoder, body, str(exc), codes)
     except msgspec.DecodeError as exc:
-        return ClientError("invalid_json", f"body is not valid JSON: {exc}")
+        raise ClientError("invalid_json", f"body is not valid JSON: {exc}") from None
     except RecursionError:
-        return ClientError("invalid_json", "body is nested too deeply")
+        raise ClientError("invalid_json", "body is nested too deeply") from None
 
 
-def _validation_error(text: str) -> ClientError:
-    if text.startswith(_UNKNOWN_FIELD_PREFIX) and text.endswith("`"):
-        field = text[len(_UNKNOWN_FIELD_PREFIX) : -1]
+def _retry_lenient(decoder: msgspec.json.Decoder[Any], body: bytes, text: str, codes: FieldCodes) -> Any:
+    """The error path: the body msgspec refused, read again field by field.
+
+    msgspec validates while it parses, so malformed text later in the body must still win
+    (invalid_json): a full untyped parse first. Then each amount/TTL literal is judged on its text;
+    if one was integral (600.0, 6e2) the body is rebuilt with integers and decoded once more."""
+    try:
+        _any_decoder.decode(body)
+    except msgspec.ValidationError:
+        pass  # well-formed; an integer literal too long for Python's int (4300+ digits)
+    except (msgspec.DecodeError, RecursionError) as malformed:
+        raise ClientError("invalid_json", f"body is not valid JSON: {malformed}") from None
+    try:
+        fields = _fields_decoder.decode(body)
+    except msgspec.ValidationError:  # "Expected `object`, got `array`": the body's own shape
+        raise ClientError("invalid_json", "body must be a JSON object") from None
+    rewritten = False
+    for name in codes.lenient.intersection(fields):
+        integer = _integral_text(fields[name])
+        if integer is not None:
+            fields[name], rewritten = msgspec.Raw(integer), True
+    if rewritten:
+        rebuilt = b"{" + b",".join(_key_encoder.encode(k) + b":" + bytes(v) for k, v in fields.items()) + b"}"
+        try:
+            return decoder.decode(rebuilt)
+        except msgspec.ValidationError as exc:
+            text = str(exc)
+    raise _validation_error(text, fields, codes)
+
+
+def _integral_text(raw: msgspec.Raw) -> bytes | None:
+    """`600.0`, `6e2`, `-0.0` -> b"600", b"600", b"0"; None for anything else (ints need nothing).
+    The range is checked before int() so `1e999999999` never builds a huge integer."""
+    try:
+        value = _any_decoder.decode(raw)
+    except msgspec.ValidationError:  # an integer literal of 4300+ digits
+        return None
+    # comparisons only: abs() or arithmetic would round (and overflow) in the default context
+    if type(value) is not Decimal or not -AMOUNT_MAX <= value <= AMOUNT_MAX or value != value.to_integral_value():
+        return None
+    return str(int(value)).encode()
+
+
+def _validation_error(text: str, fields: dict[str, msgspec.Raw], codes: FieldCodes) -> ClientError:
+    """msgspec's message (and the refused field's text) -> the contract's code and details."""
+    unknown = _UNKNOWN_FIELD.fullmatch(text)
+    if unknown is not None:
+        field = unknown.group(1)
         return ClientError("unknown_field", f"unknown field {field!r}", {"field": field})
-    match = _ERROR_PATH.search(text)
-    if match is None:  # "Expected `object`, got `array`": the body itself has the wrong shape
-        return ClientError("invalid_json", "body must be a JSON object")
-    field = match.group(1)
-    code = _TYPE_ERROR_CODES.get(field, "invalid_json")
-    return ClientError(code, f"{field}: {text}", {"field": field})
+    missing = _MISSING_FIELD.fullmatch(text)
+    if missing is not None:
+        field = missing.group(1)
+        code = codes.required.get(field) or codes.fields[field]
+        return ClientError(code, f"{field} is required", {"field": field})
+    path = _ERROR_PATH.search(text)
+    if path is None or path.group(1) not in codes.fields:
+        return ClientError("invalid_json", f"body does not have the expected shape: {text}")
+    field, index = path.group(1), path.group(2)
+    return _field_error(field, index, fields[field], text, codes)
 
 
-# -- identifiers ----------------------------------------------------------------------------------
+def _field_error(field: str, index: str | None, raw: msgspec.Raw, text: str, codes: FieldCodes) -> ClientError:
+    try:
+        value = _any_decoder.decode(raw)
+    except msgspec.ValidationError:  # an integer literal of 4300+ digits
+        value = None if field not in codes.lenient else AMOUNT_MAX + 1
+    code = codes.fields[field]
+    details: dict[str, Any] = {"field": field}
+    if field in ("amount", "actual_amount") and type(value) in (int, Decimal) and value > AMOUNT_MAX:
+        code = "amount_too_large"
+    elif field in codes.required and (value is None or (type(value) is str and _is_blank(value))):
+        code = codes.required[field]
+    elif field == "credit_types" and index is not None and type(value[int(index)]) is str:
+        details["index"] = int(index)  # a wallet name that is not an identifier (a type error: none)
+    return ClientError(code, f"{field}: {text}", details)
+
+
+# -- identifiers (outside JSON bodies: paths, queries, headers) ------------------------------------
 
 # C0 controls and DEL are refused (CONTRACT §7.7); surrogates only appear from an HTTP header
 # decoded with surrogateescape (JSON bodies cannot produce them) and could not be logged as UTF-8.
@@ -202,7 +367,8 @@ _FORBIDDEN_CHARS = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 
 
 def is_identifier(value: str) -> bool:
-    """1-255 characters, not all whitespace, no control character (CONTRACT §3.2, §7.7)."""
+    """1-255 characters, not all whitespace, no control character (CONTRACT §3.2, §7.7); the
+    same set as ID (tests/net/test_schemas.py checks every code point)."""
     if not 0 < len(value) <= ID_LENGTH_MAX or value.isspace():
         return False
     if value.isascii():
@@ -210,62 +376,22 @@ def is_identifier(value: str) -> bool:
     return _FORBIDDEN_CHARS.search(value) is None
 
 
-def _invalid_id(field: str) -> ClientError:
-    return ClientError("invalid_identifier",
-        f"{field} must be 1-{ID_LENGTH_MAX} characters, not blank, without control characters",
-        {"field": field},
-    )
+def _is_blank(value: str) -> bool:
+    """Empty, or whitespace only without a control character: what `*_required` means."""
+    return value == "" or (value.isspace() and _FORBIDDEN_CHARS.search(value) is None)
 
 
-def _required_id(value: str | None, field: str, required_code: str) -> ClientError | None:
-    """Missing, empty or blank (spaces only, no control character) -> the `*_required` code."""
-    if value is not None and is_identifier(value):
-        return None
-    if value is None or value == "" or (value.isspace() and _FORBIDDEN_CHARS.search(value) is None):
-        return ClientError(required_code, f"{field} is required", {"field": field})
-    return _invalid_id(field)
+def invalid_id(field: str) -> ClientError:
+    return ClientError("invalid_identifier", f"{field} must be {ID_TEXT}", {"field": field})
 
 
-def _optional_id(value: str | None, field: str) -> ClientError | None:
-    if value is None or is_identifier(value):
-        return None
-    return _invalid_id(field)
-
-
-# -- amounts --------------------------------------------------------------------------------------
-
-_BAD: Final = -1
-_TOO_LARGE: Final = -2
-
-
-def _integer(value: Any, minimum: int) -> int:
-    """The integer a JSON literal denotes if it is in [minimum, AMOUNT_MAX]; else _BAD/_TOO_LARGE.
-
-    Ints arrive as int, every other number as the Decimal of its text (float_hook), so `6e2` and
-    `600.0` are 600 and `99.99999999999999999` is a fraction. The range is checked before any
-    int() so `1e999999999` never builds a huge integer.
-    """
-    if type(value) is int:  # not bool: type() is exact
-        if value > AMOUNT_MAX:
-            return _TOO_LARGE
-        return value if value >= minimum else _BAD
-    if type(value) is Decimal:
-        if value > AMOUNT_MAX:
-            return _TOO_LARGE
-        if value < minimum or value != value.to_integral_value():
-            return _BAD
-        return int(value)
-    return _BAD
-
-
-def _amount(value: Any, field: str, minimum: int, code: str) -> int | ClientError:
-    amount = _integer(value, minimum)
-    if amount >= 0:
-        return amount
-    if amount == _TOO_LARGE:
-        return ClientError("amount_too_large", f"{field} must be at most {AMOUNT_MAX}", {"field": field})
-    kind = "a positive" if minimum > 0 else "a non-negative"
-    return ClientError(code, f"{field} must be {kind} integer", {"field": field})
+def _check_required_id(value: str, field: str, required_code: str) -> str:
+    """A path id: valid -> itself; blank -> `required_code`; else invalid_identifier."""
+    if is_identifier(value):
+        return value
+    if _is_blank(value):
+        raise ClientError(required_code, f"{field} is required", {"field": field})
+    raise invalid_id(field)
 
 
 # -- times ----------------------------------------------------------------------------------------
@@ -307,60 +433,44 @@ def parse_rfc3339_ms(text: str) -> int | None:
     return ms
 
 
-def _time(text: str | None, field: str) -> int | None | ClientError:
+def parse_time_ms(text: str | None, field: str) -> int | None:
+    """RFC 3339 text (or None) -> UTC ms (or None); raises ClientError `invalid_<field>` (400,
+    details.field), so the field's code must be registered."""
     if text is None:
         return None
     ms = parse_rfc3339_ms(text)
     if ms is None:
-        return ClientError(f"invalid_{field}",
-            f"{field} must be an RFC 3339 date-time with an offset, e.g. 2026-04-07T12:00:00.000Z",
-            {"field": field},
-        )
+        raise ClientError(f"invalid_{field}", f"{field} must be {_TIME_TEXT}", {"field": field})
     return ms
 
 
-# -- descriptive fields ---------------------------------------------------------------------------
-
-
-def _text(value: str | None, field: str, length_max: int) -> ClientError | None:
-    if value is None or len(value) <= length_max:
-        return None
-    return ClientError(f"invalid_{field}", f"{field} must be at most {length_max} characters", {"field": field})
-
-
-def _business_type(value: str | None) -> str | ClientError:
-    if value is None:
-        return "UNDEFINED"
-    if value in BUSINESS_TYPES:
-        return value
-    return ClientError("invalid_business_type",
-        f"business_type must be one of {', '.join(sorted(BUSINESS_TYPES))}",
-        {"field": "business_type"},
-    )
+# -- metadata -------------------------------------------------------------------------------------
 
 
 def _invalid_metadata(reason: str) -> ClientError:
     return ClientError("invalid_metadata", f"metadata {reason}", {"field": "metadata"})
 
 
-def _metadata(raw: msgspec.Raw) -> dict[str, Any] | None | ClientError:
-    if raw is _RAW_ABSENT:
+def decode_metadata(raw: msgspec.Raw | UnsetType) -> dict[str, Any] | None:
+    """A `Metadata` field -> its object (None when absent or null); raises ClientError
+    invalid_metadata (size, depth, integer range) or invalid_json (CONTRACT §3.3)."""
+    if raw is UNSET:
         return None
     if len(raw) > METADATA_SIZE_MAX:
-        return _invalid_metadata(f"must be at most {METADATA_SIZE_MAX} bytes of JSON")
+        raise _invalid_metadata(f"must be at most {METADATA_SIZE_MAX} bytes of JSON")
     try:
         value = _metadata_decoder.decode(raw)
     except msgspec.ValidationError as exc:  # not an object, or a float out of range
-        return _invalid_metadata(f"must be a JSON object: {exc}")
+        raise _invalid_metadata(f"must be a JSON object: {exc}") from None
     except msgspec.DecodeError as exc:  # a string that is not UTF-8
-        return ClientError("invalid_json", f"body is not valid JSON: {exc}")
+        raise ClientError("invalid_json", f"body is not valid JSON: {exc}") from None
     except RecursionError:
-        return _invalid_metadata(f"must be at most {METADATA_DEPTH_MAX} levels deep")
+        raise _invalid_metadata(f"must be at most {METADATA_DEPTH_MAX} levels deep") from None
     if value is None:
         return None
     problem = _metadata_problem(value)
     if problem is not None:
-        return _invalid_metadata(problem)
+        raise _invalid_metadata(problem)
     return value
 
 
@@ -380,278 +490,144 @@ def _metadata_problem(root: dict[str, Any]) -> str | None:
     return None
 
 
-# -- wallet selection and TTLs --------------------------------------------------------------------
-
-
-def _credit_types(value: list[str] | None) -> tuple[str, ...] | None | ClientError:
-    if value is None:
-        return None
-    if not 0 < len(value) <= CREDIT_TYPES_COUNT_MAX:
-        return ClientError("invalid_credit_types",
-            f"credit_types must be a list of 1-{CREDIT_TYPES_COUNT_MAX} wallet names",
-            {"field": "credit_types"},
-        )
-    for index, name in enumerate(value):
-        if not is_identifier(name):
-            return ClientError("invalid_credit_types",
-                f"credit_types[{index}] is not a valid wallet name",
-                {"field": "credit_types", "index": index},
-            )
-    return tuple(value)
-
-
-def _selection(credit_types: list[str] | None, wallet: str | None) -> tuple[tuple[str, ...] | None, str | None] | ClientError:
-    if credit_types is not None and wallet is not None:
-        return ClientError("invalid_wallet_selection",
-            "give at most one of credit_types and wallet",
-            {"fields": ["credit_types", "wallet"]},
-        )
-    selected = _credit_types(credit_types)
-    if type(selected) is ClientError:
-        return selected
-    error = _optional_id(wallet, "wallet")
-    if error is not None:
-        return error
-    return selected, wallet  # type: ignore[return-value]
-
-
-def _ttl(value: Any, field: str, maximum: int) -> int | None | ClientError:
-    if value is None:
-        return None
-    seconds = _integer(value, 1)
-    if 0 < seconds <= maximum:
-        return seconds
-    return ClientError("invalid_auto_settlement_ttl", f"{field} must be an integer from 1 to {maximum}", {"field": field}
-    )
-
-
 # -- the parsers ----------------------------------------------------------------------------------
 
 
-def parse_deposit(body: bytes, project: str, at_ms: int, idempotency_header: str | None) -> Deposit | ClientError:
-    """POST /v1/customers/deposit (velobase-api §1A.1)."""
-    req = _decode(_deposit_decoder, body)
-    if type(req) is ClientError:
-        return req
-    error = _required_id(req.customer_id, "customer_id", "customer_id_required")
-    if error is not None:
-        return error
-    amount = _amount(req.amount, "amount", 1, "amount_must_be_positive")
-    if type(amount) is ClientError:
-        return amount
-    wallet = _deposit_wallet(req)
-    if type(wallet) is ClientError:
-        return wallet
+def parse_deposit(body: bytes, project: str, idempotency_header: str | None) -> Deposit:
+    """POST /v1/customers/deposit (velobase-api §1A.1). Raises ClientError."""
+    req: DepositRequest = decode_request(_deposit_decoder, body)
+    wallet = _deposit_wallet(req.wallet, req.credit_type)
     key = _deposit_key(req.idempotency_key, idempotency_header)
-    if type(key) is ClientError:
-        return key
-    window = _deposit_window(req)
-    if type(window) is ClientError:
-        return window
-    error = (
-        _text(req.name, "name", NAME_LENGTH_MAX)
-        or _text(req.email, "email", EMAIL_LENGTH_MAX)
-        or _text(req.description, "description", DESCRIPTION_LENGTH_MAX)
-    )
-    if error is not None:
-        return error
-    metadata = _metadata(req.metadata)
-    if type(metadata) is ClientError:
-        return metadata
-    starts_at_ms, expires_at_ms = window  # type: ignore[misc]
+    starts_at_ms = parse_time_ms(req.starts_at, "starts_at")
+    expires_at_ms = parse_time_ms(req.expires_at, "expires_at")
+    if starts_at_ms is not None and expires_at_ms is not None and expires_at_ms <= starts_at_ms:
+        raise ClientError("invalid_datetime_range", "expires_at must be after starts_at", {"field": "expires_at"})
     return Deposit(
-        at_ms=at_ms,
+        at_ms=0,  # stamped by the runtime on the command's shard
         project=project,
         customer_id=req.customer_id,
-        amount=amount,
-        wallet=wallet,  # type: ignore[arg-type]
+        amount=req.amount,
+        wallet=wallet,
         source="default" if req.source is None else req.source,
         starts_at_ms=starts_at_ms,
         expires_at_ms=expires_at_ms,
-        idempotency_key=key,  # type: ignore[arg-type]
+        idempotency_key=key,
         name=req.name,
         email=req.email,
-        metadata=metadata,
+        metadata=decode_metadata(req.metadata),
         description=req.description,
     )
 
 
-def _deposit_wallet(req: DepositRequest) -> str | ClientError:
-    """CONTRACT §3.4: `wallet`, or `credit_type` as its alias (both and different -> 400);
-    `source` checked alongside. Default "default"."""
-    wallet, credit_type = req.wallet, req.credit_type
+def _deposit_wallet(wallet: str | None, credit_type: str | None) -> str:
+    """CONTRACT §3.4: `wallet`, or `credit_type` as its alias (both and different -> 400).
+    Default "default"."""
     if wallet is not None and credit_type is not None and wallet != credit_type:
-        return ClientError("invalid_wallet_selection",
+        raise ClientError("invalid_wallet_selection",
             "wallet and its alias credit_type differ; give one",
             {"fields": ["wallet", "credit_type"]},
-        )
-    if wallet is None:
-        wallet, wallet_field = credit_type, "credit_type"
-    else:
-        wallet_field = "wallet"
-    error = _optional_id(wallet, wallet_field) or _optional_id(req.source, "source")
-    if error is not None:
-        return error
-    return "default" if wallet is None else wallet
+        )  # fmt: skip
+    chosen = credit_type if wallet is None else wallet
+    return "default" if chosen is None else chosen
 
 
-def _deposit_key(key: str | None, header: str | None) -> str | None | ClientError:
+def _deposit_key(key: str | None, header: str | None) -> str | None:
     """CONTRACT §3.9: the body's idempotency_key and the Idempotency-Key header are one key."""
-    error = _optional_id(key, "idempotency_key")
-    if error is not None:
-        return error
     if header is None:
         return key
     if not is_identifier(header):
-        return ClientError("invalid_identifier",
+        raise ClientError("invalid_identifier",
             f"Idempotency-Key header must be 1-{ID_LENGTH_MAX} characters, not blank",
             {"field": "Idempotency-Key"},
-        )
+        )  # fmt: skip
     if key is not None and key != header:
-        return ClientError("idempotency_key_mismatch",
+        raise ClientError("idempotency_key_mismatch",
             "Idempotency-Key header and body idempotency_key differ",
             {"field": "idempotency_key"},
-        )
+        )  # fmt: skip
     return header
 
 
-def _deposit_window(req: DepositRequest) -> tuple[int | None, int | None] | ClientError:
-    """CONTRACT §3.5, §7.5: RFC 3339 instants with an offset; expires_at after starts_at."""
-    starts_at_ms = _time(req.starts_at, "starts_at")
-    if type(starts_at_ms) is ClientError:
-        return starts_at_ms
-    expires_at_ms = _time(req.expires_at, "expires_at")
-    if type(expires_at_ms) is ClientError:
-        return expires_at_ms
-    if starts_at_ms is not None and expires_at_ms is not None and expires_at_ms <= starts_at_ms:
-        return ClientError("invalid_datetime_range", "expires_at must be after starts_at", {"field": "expires_at"}
-        )
-    return starts_at_ms, expires_at_ms  # type: ignore[return-value]
+def _check_debit(req: FreezeRequest | DeductRequest) -> None:
+    """What freeze and deduct check by hand: one wallet selection (CONTRACT §3.4)."""
+    if req.credit_types is not None and req.wallet is not None:
+        raise ClientError("invalid_wallet_selection",
+            "give at most one of credit_types and wallet",
+            {"fields": ["credit_types", "wallet"]},
+        )  # fmt: skip
 
 
-def _debit_fields(req: FreezeRequest | DeductRequest) -> ClientError | tuple[int, tuple[str, ...] | None, str | None, str]:
-    """What freeze and deduct share: ids, amount, wallet selection, business_type, description."""
-    error = _required_id(req.customer_id, "customer_id", "customer_id_required") or _required_id(
-        req.transaction_id, "transaction_id", "transaction_id_required"
-    )
-    if error is not None:
-        return error
-    amount = _amount(req.amount, "amount", 1, "amount_must_be_positive")
-    if type(amount) is ClientError:
-        return amount
-    selection = _selection(req.credit_types, req.wallet)
-    if type(selection) is ClientError:
-        return selection
-    business_type = _business_type(req.business_type)
-    if type(business_type) is ClientError:
-        return business_type
-    error = _text(req.description, "description", DESCRIPTION_LENGTH_MAX)
-    if error is not None:
-        return error
-    credit_types, wallet = selection  # type: ignore[misc]
-    return amount, credit_types, wallet, business_type  # type: ignore[return-value]
-
-
-def parse_freeze(body: bytes, project: str, at_ms: int) -> Freeze | ClientError:
-    """POST /v1/billing/freeze (velobase-api §1A.4, CONTRACT §3.10)."""
-    req = _decode(_freeze_decoder, body)
-    if type(req) is ClientError:
-        return req
-    fields = _debit_fields(req)
-    if type(fields) is ClientError:
-        return fields
-    amount, credit_types, wallet, business_type = fields  # type: ignore[misc]
+def parse_freeze(body: bytes, project: str) -> Freeze:
+    """POST /v1/billing/freeze (velobase-api §1A.4, CONTRACT §3.10). Raises ClientError."""
+    req: FreezeRequest = decode_request(_freeze_decoder, body)
+    _check_debit(req)
     if req.unfreeze_after_seconds is not None and req.consume_after_seconds is not None:
-        return ClientError("invalid_auto_settlement",
+        raise ClientError("invalid_auto_settlement",
             "give at most one of unfreeze_after_seconds and consume_after_seconds",
             {"fields": ["unfreeze_after_seconds", "consume_after_seconds"]},
-        )
-    unfreeze_after_s = _ttl(req.unfreeze_after_seconds, "unfreeze_after_seconds", UNFREEZE_AFTER_S_MAX)
-    if type(unfreeze_after_s) is ClientError:
-        return unfreeze_after_s
-    consume_after_s = _ttl(req.consume_after_seconds, "consume_after_seconds", CONSUME_AFTER_S_MAX)
-    if type(consume_after_s) is ClientError:
-        return consume_after_s
+        )  # fmt: skip
     return Freeze(
-        at_ms=at_ms,
+        at_ms=0,  # stamped by the runtime on the command's shard
         project=project,
-        customer_id=req.customer_id,  # type: ignore[arg-type]
-        amount=amount,
-        transaction_id=req.transaction_id,  # type: ignore[arg-type]
-        credit_types=credit_types,
-        wallet=wallet,
-        business_type=business_type,
+        customer_id=req.customer_id,
+        amount=req.amount,
+        transaction_id=req.transaction_id,
+        credit_types=None if req.credit_types is None else tuple(req.credit_types),
+        wallet=req.wallet,
+        business_type=req.business_type or "UNDEFINED",
         description=req.description,
-        unfreeze_after_s=unfreeze_after_s,
-        consume_after_s=consume_after_s,
+        unfreeze_after_s=req.unfreeze_after_seconds,
+        consume_after_s=req.consume_after_seconds,
     )
 
 
-def parse_deduct(body: bytes, project: str, at_ms: int) -> Deduct | ClientError:
-    """POST /v1/billing/deduct (velobase-api §1A.7)."""
-    req = _decode(_deduct_decoder, body)
-    if type(req) is ClientError:
-        return req
-    fields = _debit_fields(req)
-    if type(fields) is ClientError:
-        return fields
-    amount, credit_types, wallet, business_type = fields  # type: ignore[misc]
+def parse_deduct(body: bytes, project: str) -> Deduct:
+    """POST /v1/billing/deduct (velobase-api §1A.7). Raises ClientError."""
+    req: DeductRequest = decode_request(_deduct_decoder, body)
+    _check_debit(req)
     return Deduct(
-        at_ms=at_ms,
+        at_ms=0,  # stamped by the runtime on the command's shard
         project=project,
-        customer_id=req.customer_id,  # type: ignore[arg-type]
-        amount=amount,
-        transaction_id=req.transaction_id,  # type: ignore[arg-type]
-        credit_types=credit_types,
-        wallet=wallet,
-        business_type=business_type,
+        customer_id=req.customer_id,
+        amount=req.amount,
+        transaction_id=req.transaction_id,
+        credit_types=None if req.credit_types is None else tuple(req.credit_types),
+        wallet=req.wallet,
+        business_type=req.business_type or "UNDEFINED",
         description=req.description,
     )
 
 
-def parse_consume(body: bytes, project: str, at_ms: int) -> Consume | ClientError:
-    """POST /v1/billing/consume (velobase-api §1A.5). `customer_id` is left to the runtime."""
-    req = _decode(_consume_decoder, body)
-    if type(req) is ClientError:
-        return req
-    error = _required_id(req.transaction_id, "transaction_id", "transaction_id_required")
-    if error is not None:
-        return error
-    actual_amount = None
-    if req.actual_amount is not None:
-        actual_amount = _amount(req.actual_amount, "actual_amount", 0, "actual_amount_must_be_non_negative")
-        if type(actual_amount) is ClientError:
-            return actual_amount
+def parse_consume(body: bytes, project: str) -> Consume:
+    """POST /v1/billing/consume (velobase-api §1A.5). `customer_id` is left to the runtime;
+    an absent `actual_amount` (never a null one) means the whole frozen amount."""
+    req: ConsumeRequest = decode_request(_consume_decoder, body)
     return Consume(
-        at_ms=at_ms,
+        at_ms=0,  # stamped by the runtime on the command's shard
         project=project,
         customer_id=None,
-        transaction_id=req.transaction_id,  # type: ignore[arg-type]
-        actual_amount=actual_amount,
+        transaction_id=req.transaction_id,
+        actual_amount=None if req.actual_amount is UNSET else req.actual_amount,
     )
 
 
-def parse_unfreeze(body: bytes, project: str, at_ms: int) -> Unfreeze | ClientError:
+def parse_unfreeze(body: bytes, project: str) -> Unfreeze:
     """POST /v1/billing/unfreeze (velobase-api §1A.6). `customer_id` is left to the runtime."""
-    req = _decode(_unfreeze_decoder, body)
-    if type(req) is ClientError:
-        return req
-    error = _required_id(req.transaction_id, "transaction_id", "transaction_id_required")
-    if error is not None:
-        return error
-    return Unfreeze(at_ms=at_ms, project=project, customer_id=None, transaction_id=req.transaction_id)  # type: ignore[arg-type]
+    req: UnfreezeRequest = decode_request(_unfreeze_decoder, body)
+    return Unfreeze(at_ms=0, project=project, customer_id=None, transaction_id=req.transaction_id)
 
 
 # -- GET paths and queries ------------------------------------------------------------------------
 
 
-def decode_path_id(raw: str) -> str | ClientError:
-    """A raw (still percent-encoded) path segment -> customer id, decoded exactly once."""
+def decode_path_id(raw: str, field: str = "customer_id", required_code: str = "customer_id_required") -> str:
+    """A raw (still percent-encoded) path segment -> the id, decoded exactly once.
+    Raises ClientError (`required_code`, invalid_identifier; details.field = `field`)."""
     try:
-        customer_id = unquote(raw, errors="strict")
+        value = unquote(raw, errors="strict")
     except UnicodeDecodeError:
-        return _invalid_id("customer_id")
-    return _required_id(customer_id, "customer_id", "customer_id_required") or customer_id
+        raise invalid_id(field) from None
+    return _check_required_id(value, field, required_code)
 
 
 class LedgerQuery(msgspec.Struct, frozen=True, gc=False):
@@ -670,9 +646,10 @@ _LEDGER_PARAM_CODES: Final = {
 _LIMIT_TEXT = re.compile(r"[0-9]{1,3}")
 
 
-def parse_ledger_query(raw_query: str) -> LedgerQuery | ClientError:
-    """The raw query string of GET .../ledger (form-encoded: `+` is a space, as the SDK's urlencode
-    writes it). Unknown parameters -> 400 `unknown_field`: a typo never silently widens a filter."""
+def query_values(raw_query: str, codes: Mapping[str, str] = _LEDGER_PARAM_CODES) -> dict[str, str]:
+    """Form-decoded parameters (`+` is a space, as the SDK's urlencode writes it), each decoded
+    once; `codes`: allowed name -> its 400 code. Unknown (unknown_field) or repeated (its code)
+    ones refused: a typo never silently widens a filter. Raises ClientError (details.field)."""
     values: dict[str, str] = {}
     for part in raw_query.split("&"):
         if not part:
@@ -682,33 +659,50 @@ def parse_ledger_query(raw_query: str) -> LedgerQuery | ClientError:
             name = unquote_plus(raw_name, errors="strict")
         except UnicodeDecodeError:
             name = raw_name
-        code = _LEDGER_PARAM_CODES.get(name)
+        code = codes.get(name)
         if code is None:
-            return ClientError("unknown_field", f"unknown query parameter {name!r}", {"field": name})
+            raise ClientError("unknown_field", f"unknown query parameter {name!r}", {"field": name})
         if name in values:
-            return ClientError(code, f"{name} given more than once", {"field": name})
+            raise ClientError(code, f"{name} given more than once", {"field": name})
         try:
             values[name] = unquote_plus(raw_value, errors="strict")
         except UnicodeDecodeError:
-            return ClientError(code, f"{name} is not valid UTF-8", {"field": name})
-    limit = LEDGER_PAGE_SIZE_DEFAULT
-    text = values.get("limit")
-    if text is not None:
-        limit = int(text) if _LIMIT_TEXT.fullmatch(text) else 0
-        if not 1 <= limit <= LEDGER_PAGE_SIZE_MAX:
-            return ClientError("invalid_limit", f"limit must be an integer from 1 to {LEDGER_PAGE_SIZE_MAX}", {"field": "limit"}
-            )
-    cursor = values.get("cursor")
-    if cursor is not None and not (0 < len(cursor) <= CURSOR_LENGTH_MAX and cursor.isascii() and cursor.isprintable()):
-        return ClientError("invalid_cursor", "cursor is malformed", {"field": "cursor"})
+            raise ClientError(code, f"{name} is not valid UTF-8", {"field": name}) from None
+    return values
+
+
+def page_limit(text: str | None, default: int, maximum: int) -> int:
+    """A page's `limit` parameter: absent -> `default`; else an integer 1..`maximum` written in
+    1-3 digits. Raises ClientError invalid_limit (details.field)."""
+    if text is None:
+        return default
+    limit = int(text) if _LIMIT_TEXT.fullmatch(text) else 0
+    if not 1 <= limit <= maximum:
+        raise ClientError("invalid_limit", f"limit must be an integer from 1 to {maximum}", {"field": "limit"})
+    return limit
+
+
+def check_cursor(text: str | None) -> str | None:
+    """A page's opaque `cursor`: 1-CURSOR_LENGTH_MAX printable ASCII characters (its meaning is
+    the engine's). Raises ClientError invalid_cursor (details.field)."""
+    if text is not None and not (0 < len(text) <= CURSOR_LENGTH_MAX and text.isascii() and text.isprintable()):
+        raise ClientError("invalid_cursor", "cursor is malformed", {"field": "cursor"})
+    return text
+
+
+def parse_ledger_query(raw_query: str) -> LedgerQuery:
+    """The raw query string of GET .../ledger. Raises ClientError (unknown_field, invalid_limit,
+    invalid_cursor, invalid_operation_type, invalid_identifier; details.field)."""
+    values = query_values(raw_query)
+    limit = page_limit(values.get("limit"), LEDGER_PAGE_SIZE_DEFAULT, LEDGER_PAGE_SIZE_MAX)
+    cursor = check_cursor(values.get("cursor"))
     operation_type = values.get("operation_type")
     if operation_type is not None and operation_type not in OPERATION_TYPES:
-        return ClientError("invalid_operation_type",
+        raise ClientError("invalid_operation_type",
             f"operation_type must be one of {', '.join(sorted(OPERATION_TYPES))}",
             {"field": "operation_type"},
-        )
+        )  # fmt: skip
     transaction_id = values.get("transaction_id")
-    error = _optional_id(transaction_id, "transaction_id")
-    if error is not None:
-        return error
+    if transaction_id is not None and not is_identifier(transaction_id):
+        raise invalid_id("transaction_id")
     return LedgerQuery(limit=limit, cursor=cursor, operation_type=operation_type, transaction_id=transaction_id)

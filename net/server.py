@@ -1,7 +1,8 @@
 """serve(): the process around the runtime (CONTRACT §5).
 
 uvloop runs one event loop; the AppRunner has access logging off (hot path). Start order: lock +
-recover + WAL (Runtime.open), bootstrap key, then listen; /health is ok only after all of it.
+recover + WAL (Runtime.open), bootstrap keys (net/bootstrap.py), then listen (net/transport.py);
+/health is ok only after all of it.
 SIGTERM / SIGINT: stop listening, let in-flight requests finish (their group commit included),
 drain the shards, last fsync, release the lock, exit 0.
 """
@@ -11,31 +12,22 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import os
-import secrets
 import signal
-import sys
-from pathlib import Path
 
 import uvloop
 from aiohttp import web
 
-from engine.core import queries
 from engine.runtime import Runtime, RuntimeConfig
 from net.app import create_app
+from net.bootstrap import bootstrap_keys
 from net.config import ServerConfig
+from net.transport import TallyRunner
 
 log = logging.getLogger("tally.server")
 
-BOOTSTRAP_PROJECT = "default"
 SHUTDOWN_TIMEOUT_S = 10.0
 GC_FREEZE_INTERVAL_S = 1.0
 GC_FULL_INTERVAL_S = 600.0
-
-
-def new_api_key() -> tuple[str, str]:
-    """(key, key_id): a 192-bit random secret and a public id to list or revoke it by."""
-    return "tly_" + secrets.token_hex(24), "key_" + secrets.token_hex(8)
 
 
 def serve(config: ServerConfig, runtime_config: RuntimeConfig, *, bootstrap_key: str | None) -> int:
@@ -51,9 +43,9 @@ async def _serve(config: ServerConfig, runtime_config: RuntimeConfig, bootstrap_
     gc.freeze()
     gc_task = asyncio.get_running_loop().create_task(_keep_old_objects_frozen(), name="tally-gc")
     try:
-        await _bootstrap(runtime, runtime_config.data_dir, bootstrap_key)
+        await bootstrap_keys(runtime, runtime_config.data_dir, bootstrap_key)
         app = create_app(config, runtime)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+        runner = TallyRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
         await runner.setup()
         site = web.TCPSite(runner, config.host, config.port, backlog=2048)
         await site.start()
@@ -94,26 +86,3 @@ async def _keep_old_objects_frozen() -> None:
         gc.freeze()
 
 
-async def _bootstrap(runtime: Runtime, data_dir: Path, bootstrap_key: str | None) -> None:
-    """CONTRACT §5: with no key in the data dir, create project `default` with a first key."""
-    if queries.list_api_keys(runtime.state):
-        return
-    key_path = data_dir / "bootstrap-key"
-    if bootstrap_key:
-        _, key_id = new_api_key()
-        await runtime.create_api_key(BOOTSTRAP_PROJECT, bootstrap_key, key_id)
-        print(f"tally: created project {BOOTSTRAP_PROJECT!r} with the key from TALLY_BOOTSTRAP_KEY", flush=True)
-        return
-    key, key_id = new_api_key()
-    # Write the file before the key is logged: a crash in between leaves a file with an unused
-    # key (and the next start makes a new one), never a logged key nobody can read.
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, (key + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    await runtime.create_api_key(BOOTSTRAP_PROJECT, key, key_id)
-    print(f"tally: created project {BOOTSTRAP_PROJECT!r}; API key (shown once, also in {key_path}):", flush=True)
-    print(key, flush=True)
-    sys.stdout.flush()

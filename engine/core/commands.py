@@ -11,6 +11,7 @@ engine re-checks what it must to keep its invariants and decides existence, busi
 conflicts.
 """
 
+import typing
 from typing import Any
 
 import msgspec
@@ -23,7 +24,7 @@ class Command(msgspec.Struct, tag_field="op", array_like=True, frozen=True, forb
 # -- projects and API keys (CONTRACT §3.15, §5) ------------------------------------------------
 
 
-class CreateApiKey(Command, tag="create_api_key"):
+class CreateApiKey(Command, tag="create_api_key", frozen=True):
     """Create `project` if new and add a key to it. Only the SHA-256 hex of the key is stored."""
 
     at_ms: int
@@ -32,7 +33,7 @@ class CreateApiKey(Command, tag="create_api_key"):
     key_hash: str
 
 
-class RevokeApiKey(Command, tag="revoke_api_key"):
+class RevokeApiKey(Command, tag="revoke_api_key", frozen=True):
     at_ms: int
     key_id: str
 
@@ -40,7 +41,7 @@ class RevokeApiKey(Command, tag="revoke_api_key"):
 # -- money (CONTRACT §3) -------------------------------------------------------------------------
 
 
-class Deposit(Command, tag="deposit"):
+class Deposit(Command, tag="deposit", frozen=True):
     """velobase-api §1A.1. `wallet`/`source` already defaulted to "default" by net/."""
 
     at_ms: int
@@ -58,7 +59,7 @@ class Deposit(Command, tag="deposit"):
     description: str | None = None
 
 
-class Deduct(Command, tag="deduct"):
+class Deduct(Command, tag="deduct", frozen=True):
     """velobase-api §1A.7. Wallet selection (CONTRACT §3.4): at most one of `credit_types`, `wallet`."""
 
     at_ms: int
@@ -72,7 +73,7 @@ class Deduct(Command, tag="deduct"):
     description: str | None = None
 
 
-class Freeze(Command, tag="freeze"):
+class Freeze(Command, tag="freeze", frozen=True):
     """velobase-api §1A.4. At most one of the TTLs (CONTRACT §3.10)."""
 
     at_ms: int
@@ -88,7 +89,7 @@ class Freeze(Command, tag="freeze"):
     consume_after_s: int | None = None
 
 
-class Consume(Command, tag="consume"):
+class Consume(Command, tag="consume", frozen=True):
     """velobase-api §1A.5. `customer_id` is filled by the runtime from the project's transaction
     index (None when the transaction id is unknown: the engine then rejects it, CONTRACT §3.8)."""
 
@@ -99,7 +100,7 @@ class Consume(Command, tag="consume"):
     actual_amount: int | None = None
 
 
-class Unfreeze(Command, tag="unfreeze"):
+class Unfreeze(Command, tag="unfreeze", frozen=True):
     """velobase-api §1A.6. `customer_id` as for Consume."""
 
     at_ms: int
@@ -111,7 +112,7 @@ class Unfreeze(Command, tag="unfreeze"):
 # -- timers (CONTRACT §3.10, §3.11, §6): stamped with their due time -------------------------------
 
 
-class ExpireBuckets(Command, tag="expire_buckets"):
+class ExpireBuckets(Command, tag="expire_buckets", frozen=True):
     """Write off every bucket of the customer whose `expires_at_ms <= at_ms` (CONTRACT §3.11)."""
 
     at_ms: int
@@ -119,7 +120,7 @@ class ExpireBuckets(Command, tag="expire_buckets"):
     customer_id: str
 
 
-class AutoSettle(Command, tag="auto_settle"):
+class AutoSettle(Command, tag="auto_settle", frozen=True):
     """Auto-unfreeze or auto-consume one freeze whose TTL is due at `at_ms` (CONTRACT §3.10)."""
 
     at_ms: int
@@ -131,7 +132,7 @@ class AutoSettle(Command, tag="auto_settle"):
 # -- slots (velobase-api §1A.8, CONTRACT §8.2-§8.4) ------------------------------------------------
 
 
-class SlotGrant(Command, tag="slot_grant"):
+class SlotGrant(Command, tag="slot_grant", frozen=True):
     """Add `amount` capacity to the pool (customer, wallet, source); creates pool and customer."""
 
     at_ms: int
@@ -144,7 +145,7 @@ class SlotGrant(Command, tag="slot_grant"):
     description: str | None = None
 
 
-class SlotRevoke(Command, tag="slot_revoke"):
+class SlotRevoke(Command, tag="slot_revoke", frozen=True):
     """Remove `amount` capacity; refused below `in_use` (CONTRACT §8.2)."""
 
     at_ms: int
@@ -157,7 +158,7 @@ class SlotRevoke(Command, tag="slot_revoke"):
     description: str | None = None
 
 
-class SlotClaim(Command, tag="slot_claim"):
+class SlotClaim(Command, tag="slot_claim", frozen=True):
     """Hold `amount` of the pool for `resource_id`; `ttl_s` releases it automatically (§8.3)."""
 
     at_ms: int
@@ -171,7 +172,7 @@ class SlotClaim(Command, tag="slot_claim"):
     ttl_s: int | None = None
 
 
-class SlotRelease(Command, tag="slot_release"):
+class SlotRelease(Command, tag="slot_release", frozen=True):
     """Give back the holding of `resource_id` (CONTRACT §8.3)."""
 
     at_ms: int
@@ -182,7 +183,7 @@ class SlotRelease(Command, tag="slot_release"):
     resource_id: str
 
 
-class SlotAutoRelease(Command, tag="slot_auto_release"):
+class SlotAutoRelease(Command, tag="slot_auto_release", frozen=True):
     """Timer: release the holding claimed at `holding_lsn` whose TTL is due at `at_ms` (§8.3)."""
 
     at_ms: int
@@ -194,7 +195,7 @@ class SlotAutoRelease(Command, tag="slot_auto_release"):
 # -- entitlements (velobase-api §1A.9, CONTRACT §8.5) ----------------------------------------------
 
 
-class EntitlementSet(Command, tag="entitlement_set"):
+class EntitlementSet(Command, tag="entitlement_set", frozen=True):
     """Upsert the entitlement (customer, feature_key). Times are UTC ms."""
 
     at_ms: int
@@ -209,7 +210,7 @@ class EntitlementSet(Command, tag="entitlement_set"):
     metadata: dict[str, Any] | None = None
 
 
-class EntitlementRemove(Command, tag="entitlement_remove"):
+class EntitlementRemove(Command, tag="entitlement_remove", frozen=True):
     at_ms: int
     project: str
     customer_id: str
@@ -234,6 +235,9 @@ AnyCommand = (
     | EntitlementSet
     | EntitlementRemove
 )
+
+# Every command class is in the union (the WAL decoder and apply's `match` both rely on it).
+assert set(Command.__subclasses__()) == set(typing.get_args(AnyCommand))
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(AnyCommand)

@@ -5,6 +5,7 @@ allocation (CONTRACT §3.4, §3.6), timers' scheduling, transaction identity (§
 from __future__ import annotations
 
 import heapq
+from typing import Any
 
 from engine.core.results import (
     Applied,
@@ -92,7 +93,7 @@ def allocate(
 
 
 def insufficient(amount: int, available: int, credit_types: tuple[str, ...] | None, wallet: str | None) -> Rejected:
-    details = {"wallet": wallet, "requested": amount, "available": available}
+    details: dict[str, Any] = {"wallet": wallet, "requested": amount, "available": available}
     if credit_types is not None:
         details["credit_types"] = list(credit_types)
         return Rejected("insufficient_balance_in_selected_credit_types",

@@ -23,6 +23,7 @@ from engine.core.common import (
     not_found,
     schedule,
 )
+from engine.core.limits import CONSUME_AFTER_S_MAX, UNFREEZE_AFTER_S_MAX
 from engine.core.results import (
     Applied,
     DeductResponse,
@@ -40,7 +41,6 @@ from engine.core.state import (
     ProjectState,
 )
 from engine.core.timefmt import format_ms, format_ms_or_none
-from engine.core.limits import CONSUME_AFTER_S_MAX, UNFREEZE_AFTER_S_MAX
 
 # -- deduct (velobase-api §1A.7) -------------------------------------------------------------
 

@@ -3,10 +3,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import msgspec
+
 from engine.core.commands import (
     Deposit,
 )
 from engine.core.common import commit, conflict, entry, find_customer, schedule
+from engine.core.limits import AMOUNT_MAX, METADATA_SIZE_MAX
 from engine.core.results import (
     Applied,
     DepositResponse,
@@ -26,9 +31,10 @@ from engine.core.state import (
     entry_id,
 )
 from engine.core.timefmt import format_ms_or_none
-from engine.core.limits import AMOUNT_MAX
 
 # -- deposit (velobase-api §1A.1, CONTRACT §3.1, §3.5, §7.5, §7.8) ---------------------------------
+
+_json = msgspec.json.Encoder()
 
 _DEPOSIT_FIELDS = (
     ("amount", "amount"),
@@ -59,9 +65,9 @@ def _deposit_identity(state: LedgerState, command: Deposit) -> DepositRecord | R
 
 
 def apply_deposit(state: LedgerState, lsn: int, command: Deposit) -> Applied | Rejected:
-    """One bucket per deposit; creates the customer on first deposit. `name`, `email` and
-    `metadata` are taken only when the customer is created (velobase-api §1A.1), later deposits
-    leave them as they are."""
+    """One bucket per deposit; creates the customer on first deposit. `name` and `email` are
+    taken only when the deposit creates the customer; `metadata` on a later deposit is merged key
+    by key, the later value winning (CONTRACT §7.10). A replay changes nothing."""
     assert 1 <= command.amount <= AMOUNT_MAX  # CONTRACT §3.1, checked by net/
     assert command.wallet and command.source
     if (
@@ -83,16 +89,36 @@ def apply_deposit(state: LedgerState, lsn: int, command: Deposit) -> Applied | R
         return Rejected("amount_too_large", "the customer's total would pass 2^53-1",
             {"requested": command.amount, "total": live_total, "max": AMOUNT_MAX},
         )  # fmt: skip
+    metadata = _merged_metadata(customer, command.metadata)
+    if type(metadata) is Rejected:
+        return metadata
     project = state.projects.get(command.project)
     if project is None:
         project = state.projects[command.project] = ProjectState(name=command.project)
-    if customer is None:
+    if customer is not None:
+        customer.metadata = metadata  # type: ignore[assignment]  # narrowed: not Rejected
+    else:
         customer = CustomerState(
             customer_id=command.customer_id, created_at_ms=command.at_ms, name=command.name,
             email=command.email, metadata=command.metadata,
         )  # fmt: skip
         project.customers[command.customer_id] = customer
     return _deposit_write(state, lsn, project, customer, command)
+
+
+def _merged_metadata(customer: CustomerState | None, metadata: dict[str, Any] | None) -> dict[str, Any] | None | Rejected:
+    """CONTRACT §7.10: the customer's metadata after this deposit. The merge is bounded like a
+    request's metadata (METADATA_SIZE_MAX bytes of JSON), so many small deposits cannot grow it
+    without limit: past the bound the deposit is refused and nothing changes."""
+    if customer is None or metadata is None:
+        return metadata if customer is None else customer.metadata
+    merged = metadata if customer.metadata is None else {**customer.metadata, **metadata}
+    size = len(_json.encode(merged))
+    if size > METADATA_SIZE_MAX:
+        return Rejected("invalid_metadata", "the customer's merged metadata would pass its size limit",
+            {"field": "metadata", "size": size, "max": METADATA_SIZE_MAX},
+        )  # fmt: skip
+    return merged
 
 
 def _deposit_write(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from engine.core.limits import AMOUNT_MAX
 from engine.core.state import (
     CLAIM,
     CONSUME,
@@ -36,7 +37,6 @@ from engine.core.state import (
     entry_id,
     pool_id,
 )
-from engine.core.limits import AMOUNT_MAX
 
 
 def check_invariants(state: LedgerState) -> list[str]:

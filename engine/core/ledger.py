@@ -33,8 +33,8 @@ from typing import assert_never
 
 from engine.core.apikeys import apply_create_api_key, apply_revoke_api_key
 from engine.core.commands import (
+    AnyCommand,
     AutoSettle,
-    Command,
     Consume,
     CreateApiKey,
     Deduct,
@@ -73,7 +73,7 @@ from engine.core.timers import (
 _TIMERS = frozenset({ExpireBuckets, AutoSettle, SlotAutoRelease})
 
 
-def apply(state: LedgerState, lsn: int, command: Command) -> Applied | Rejected:
+def apply(state: LedgerState, lsn: int, command: AnyCommand) -> Applied | Rejected:
     """Apply one command stamped for `lsn` (= state.last_lsn + 1). See the module docstring."""
     assert lsn == state.last_lsn + 1, (lsn, state.last_lsn)
     # The runtime stamps client commands where they get their LSN, so their stamps never go
@@ -81,7 +81,7 @@ def apply(state: LedgerState, lsn: int, command: Command) -> Applied | Rejected:
     # moment they fire, so it may be older than the last stamp (CONTRACT §6).
     is_timer = type(command) in _TIMERS
     if not is_timer:
-        assert command.at_ms >= state.stamp_ms_last, (command.at_ms, state.stamp_ms_last)  # type: ignore[attr-defined]
+        assert command.at_ms >= state.stamp_ms_last, (command.at_ms, state.stamp_ms_last)
     match command:
         case Deduct():
             result = apply_deduct(state, lsn, command)
@@ -120,7 +120,7 @@ def apply(state: LedgerState, lsn: int, command: Command) -> Applied | Rejected:
     if type(result) is Applied and result.logged:
         assert state.last_lsn == lsn
         if not is_timer:
-            state.stamp_ms_last = command.at_ms  # type: ignore[attr-defined]
+            state.stamp_ms_last = command.at_ms
     else:
         assert state.last_lsn == lsn - 1
     return result

@@ -21,6 +21,7 @@ from typing import Final
 
 import msgspec
 
+from engine.core.limits import LEDGER_PAGE_SIZE_MAX, OPERATION_TYPES
 from engine.core.results import (
     Account,
     Balance,
@@ -43,7 +44,6 @@ from engine.core.state import (
     entry_id,
 )
 from engine.core.timefmt import format_ms, format_ms_or_none
-from engine.core.limits import LEDGER_PAGE_SIZE_MAX, OPERATION_TYPES
 
 CURSOR_VERSION: Final = 1
 _cursor_encoder = msgspec.msgpack.Encoder()

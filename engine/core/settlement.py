@@ -4,6 +4,8 @@ by request or by its TTL (engine/core/timers.py calls settle_consume / settle_un
 
 from __future__ import annotations
 
+from typing import Any
+
 from engine.core.commands import (
     Consume,
     Unfreeze,
@@ -17,6 +19,7 @@ from engine.core.common import (
     find_customer,
     insufficient,
 )
+from engine.core.limits import AMOUNT_MAX
 from engine.core.results import (
     Applied,
     ConsumeResponse,
@@ -35,7 +38,6 @@ from engine.core.state import (
     LedgerState,
 )
 from engine.core.timefmt import format_ms
-from engine.core.limits import AMOUNT_MAX
 
 # -- consume / unfreeze (velobase-api §1A.5-1A.6, CONTRACT §3.7, §3.8, §7.2) ----------------------
 
@@ -87,7 +89,7 @@ def settle_consume(
         assert isinstance(found, list)
         overage_parts = found
     # Validation done; every write below succeeds.
-    charged: dict[int, list] = {}  # bucket lsn -> [bucket, amount]; insertion = response order
+    charged: dict[int, list[Any]] = {}  # bucket lsn -> [bucket, amount]; insertion = response order
     returned: Takes = []
     remaining = actual - overage
     for bucket_lsn, part in record.allocation:

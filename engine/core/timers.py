@@ -9,7 +9,6 @@ import heapq
 
 from engine.core.commands import (
     AutoSettle,
-    Command,
     ExpireBuckets,
     SlotAutoRelease,
 )
@@ -104,7 +103,9 @@ def _customer_next_due_ms(customer: CustomerState) -> int | None:
     return None
 
 
-def due_commands(state: LedgerState, project: str, customer_id: str, now_ms: int) -> list[Command]:
+def due_commands(
+    state: LedgerState, project: str, customer_id: str, now_ms: int
+) -> list[ExpireBuckets | AutoSettle | SlotAutoRelease]:
     """The customer's timers due at or before `now_ms`, in due order, each stamped with its due
     time (CONTRACT §6, §7.3). Each one, applied in order, changes state (logged=True)."""
     customer = find_customer(state, project, customer_id)
@@ -114,7 +115,7 @@ def due_commands(state: LedgerState, project: str, customer_id: str, now_ms: int
     if next_ms is None or next_ms > now_ms:
         return []
     assert customer.due is not None
-    commands: list[Command] = []
+    commands: list[ExpireBuckets | AutoSettle | SlotAutoRelease] = []
     expire_ms_last = None
     for due in sorted(d for d in customer.due if d[0] <= now_ms):  # bounded by the heap size
         if not _due_is_live(customer, due):

@@ -21,13 +21,20 @@ import asyncio
 import logging
 import zlib
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar, cast
 
 import msgspec
 
 import wal
 from engine.core import queries
-from engine.core.commands import Command, Consume, CreateApiKey, Unfreeze, encode_command
+from engine.core.commands import (
+    AnyCommand,
+    Command,
+    Consume,
+    CreateApiKey,
+    Unfreeze,
+    encode_command,
+)
 from engine.core.keys import hash_api_key, keys_match
 from engine.core.ledger import apply
 from engine.core.results import Applied, CustomerResponse, LedgerPage, Rejected
@@ -45,6 +52,8 @@ from engine.runtime.timer_loop import TimerLoop
 __all__ = ["Runtime", "RuntimeConfig"]
 
 log = logging.getLogger("tally.runtime")
+
+V = TypeVar("V")  # what a read returns
 
 
 class Runtime:
@@ -180,25 +189,27 @@ class Runtime:
             if customer_id is not None:
                 command = msgspec.structs.replace(command, customer_id=customer_id)
         shard = self._shard_for(project, customer_id)
-        return await shard.submit(lambda: self._apply_write(command, customer_id))
+        # Every Command subclass is a member of AnyCommand (asserted in engine/core/commands.py).
+        any_command = cast(AnyCommand, command)
+        return await shard.submit(lambda: self._apply_write(any_command, customer_id))
 
     async def get_customer(self, project: str, customer_id: str) -> CustomerResponse | Rejected:
-        def view(now_ms: int) -> Any:
+        def view(now_ms: int) -> CustomerResponse | Rejected:
             return queries.customer_view(self.state, project, customer_id, now_ms)
 
-        return await self._read(project, customer_id, view)  # type: ignore[no-any-return]
+        return await self._read(project, customer_id, view)
 
     async def get_ledger(
         self, project: str, customer_id: str, *, limit: int, cursor: str | None, operation_type: str | None,
         transaction_id: str | None,
     ) -> LedgerPage | Rejected:  # fmt: skip
-        def view(now_ms: int) -> Any:
+        def view(now_ms: int) -> LedgerPage | Rejected:
             return queries.ledger_page(
                 self.state, project, customer_id, limit=limit, cursor=cursor, operation_type=operation_type,
                 transaction_id=transaction_id,
             )  # fmt: skip
 
-        return await self._read(project, customer_id, view)  # type: ignore[no-any-return]
+        return await self._read(project, customer_id, view)
 
     async def read(self, project: str, customer_id: str, view: Callable[[LedgerState, int], Any]) -> Any:
         """Run a pure view `view(state, now_ms)` of one customer (e.g. engine.core.slot_queries):
@@ -232,17 +243,17 @@ class Runtime:
 
     # -- on the shard task: the ordering point -------------------------------------------------
 
-    def _apply_write(self, command: Command, customer_id: str | None) -> tuple[Applied | Rejected, int]:
+    def _apply_write(self, command: AnyCommand, customer_id: str | None) -> tuple[Applied | Rejected, int]:
         self._check_writable()
         stamp_ms = self._stamper.stamp()
         command = msgspec.structs.replace(command, at_ms=stamp_ms)
         if customer_id is not None:
-            self._run_due_timers(command.project, customer_id, stamp_ms)  # type: ignore[attr-defined]
+            self._run_due_timers(project_of(command), customer_id, stamp_ms)
         result = self._apply_and_log(command)
         # A rejection or a replay may rest on changes still in flight: wait for all of them.
         return result, self.state.last_lsn
 
-    def _apply_and_log(self, command: Command) -> Applied | Rejected:
+    def _apply_and_log(self, command: AnyCommand) -> Applied | Rejected:
         lsn = self.state.last_lsn + 1
         result = apply(self.state, lsn, command)
         if isinstance(result, Applied) and result.logged:
@@ -279,7 +290,7 @@ class Runtime:
         key = f"{project}\x00{customer_id}".encode("utf-8", "surrogatepass")
         return self._shards[zlib.crc32(key) % len(self._shards)]
 
-    async def _read(self, project: str, customer_id: str, view: Callable[[int], Any]) -> Any:
+    async def _read(self, project: str, customer_id: str, view: Callable[[int], V]) -> V:
         """A read sees every timer due before it (CONTRACT §7.3) and waits until what it shows
         is durable. With no timer due, it is answered right here: the state is only changed by
         synchronous shard code on this same thread, so no half-applied command can be seen.
@@ -290,12 +301,17 @@ class Runtime:
             await self._durability.wait_durable(queries.customer_last_lsn(self.state, project, customer_id))
             return result
 
-        def on_shard() -> tuple[Any, int]:
+        def on_shard() -> tuple[V, int]:
             now_ms = self._stamper.stamp()
             self._run_due_timers(project, customer_id, now_ms)
             return view(now_ms), queries.customer_last_lsn(self.state, project, customer_id)
 
         return await self._shard_for(project, customer_id).submit(on_shard)
+
+
+def project_of(command: AnyCommand) -> str:
+    """The project a customer command belongs to (key commands have none: "")."""
+    return getattr(command, "project", "")
 
 
 def _report_recovery(recovered: Recovered) -> None:

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, TypeVar
 
 from engine.runtime.errors import Unavailable
 
 # A work item: a callable run on the shard task, returning (result, wait_lsn): the answer and the
 # LSN the log must be durable to before the answer may leave.
 WorkFn = Callable[[], tuple[Any, int]]
+T = TypeVar("T")
 
 
 class ShardHost(Protocol):
@@ -58,12 +59,12 @@ class Shard:
         assert self._task is None
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"tally-shard-{self.index}")
 
-    def submit(self, work: WorkFn) -> asyncio.Future[Any]:
+    def submit(self, work: Callable[[], tuple[T, int]]) -> asyncio.Future[T]:
         if self._stopping:
             raise Unavailable("shutting_down", "the server is shutting down; retry on another instance or later")
         if len(self._items) >= self._queue_depth_max:
             raise Unavailable("overloaded", "shard queue is full; retry, or raise --shard-queue-depth-max")
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._items.append((work, future))
         if self._wakeup is not None and not self._wakeup.done():
             self._wakeup.set_result(None)

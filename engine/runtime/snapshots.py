@@ -115,7 +115,10 @@ class Snapshotter:
         child_pid = os.fork()
         if child_pid != 0:
             return child_pid
-        _in_child(lambda: wal.write_snapshot_temporary(self._data_dir, lsn, encode_state(self._state)), self._lock)
+        def write() -> None:
+            wal.write_snapshot_temporary(self._data_dir, lsn, encode_state(self._state))
+
+        _in_child(write, self._lock)
         raise AssertionError("unreachable: the child exits")  # pragma: no cover
 
     def _prune(self, previous_snapshot_lsn: int) -> None:

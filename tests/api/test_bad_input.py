@@ -152,6 +152,10 @@ CASES: list[tuple[str, str, str | bytes, bytes | None, str | None, int, str, str
     ("actual_amount -1", "POST", CONSUME, body(transaction_id="bad_t", actual_amount=-1), "application/json", 400, "actual_amount_must_be_non_negative", "actual_amount"),
     ("actual_amount 0.5", "POST", CONSUME, body(transaction_id="bad_t", actual_amount=0.5), "application/json", 400, "actual_amount_must_be_non_negative", "actual_amount"),
     ("actual_amount string", "POST", CONSUME, body(transaction_id="bad_t", actual_amount="1"), "application/json", 400, "actual_amount_must_be_non_negative", "actual_amount"),
+    ("actual_amount null (not 'all', CONTRACT §3.1)", "POST", CONSUME, b'{"transaction_id": "bad_t", "actual_amount": null}', "application/json", 400, "actual_amount_must_be_non_negative", "actual_amount"),
+    ("actual_amount 1e308", "POST", CONSUME, body(transaction_id="bad_t", actual_amount=1e308), "application/json", 400, "amount_too_large", "actual_amount"),
+    ("actual_amount 4301 digits", "POST", CONSUME, b'{"transaction_id": "bad_t", "actual_amount": ' + b"9" * 4301 + b"}", "application/json", 400, "amount_too_large", "actual_amount"),
+    ("amount 4301 digits", "POST", FREEZE, b'{"customer_id": "bad_c", "transaction_id": "n", "amount": ' + b"9" * 4301 + b"}", "application/json", 400, "amount_too_large", "amount"),
     ("actual_amount 2^53", "POST", CONSUME, body(transaction_id="bad_t", actual_amount=2**53), "application/json", 400, "amount_too_large", "actual_amount"),
     ("freeze amount 2^53", "POST", FREEZE, body(customer_id="bad_c", amount=2**53, transaction_id="n"), "application/json", 400, "amount_too_large", "amount"),
     # ids in the path
@@ -212,12 +216,13 @@ def test_bad_input(srv, method, target, payload, content_type, status, code, fie
 
 
 def test_raw_non_ascii_path_is_refused_by_the_http_parser(srv):
-    """Unencoded UTF-8 bytes in the request line are not HTTP: aiohttp's parser answers 400 before
-    the app runs (text/plain, no envelope). The percent-encoded spelling reaches the customer."""
+    """Unencoded UTF-8 bytes in the request line are not HTTP: aiohttp's parser refuses them before
+    the app runs, still with our envelope (CONTRACT §7.12: 400 invalid_request, X-Request-Id).
+    The percent-encoded spelling reaches the customer."""
     before = state_of(srv.port, SEEDED)
     reply = request(srv.port, "GET", "/v1/customers/ü".encode())
-    assert reply.status == 400
-    assert reply.headers["content-type"].startswith("text/plain")
+    assert reply.headers["content-type"].startswith("application/json")
+    assert_error(reply, 400, "invalid_request")
     reply = request(srv.port, "GET", customer_path("ü"))
     assert reply.status == 200 and reply.json()["id"] == "ü" and reply.json()["balance"]["total"] == 9
     reply = request(srv.port, "GET", "/v1/customers/a%2Fb")

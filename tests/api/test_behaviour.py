@@ -366,3 +366,21 @@ def test_early_years_are_zero_padded(srv):
     status, view = get(srv, "y_c")
     assert status == 200
     assert [a["starts_at"] for a in view["accounts"]] == ["1000-01-01T00:59:59.999Z"]
+
+
+def test_7_10_later_deposit_metadata_is_merged_not_dropped(srv: Server) -> None:
+    """Regression: metadata on a later deposit was silently dropped (CONTRACT §7.10)."""
+    status, _ = post(srv, "/v1/customers/deposit", customer_id="meta_1", amount=5, name="First",
+                     metadata={"plan": "free", "seats": 1})  # fmt: skip
+    assert status == 200
+    status, _ = post(srv, "/v1/customers/deposit", customer_id="meta_1", amount=5, name="Second",
+                     metadata={"plan": "pro", "team": "core"}, idempotency_key="meta_1_k2")  # fmt: skip
+    assert status == 200
+    status, replay = post(srv, "/v1/customers/deposit", customer_id="meta_1", amount=5,
+                          metadata={"plan": "ignored"}, idempotency_key="meta_1_k2")  # fmt: skip
+    assert status == 200 and replay["is_idempotent_replay"] is True
+    status, body = get(srv, "meta_1")
+    assert status == 200
+    assert body["name"] == "First"
+    assert body["metadata"] == {"plan": "pro", "seats": 1, "team": "core"}
+    assert body["balance"]["total"] == 10

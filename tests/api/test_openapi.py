@@ -114,15 +114,55 @@ def test_document_shape():
             assert {"400", "401", "503"} <= statuses, (method, path)
             if method == "post":
                 assert "413" in statuses
-                body = op["requestBody"]["content"]["application/json"]["schema"]
+                ref = op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+                body = components[ref.rsplit("/", 1)[1]]
                 assert body["additionalProperties"] is False and body["required"]
     # 200 bodies come from engine.core.results and allow no extra field
     for name in ("DepositResponse", "FreezeResponse", "ConsumeResponse", "UnfreezeResponse", "DeductResponse",
                  "CustomerResponse", "LedgerPage", "Detail", "Account", "Wallet", "WalletSource", "Balance", "LedgerEntryView"):
         assert components[name]["additionalProperties"] is False, name
+    # request bodies are net/schemas.py's Structs: the document shows what msgspec enforces
+    freeze = components["FreezeRequest"]
+    assert freeze["required"] == ["customer_id", "amount", "transaction_id"]
+    assert freeze["properties"]["amount"]["type"] == "integer"
+    assert freeze["properties"]["amount"]["minimum"] == 1
+    assert freeze["properties"]["amount"]["maximum"] == 2**53 - 1
+    assert freeze["properties"]["customer_id"]["maxLength"] == 255
+    business_type = freeze["properties"]["business_type"]["anyOf"][0]
+    assert sorted(business_type["enum"]) == sorted(
+        ["UNDEFINED", "TASK", "ORDER", "MEMBERSHIP", "SUBSCRIPTION", "FREE_TRIAL", "ADMIN_GRANT", "TOKEN_USAGE",
+         "ADMIN_DEDUCT"]
+    )
+    assert len(freeze["allOf"]) == 2  # not both credit_types and wallet; not both TTLs
+    consume = components["ConsumeRequest"]
+    assert consume["properties"]["actual_amount"] == {
+        **consume["properties"]["actual_amount"], "type": "integer", "minimum": 0, "maximum": 2**53 - 1
+    }  # an integer, never null (CONTRACT §3.1)
+    assert "actual_amount" not in consume["required"]
     assert doc["components"]["securitySchemes"]["bearerAuth"] == {
         "type": "http", "scheme": "bearer", "description": "A project's API key."
     }
+
+
+def test_error_codes_are_registered_with_their_status():
+    """Every code the document lists is in engine/core/codes.py, under its registered status,
+    with the registered type and retryable."""
+    from engine.core.codes import CODES
+
+    doc = openapi.document()
+    seen = set()
+    for item in doc["paths"].values():
+        for op in item.values():
+            for status, response in op["responses"].items():
+                if status == "200":
+                    continue
+                error = response["content"]["application/json"]["schema"]["properties"]["error"]["properties"]
+                for code in error["code"]["enum"]:
+                    seen.add(code)
+                    assert CODES[code].status == int(status), (op["operationId"], code, status)
+                    assert error["type"]["const"] == CODES[code].type
+                    assert error["retryable"]["const"] is CODES[code].retryable
+    assert {"amount_too_large", "actual_amount_must_be_non_negative", "invalid_json", "not_ready"} <= seen
 
 
 def test_document_is_accepted_by_schemathesis():

@@ -584,3 +584,25 @@ def test_3_13_customer_view_superset_shape():
     }  # fmt: skip
     assert (view["id"], view["name"], view["email"], view["metadata"]) == ("c1", "Al", "a@x", {"k": [1]})
     assert view["created_at"] == format_ms(T)
+
+
+def test_7_10_later_metadata_merges_key_by_key_and_a_replay_changes_nothing():
+    d = Driver()
+    d.ok(dep(amount=10, name="A", email="a@x", metadata={"plan": "free", "seats": 1}))
+    d.ok(dep(amount=10, name="B", email="b@x", metadata={"plan": "pro", "team": "t"}, idempotency_key="k", at=T + 1))
+    view = customer_view(d.state, P, "c1", T + 1)
+    assert (view.name, view.email) == ("A", "a@x")  # taken only when the customer was created
+    assert view.metadata == {"plan": "pro", "seats": 1, "team": "t"}  # the later value wins
+    replay = d.run(dep(amount=10, metadata={"plan": "enterprise"}, idempotency_key="k", at=T + 2))
+    assert isinstance(replay, Applied) and not replay.logged
+    assert customer_view(d.state, P, "c1", T + 2).metadata == {"plan": "pro", "seats": 1, "team": "t"}
+    d.ok(dep(amount=10, at=T + 3))  # no metadata: nothing to merge
+    assert customer_view(d.state, P, "c1", T + 3).metadata == {"plan": "pro", "seats": 1, "team": "t"}
+
+
+def test_7_10_merged_metadata_stays_bounded():
+    d = Driver()
+    d.ok(dep(amount=10, metadata={"a": "x" * 9000}))
+    r = d.rejected(dep(amount=10, metadata={"b": "y" * 9000}, at=T + 1))
+    assert r.code == "invalid_metadata" and r.details is not None and r.details["field"] == "metadata"
+    assert customer_view(d.state, P, "c1", T + 1).balance.total == 10  # the refused deposit wrote nothing

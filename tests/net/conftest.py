@@ -31,7 +31,6 @@ GOOD_KEY = "vb_test_good_key"
 OTHER_KEY = "vb_test_other_key"
 REVOKED_KEY = "vb_test_revoked_key"
 PROJECT = "proj_a"
-CLOCK_MS = 1_775_563_200_000  # 2026-04-07T12:00:00.000Z
 AUTH = {"Authorization": f"Bearer {GOOD_KEY}"}
 
 _DETAIL = Detail(account_id="acc_1", wallet="default", source="default", credit_type="default", amount=1)
@@ -100,9 +99,6 @@ class FakeRuntime:
         self.auth_calls: list[str] = []
         self.next_result: Applied | Rejected | CustomerResponse | LedgerPage | None = None
         self.raise_next: BaseException | None = None
-
-    def clock_ms(self) -> int:
-        return CLOCK_MS
 
     def authenticate(self, api_key: str) -> str | Rejected:
         self.auth_calls.append(api_key)

@@ -1,7 +1,8 @@
 """The operator interface of CONTRACT §5, through the real `tally` command in subprocesses.
 
 What: keys create/list/revoke offline and refused (exit 2) while a server holds the data dir;
-replay/verify/inspect output; verify naming the first bad file and offset; bootstrap key file.
+replay/verify/inspect output; verify naming the first bad file and offset; bootstrap key file;
+bad operator input (flags, TALLY_BOOTSTRAP_KEY, data dir, address) refused with one line, exit 2.
 How it could fail: a changed output field or exit code breaks the outside checks that rely on it.
 """
 
@@ -9,16 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from engine.runtime import Runtime, RuntimeConfig
 from tests.system.server import TallyProcess
 from tests.system.server import tally_cli as tally
 
-TIMEOUT_S = 60  # the shell pipeline in the inspect test
+TIMEOUT_S = 60  # the shell pipeline in the inspect test; a refused command (a serve that started by mistake)
 
 
 def test_keys_offline_and_refused_while_serving(tmp_path: Path) -> None:
@@ -94,6 +99,150 @@ def test_inspect_into_a_closed_pipe_is_quiet(tmp_path: Path) -> None:
 
     asyncio.run(many_records())
     command = f"{sys.executable} -m net.cli inspect --data-dir {data} | head -n 1"
-    done = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, timeout=TIMEOUT_S)
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", command], check=False, capture_output=True, text=True, timeout=TIMEOUT_S)
     assert done.returncode == 0 and json.loads(done.stdout)["lsn"] == 1
     assert "Traceback" not in done.stderr
+
+
+# -- operator input: one line on stderr, exit 2, nothing opened ---------------------------------------
+# What: every flag of every subcommand, TALLY_BOOTSTRAP_KEY, the data directory and the listening
+# address, given a bad value. How: the real `tally` command; each case names the text its one line
+# must hold. How it could fail: a traceback, a usage block, exit 1, or a data dir made before the
+# refusal (a bootstrap key written for a server that never starts).
+
+BAD_SERVE_FLAGS = [
+    (["--port", "99999"], "--port must be 0..65535"),
+    (["--port", "-1"], "--port must be 0..65535"),
+    (["--port", "abc"], "--port"),
+    (["--port", "3.5"], "--port"),
+    (["--shard-count", "0"], "--shard-count must be 1..256"),
+    (["--shard-count", "257"], "--shard-count must be 1..256"),
+    (["--shard-count", "256"], "--shard-count 256 does not fit"),  # the WAL queue bounds it first
+    (["--shard-count", "four"], "--shard-count"),
+    (["--shard-queue-depth-max", "10"], "--shard-queue-depth-max must be at least"),
+    (["--shard-queue-depth-max", "-5"], "--shard-queue-depth-max must be at least"),
+    (["--snapshot-interval-records", "-1"], "--snapshot-interval-records must be 0 or more"),
+    (["--snapshot-interval-s", "-1"], "--snapshot-interval-s must be 0 or more"),
+    (["--snapshot-interval-s", "nan"], "--snapshot-interval-s"),
+    (["--snapshot-interval-s", "inf"], "--snapshot-interval-s"),
+    (["--wal-segment-size-max", "0"], "--wal-segment-size-max must be at least 4096"),
+    (["--host", ""], "--host must be"),
+    (["--host", "bad..host"], "--host must be"),
+    (["--host", "-leading-hyphen"], "--host"),
+    (["--host", "two words"], "--host must be"),
+    (["--host", "192.0.2.1"], "cannot listen on --host 192.0.2.1"),  # TEST-NET-1: never ours
+    (["--no-such-flag"], "unrecognized arguments"),
+]
+
+
+def _refused(args: list[str], *, env: dict[str, str] | None = None) -> str:
+    """Run `tally ARGS`; assert exit 2, nothing on stdout and exactly one stderr line; return it."""
+    command = [sys.executable, "-m", "net.cli", *args]
+    environment = {**os.environ, **(env or {})}
+    done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=TIMEOUT_S, env=environment)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert (done.returncode, done.stdout) == (2, ""), (done.returncode, done.stdout, done.stderr)
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tally: error: "), done.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(("flags", "says"), BAD_SERVE_FLAGS, ids=[" ".join(f) for f, _ in BAD_SERVE_FLAGS])
+def test_serve_refuses_a_bad_flag_before_touching_the_data_dir(tmp_path: Path, flags: list[str], says: str) -> None:
+    data = tmp_path / "data"
+    line = _refused(["serve", "--port", "0", "--data-dir", str(data), *flags])
+    assert says in line
+    assert not data.exists()
+
+
+@pytest.mark.parametrize(
+    ("top", "says"),
+    [
+        (["--log-level", "loud", "serve"], "--log-level"),
+        ([], "required: COMMAND"),
+        (["keys"], "required: ACTION"),
+        (["launch"], "invalid choice: 'launch'"),
+        (["keys", "create"], "--project"),
+        (["keys", "revoke"], "KEY_ID"),
+    ],
+)
+def test_usage_errors_are_one_line(top: list[str], says: str) -> None:
+    assert says in _refused(top)
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["k" * 513, "naïve-key", "line\nbreak", "tab\tinside", " leading-blank", "trailing-blank "],
+    ids=["too-long", "non-ascii", "newline", "tab", "leading-blank", "trailing-blank"],
+)
+def test_serve_refuses_a_bootstrap_key_no_client_could_send(tmp_path: Path, key: str) -> None:
+    data = tmp_path / "data"
+    line = _refused(["serve", "--port", "0", "--data-dir", str(data)], env={"TALLY_BOOTSTRAP_KEY": key})
+    assert "TALLY_BOOTSTRAP_KEY must be 1..512 printable ASCII characters" in line
+    assert key.strip() not in line  # a secret is never echoed
+    assert not data.exists()
+
+
+OFFLINE_COMMANDS = [["keys", "list"], ["keys", "create", "--project", "p"], ["keys", "revoke", "key_x"]]
+READ_ONLY_COMMANDS = [["replay"], ["verify"], ["inspect"]]
+EVERY_COMMAND = [["serve", "--port", "0"], *OFFLINE_COMMANDS, *READ_ONLY_COMMANDS]
+
+
+@pytest.mark.parametrize("command", EVERY_COMMAND, ids=" ".join)
+def test_a_data_dir_that_is_a_file_is_refused(tmp_path: Path, command: list[str]) -> None:
+    file = tmp_path / "not-a-dir"
+    file.write_bytes(b"x")
+    assert "is not a directory" in _refused([*command, "--data-dir", str(file)])
+    assert file.read_bytes() == b"x"
+
+
+@pytest.mark.parametrize("command", [["serve", "--port", "0"], *OFFLINE_COMMANDS], ids=" ".join)
+def test_a_data_dir_that_cannot_be_created_is_refused(tmp_path: Path, command: list[str]) -> None:
+    (tmp_path / "file").write_bytes(b"x")
+    line = _refused([*command, "--data-dir", str(tmp_path / "file" / "data")])
+    assert "cannot be created: Not a directory" in line
+
+
+@pytest.mark.parametrize("command", READ_ONLY_COMMANDS, ids=" ".join)
+def test_read_only_commands_refuse_a_missing_data_dir(tmp_path: Path, command: list[str]) -> None:
+    assert "does not exist" in _refused([*command, "--data-dir", str(tmp_path / "typo")])
+    assert not (tmp_path / "typo").exists()  # replay/verify/inspect never create it
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads and writes a mode-000 directory anyway")
+@pytest.mark.parametrize("command", EVERY_COMMAND, ids=" ".join)
+def test_an_unreadable_data_dir_is_refused(tmp_path: Path, command: list[str]) -> None:
+    data = tmp_path / "data"
+    data.mkdir(mode=0o000)
+    try:
+        assert "--data-dir" in _refused([*command, "--data-dir", str(data)])
+    finally:
+        data.chmod(0o700)
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["keys", "create", "--project", ""], "--project must be 1..255"),
+        (["keys", "create", "--project", "p" * 256], "--project must be 1..255"),
+        (["keys", "create", "--project", "bell\x07"], "--project must be 1..255"),
+        (["keys", "revoke", ""], "KEY_ID must be 1..255"),
+    ],
+    ids=["project-empty", "project-long", "project-control", "key-id-empty"],
+)
+def test_keys_refuse_a_bad_name_and_write_nothing(tmp_path: Path, args: list[str], says: str) -> None:
+    data = tmp_path / "data"
+    assert says in _refused([*args, "--data-dir", str(data)])
+    assert not data.exists()
+
+
+def test_serve_on_an_address_in_use_is_one_line(tmp_path: Path) -> None:
+    """Another socket listens on the port: refused before the data dir is opened (no bootstrap key)."""
+    data = tmp_path / "data"
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        line = _refused(["serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data)])
+    assert line == f"tally: error: cannot listen on --host 127.0.0.1 --port {port}: Address already in use"
+    assert not data.exists()

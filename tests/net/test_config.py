@@ -37,3 +37,15 @@ def test_bad_server_bounds_refused(changes: dict[str, object]) -> None:
 def test_bad_runtime_relations_refused(changes: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         RuntimeConfig(data_dir=Path("x"), **changes)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0", "::1", "::", "localhost", "tally-1.internal", "example.com."])
+def test_hosts_accepted(host: str) -> None:
+    assert ServerConfig(host=host).host == host
+
+
+@pytest.mark.parametrize("host", ["", "bad..host", "-x.example", "x-.example", "two words", "a" * 64, "h\nx", "ho_st", "."])
+def test_bad_hosts_refused_with_one_line(host: str) -> None:
+    with pytest.raises(ValueError, match=r"^host must be an IP address or a host name, not ") as raised:
+        ServerConfig(host=host)
+    assert len(str(raised.value).splitlines()) == 1

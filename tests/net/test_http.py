@@ -20,7 +20,6 @@ from engine.runtime.errors import Unavailable
 from net.handlers import Handlers
 from tests.net.conftest import (
     AUTH,
-    CLOCK_MS,
     GOOD_KEY,
     PROJECT,
     REVOKED_KEY,
@@ -49,7 +48,7 @@ async def test_deposit_both_paths(client: TestClient, fake: FakeRuntime, path: s
     assert resp.headers["X-Request-Id"].startswith("req_")
     body = await resp.json()
     assert body["customer_id"] == "c1" and body["added_amount"] == 1000 and body["is_idempotent_replay"] is False
-    assert fake.commands == [Deposit(at_ms=CLOCK_MS, project=PROJECT, customer_id="c1", amount=1000,
+    assert fake.commands == [Deposit(at_ms=0, project=PROJECT, customer_id="c1", amount=1000,
                                      idempotency_key="k")]
 
 
@@ -65,11 +64,11 @@ async def test_billing_commands(client: TestClient, fake: FakeRuntime) -> None:
         resp = await client.post(path, data=body, headers=AUTH)
         assert resp.status == 200, await resp.text()
     assert fake.commands == [
-        Freeze(at_ms=CLOCK_MS, project=PROJECT, customer_id="c1", amount=100, transaction_id="t1",
+        Freeze(at_ms=0, project=PROJECT, customer_id="c1", amount=100, transaction_id="t1",
                credit_types=("default",), business_type="TASK", description="d", unfreeze_after_s=60),
-        Consume(at_ms=CLOCK_MS, project=PROJECT, customer_id=None, transaction_id="t1", actual_amount=40),
-        Unfreeze(at_ms=CLOCK_MS, project=PROJECT, customer_id=None, transaction_id="t2"),
-        Deduct(at_ms=CLOCK_MS, project=PROJECT, customer_id="c1", amount=5, transaction_id="t3", wallet="w"),
+        Consume(at_ms=0, project=PROJECT, customer_id=None, transaction_id="t1", actual_amount=40),
+        Unfreeze(at_ms=0, project=PROJECT, customer_id=None, transaction_id="t2"),
+        Deduct(at_ms=0, project=PROJECT, customer_id="c1", amount=5, transaction_id="t3", wallet="w"),
     ]
 
 

@@ -1,8 +1,9 @@
 """net/schemas.py: request bytes -> Command or the exact ClientError (CONTRACT §3.1-§3.4, §7).
 
-Method: call the pure parse_* functions with literal bodies; assert the whole Command on success
-and (status, code, details) on refusal. Fails if a rule is loosened (a fraction accepted, a typo'd
-field ignored), if a code drifts from the contract, or if any input raises instead of returning.
+Method: call the pure parse_* functions with literal bodies (the helpers below return the raised
+ClientError); assert the whole Command on success and (status, code, details) on refusal. Fails if
+a rule is loosened (a fraction accepted, a typo'd field ignored, a null actual_amount taken as
+"all"), if a code drifts from the contract, or if any input raises anything but ClientError.
 """
 
 from typing import Any
@@ -19,7 +20,7 @@ from engine.core.timefmt import format_ms
 from net import schemas
 from net.errors import ClientError
 
-AT = 1_775_563_200_000
+AT = 0  # parsers leave the stamp to the runtime (engine/runtime/runtime.py _apply_write)
 P = "proj"
 
 
@@ -34,24 +35,40 @@ def err(result: Any, code: str, details: dict[str, Any] | None = None, status: i
         assert result.details == details, result
 
 
+def caught(parse: Any, *args: Any) -> Any:
+    """The parser's result, or the ClientError it raised (any other exception propagates)."""
+    try:
+        return parse(*args)
+    except ClientError as exc:
+        return exc
+
+
 def deposit(body: bytes, header: str | None = None) -> Any:
-    return schemas.parse_deposit(body, P, AT, header)
+    return caught(schemas.parse_deposit, body, P, header)
 
 
 def freeze(body: bytes) -> Any:
-    return schemas.parse_freeze(body, P, AT)
+    return caught(schemas.parse_freeze, body, P)
 
 
 def deduct(body: bytes) -> Any:
-    return schemas.parse_deduct(body, P, AT)
+    return caught(schemas.parse_deduct, body, P)
 
 
 def consume(body: bytes) -> Any:
-    return schemas.parse_consume(body, P, AT)
+    return caught(schemas.parse_consume, body, P)
 
 
 def unfreeze(body: bytes) -> Any:
-    return schemas.parse_unfreeze(body, P, AT)
+    return caught(schemas.parse_unfreeze, body, P)
+
+
+def path_id(raw: str) -> Any:
+    return caught(schemas.decode_path_id, raw)
+
+
+def ledger_query(raw: str) -> Any:
+    return caught(schemas.parse_ledger_query, raw)
 
 
 # -- the body as a whole ------------------------------------------------------------------------
@@ -152,10 +169,32 @@ def test_bad_actual_amount(literal: bytes) -> None:
         {"field": "actual_amount"})
 
 
-def test_actual_amount_null_or_absent_means_all() -> None:
+def test_only_an_absent_actual_amount_means_all() -> None:
+    """CONTRACT §3.1: an explicit null is an error like any other null, never "consume all"."""
     expected = Consume(at_ms=AT, project=P, customer_id=None, transaction_id="t", actual_amount=None)
     assert consume(b'{"transaction_id":"t"}') == expected
-    assert consume(b'{"transaction_id":"t","actual_amount":null}') == expected
+    err(consume(b'{"transaction_id":"t","actual_amount":null}'), "actual_amount_must_be_non_negative",
+        {"field": "actual_amount"})
+    err(consume(b'{"actual_amount":null,"transaction_id":"t"}'), "actual_amount_must_be_non_negative",
+        {"field": "actual_amount"})
+
+
+@pytest.mark.parametrize(
+    "literal",
+    [b"9007199254740992", b"9007199254740992.0", b"18446744073709551616", b"1e308", b"1E+16", b"9" * 4301,
+     b"9" * 5000 + b".0"],
+)
+@pytest.mark.parametrize("parse, field", [(deposit, "amount"), (freeze, "amount"), (deduct, "amount"),
+                                          (consume, "actual_amount")])
+def test_amount_too_large_always_names_the_field(parse: Any, field: str, literal: bytes) -> None:
+    """CONTRACT §3.1: an integer above 2^53-1, however it is spelled, is amount_too_large with
+    details.field, on every operation and whatever else the body holds."""
+    fields = b'"customer_id":"c","transaction_id":"t"' if parse is not consume else b'"transaction_id":"t"'
+    for body in (b"{" + fields + b',"' + field.encode() + b'":' + literal + b"}",
+                 b'{"' + field.encode() + b'":' + literal + b"," + fields + b"}"):
+        if parse is deposit:
+            body = body.replace(b',"transaction_id":"t"', b"").replace(b'"transaction_id":"t",', b"")
+        err(parse(body), "amount_too_large", {"field": field})
 
 
 # -- identifiers --------------------------------------------------------------------------------
@@ -376,21 +415,21 @@ def test_metadata_null_is_absent_and_edges_ok() -> None:
      ("%C3%A9", "é"), ("é", "é"), ("%2541", "%41"), ("a%20b", "a b"), ("%zz", "%zz")],
 )
 def test_decode_path_id_once(raw: str, decoded: str) -> None:
-    assert schemas.decode_path_id(raw) == decoded
+    assert path_id(raw) == decoded
 
 
 @pytest.mark.parametrize("raw", ["%00", "%09%20", "a%0Ab", "%7F", "%FF", "%C3", "%ED%A0%80", "x" * 256, "%41" * 256])
 def test_decode_path_id_invalid(raw: str) -> None:
-    err(schemas.decode_path_id(raw), "invalid_identifier", {"field": "customer_id"})
+    err(path_id(raw), "invalid_identifier", {"field": "customer_id"})
 
 
 @pytest.mark.parametrize("raw", ["", "%20", "%20%E3%80%80"])
 def test_decode_path_id_blank(raw: str) -> None:
-    err(schemas.decode_path_id(raw), "customer_id_required")
+    err(path_id(raw), "customer_id_required")
 
 
 def test_ledger_query() -> None:
-    q = schemas.parse_ledger_query
+    q = ledger_query
     assert q("") == schemas.LedgerQuery(limit=20)
     assert q("limit=100&cursor=abc&operation_type=GRANT&transaction_id=t+1%2B") == schemas.LedgerQuery(
         limit=100, cursor="abc", operation_type="GRANT", transaction_id="t 1+"
@@ -440,5 +479,45 @@ def test_any_bytes_parse_or_are_a_client_error(body: bytes, parse: Any) -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=40))
 def test_any_query_or_path_is_handled(text: str) -> None:
-    schemas.parse_ledger_query(text)
-    schemas.decode_path_id(text)
+    ledger_query(text)
+    path_id(text)
+
+
+def test_id_pattern_is_is_identifier() -> None:
+    """The body ids are checked by msgspec with ID_PATTERN (also the document's pattern); paths,
+    queries and headers by is_identifier. Both must accept the same characters, in every position."""
+    import re
+    import sys
+
+    pattern = re.compile(schemas.ID_PATTERN)
+    for code_point in range(sys.maxunicode + 1):
+        if 0xD800 <= code_point <= 0xDFFF:
+            continue  # JSON bodies cannot hold lone surrogates (invalid_json)
+        c = chr(code_point)
+        for text in (c, "a" + c, c + "a", "a" + c + "a"):
+            assert (pattern.search(text) is not None) == schemas.is_identifier(text), (hex(code_point), text)
+    for text in ("abc\n", "abc\r\n", "\nabc", " ", "x" * 255):
+        assert (pattern.search(text) is not None) == schemas.is_identifier(text), repr(text)
+
+
+def test_request_structs_carry_the_contract_bounds() -> None:
+    """The constraints msgspec checks (and the document shows) are the named limits."""
+    from engine.core.limits import CREDIT_TYPES_COUNT_MAX, ID_LENGTH_MAX
+
+    _, components = msgspec.json.schema_components(schemas.REQUEST_STRUCTS)
+    deduct_schema = components["DeductRequest"]
+    assert deduct_schema["required"] == ["customer_id", "amount", "transaction_id"]
+    assert deduct_schema["additionalProperties"] is False
+    amount = deduct_schema["properties"]["amount"]
+    assert (amount["type"], amount["minimum"], amount["maximum"]) == ("integer", 1, AMOUNT_MAX)
+    customer_id = deduct_schema["properties"]["customer_id"]
+    assert (customer_id["minLength"], customer_id["maxLength"]) == (1, ID_LENGTH_MAX)
+    assert customer_id["pattern"] == schemas.ID_PATTERN
+    business_type = deduct_schema["properties"]["business_type"]["anyOf"][0]
+    assert set(business_type["enum"]) == BUSINESS_TYPES
+    credit_types = deduct_schema["properties"]["credit_types"]["anyOf"][0]
+    assert credit_types["maxItems"] == CREDIT_TYPES_COUNT_MAX
+    consume_schema = components["ConsumeRequest"]
+    assert consume_schema["required"] == ["transaction_id"]
+    assert consume_schema["properties"]["actual_amount"]["minimum"] == 0
+    assert consume_schema["properties"]["actual_amount"]["type"] == "integer"  # no anyOf with null

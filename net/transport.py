@@ -1,0 +1,152 @@
+"""The HTTP transport: every answer is ours (CONTRACT §7.12). `TallyRunner` serves the app through `_Server`, whose
+connections are `_Connection`s (aiohttp's RequestHandler, three hooks changed):
+
+    request the parser refuses (line or header too long,  handle_error: §3.14 envelope, 400
+      bad framing, Content-Length: abc, unknown           invalid_request (413 / 500 as aiohttp
+      Content-Encoding such as br)                         chose), fresh X-Request-Id, one log line
+    parser error after the handler began reading          data_received: fails that body, so the
+      (bad chunk mid-body)                                 handler answers 400 instead of waiting
+    SIGTERM with a body still arriving                    pre_shutdown/shutdown: keep reading it
+                                                           (<= BODY_WAIT_S), then aiohttp's drain;
+                                                           a stalled client is cut
+    a client's error that aiohttp logs itself             log_exception: one line, no traceback
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Final
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
+
+from net.errors import new_request_id, refusal_response, unreadable_message
+
+log = logging.getLogger("tally.server")
+
+# CONTRACT §7.12: on SIGTERM a request whose headers arrived may send the rest of its body for
+# this long; a client still mid-body then is cut. Polled: shutdown only, BODY_WAIT_S / POLL checks.
+BODY_WAIT_S: Final = 2.0
+BODY_POLL_S: Final = 0.02
+
+# Client mistakes aiohttp may log through log_exception: one line each, never a traceback.
+_CLIENT_FAULTS: Final = (HttpProcessingError, RequestPayloadError, ConnectionError)
+
+
+class _Connection(web.RequestHandler):
+    """One client connection: aiohttp's protocol with our refusals, logs and shutdown drain."""
+
+    def handle_error(
+        self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
+        """aiohttp's answer to a request it could not parse (status 400, `exc` the parser's error)
+        or whose handler raised past the middleware (500: a bug). Ours: the §3.14 envelope."""
+        if request.writer.output_size > 0:  # as aiohttp: a started answer cannot be replaced
+            raise ConnectionError("response already started; cannot send the error envelope")
+        request_id = new_request_id()
+        if status >= 500:
+            log.error("unhandled error, request_id=%s", request_id, exc_info=exc)
+        else:
+            log.info("refused unreadable request, request_id=%s status=%d: %s", request_id, status, unreadable_message(exc))
+        return refusal_response(status, exc, request_id)
+
+    def log_exception(self, *args: Any, **kwargs: Any) -> None:
+        """aiohttp logs here with a traceback; a client's fault (e.g. a body error met again while
+        aiohttp discards the unread rest) gets one line instead."""
+        exc = kwargs.get("exc_info")
+        if isinstance(exc, _CLIENT_FAULTS):
+            log.info("connection closed after a client error: %s", unreadable_message(exc))
+            return
+        super().log_exception(*args, **kwargs)
+
+    def data_received(self, data: bytes) -> None:
+        """aiohttp's parser step. When the parser fails mid-body it queues an error for the NEXT
+        request and the current body never ends; fail that body so its handler answers 400."""
+        super().data_received(data)
+        messages = self._messages
+        request = self._current_request
+        if messages and request is not None:
+            exc = getattr(messages[-1][0], "exc", None)  # only aiohttp's error entry has one
+            content = request.content
+            if isinstance(exc, HttpProcessingError) and not content.is_eof():
+                content.set_exception(exc)
+
+    def body_pending(self) -> bool:
+        """True while this connection holds a request whose headers arrived but not all of its
+        body, or one parsed and not yet handed to its handler (shutdown keeps reading for it)."""
+        task = self._task_handler
+        if self.transport is None or task is None or task.done():
+            return False
+        request = self._current_request
+        if request is not None:
+            content = request.content
+            return not content.is_eof() and content.exception() is None
+        return not self._idle()
+
+    def _idle(self) -> bool:
+        """Between requests: waiting for the next one, none parsed and queued."""
+        waiter = self._waiter
+        return waiter is not None and not waiter.done() and not self._messages
+
+    async def finish_body(self, wait_s: float) -> None:
+        """Shutdown, before aiohttp's drain: let a body still arriving finish (<= wait_s), then
+        stop the connection after its answer; a client stalled mid-body is cut (CONTRACT §7.12)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while self.body_pending() and loop.time() < deadline:
+            await asyncio.sleep(BODY_POLL_S)
+        if self.body_pending():
+            log.info("shutdown: cut a client stalled mid-body")
+            self.force_close()
+        else:
+            self.stop_after_answer()
+
+    def stop_after_answer(self) -> None:
+        """Read no further request: close now if idle, else once the running handler answered
+        (it may be waiting for its fsync: never cut, CONTRACT §4)."""
+        if self._idle():
+            self.force_close()
+        else:
+            self.close()
+
+
+class _Server(web.Server):
+    """web.Server whose connections are `_Connection`s and whose shutdown reads bodies first."""
+
+    def __call__(self) -> web.RequestHandler:
+        return _Connection(self, loop=self._loop, **self._kwargs)
+
+    def pre_shutdown(self) -> None:
+        """aiohttp closes every connection here, which drops the bytes of a body still arriving;
+        close only the others and leave those to `shutdown`."""
+        for connection in list(self._connections):
+            if not isinstance(connection, _Connection):
+                connection.close()
+            elif not connection.body_pending():
+                connection.stop_after_answer()
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        connections = [c for c in self._connections if isinstance(c, _Connection)]
+        await asyncio.gather(*(c.finish_body(BODY_WAIT_S) for c in connections))
+        await super().shutdown(timeout)
+
+
+class TallyRunner(web.AppRunner):
+    """web.AppRunner serving through `_Server`. aiohttp has no public hook for the protocol
+    class, so this rebuilds the Server the app made with the same arguments; the assert fails
+    loudly if a future aiohttp makes that Server something else."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        assert type(server) is web.Server, type(server)
+        # CONTRACT §7.12 + §4: a client that hangs up never cancels a write half-way.
+        assert not server.handler_cancellation
+        return _Server(
+            server.request_handler,
+            request_factory=server.request_factory,
+            handler_cancellation=False,
+            loop=server._loop,
+            **server._kwargs,
+        )
