@@ -38,6 +38,7 @@ function init(args)
     response = pair_response
   elseif mode == "slot" then
     response = slot_response
+    slot_init()
   end
 end
 
@@ -92,31 +93,57 @@ function pair_response(status, hdrs, body)
   end
 end
 
--- slot: a claim's answer does not name its resource, so releases go out in claim order, and the
--- k-th claimed resource is released only once SLOT_LAG more slot answers than k have come back
--- (at most one request per connection is in flight, and a thread has fewer connections than
--- SLOT_LAG). A release that still overtook its claim would count as a non-2xx, never hidden.
-local SLOT_LAG = 1024
-local claimed, sent, answered, released = {}, 0, 0, 0
+-- slot: claim 1 then release that same resource, on SLOT_LANES lanes per thread. Lane k of thread
+-- t is the pool (wallet "bench", source "t<t>-<k>") of the hot customer, granted by bench/run.py
+-- (prepare_tally; capacity 1,000 each, while a lane holds at most 1). A lane is free, claiming,
+-- held or releasing, and has at most one request in flight. Every pool view answered names its
+-- source, so response() knows the lane exactly: a 200 claim makes it held (queued for release),
+-- any answer to a release frees it. request() releases a held lane first, else claims a fresh
+-- resource id (never reused) on a free lane. So a release is only ever sent after its claim was
+-- answered 200: never overtaken, whatever order the connections run in. A connection has at most
+-- one request in flight, so with SLOT_LANES >= connections per thread a lane is always free or
+-- held when request() runs (bench/run.py asserts that bound).
+SLOT_LANES = 64
+local lane_state, lane_resource, free_lanes, held, held_head, held_tail = {}, {}, {}, {}, 1, 0
 
-function slot_response(status, hdrs, body)
-  if status < 300 then
-    answered = answered + 1  -- claims and releases: the lag covers the releases in flight
+function slot_init()
+  for k = SLOT_LANES, 1, -1 do  -- a stack: low lanes first (granted first: the shortest pool scan)
+    free_lanes[#free_lanes + 1] = k
+    lane_state[k] = "free"
   end
 end
 
-function slot_request()
-  if released < sent and released + SLOT_LAG < answered - released then
-    released = released + 1
-    local item = claimed[released]
-    claimed[released] = nil
-    return post("/v1/slot/release", '{"customer_id":"' .. item[1] .. '","wallet":"bench","resource_id":"' ..
-      item[2] .. '"}')
+function slot_response(status, hdrs, body)
+  local k = tonumber(body:match('"source":"t' .. (tid or 0) .. '%-(%d+)"') or "")
+  if not k then return end  -- an error envelope: counted as non-2xx by wrk, and the lane stays out
+  if lane_state[k] == "claiming" and status == 200 then
+    lane_state[k] = "held"
+    held_tail = held_tail + 1
+    held[held_tail] = k
+  elseif lane_state[k] == "claiming" or lane_state[k] == "releasing" then
+    lane_state[k] = "free"
+    free_lanes[#free_lanes + 1] = k
   end
-  local c, id = customer(), next_id()
-  sent = sent + 1
-  claimed[sent] = {c, id}
-  return post("/v1/slot/claim", '{"customer_id":"' .. c .. '","wallet":"bench","resource_id":"' .. id .. '"}')
+end
+
+local function slot_post(path, k, resource)
+  return post(path, '{"customer_id":"hot-0","wallet":"bench","source":"t' .. (tid or 0) .. '-' .. k ..
+    '","resource_id":"' .. resource .. '"}')
+end
+
+function slot_request()
+  if held_head <= held_tail then
+    local k = held[held_head]
+    held[held_head] = nil
+    held_head = held_head + 1
+    lane_state[k] = "releasing"
+    return slot_post("/v1/slot/release", k, lane_resource[k])
+  end
+  local k = table.remove(free_lanes)
+  if not k then error("slot: no free lane (more connections per thread than SLOT_LANES?)") end
+  lane_state[k] = "claiming"
+  lane_resource[k] = next_id()
+  return slot_post("/v1/slot/claim", k, lane_resource[k])
 end
 
 function done(summary, latency, requests)
