@@ -87,6 +87,7 @@ SCENARIOS = (
     Scenario("freeze_spread", "(d) freeze 10 only, spread", "tally", "freeze", False),
     Scenario("get_spread", "(e) GET customer, spread", "tally", "get", False, kind="get"),
     Scenario("deposit_spread", "(f) deposit 1, spread", "tally", "deposit", False),
+    Scenario("slot_pair_hot", "(g) slot claim 1 + release, hot", "tally", "slot", True, requests_per_op=2),
 )
 SCENARIO_NAMES = tuple(s.name for s in SCENARIOS)
 
@@ -276,6 +277,25 @@ def fund(server: Server, prefix: str, first: int, count: int, amount: int, *, ta
     return seconds, ok, bad
 
 
+# The slot row (load.lua MODE slot): each wrk thread claims and releases on its own SLOT_LANES pools
+# of "hot-0" (source "t<thread>-<lane>"); a lane has at most one request in flight, so a thread
+# needs at least as many lanes as connections. Capacity per pool: far more than a lane holds (1).
+SLOT_LANES = 64  # = SLOT_LANES in bench/lua/load.lua
+SLOT_LANE_CAPACITY = 1000
+assert max(FULL.connections + SMOKE.connections) <= SLOT_LANES * WRK_THREADS, "a thread needs a lane per connection"
+
+
+def grant_slot_lanes(server: Server) -> None:
+    """Grant the slot row's pools, lane by lane across threads (the engine scans a customer's
+    pools in creation order; the lanes a run uses most are the low ones)."""
+    for lane in range(1, SLOT_LANES + 1):
+        for thread in range(WRK_THREADS):
+            grant = (f'{{"customer_id":"hot-0","wallet":"bench","source":"t{thread}-{lane}",'
+                     f'"amount":{SLOT_LANE_CAPACITY}}}').encode()
+            if http_status(server.url + "/v1/slot/grant", body=grant, key=server.api_key) != 200:
+                raise RuntimeError(f"slot grant failed\n{server.log_tail()}")
+
+
 # -- throughput --------------------------------------------------------------------------------
 
 
@@ -294,6 +314,7 @@ def prepare_tally(work_dir: Path, api_key: str, plan: Plan, notes: list[str],
     seconds2, ok2, bad2 = fund(server, "c-", 0, plan.spread_customers, SPREAD_FUNDS)
     if bad or bad2 or ok + ok2 != 1 + plan.spread_customers:
         raise RuntimeError(f"funding failed: ok={ok + ok2} bad={bad + bad2}\n{server.log_tail()}")
+    grant_slot_lanes(server)
     if not notes:
         notes.append(f"funding {plan.spread_customers:,} spread customers took {seconds2:.2f} s "
                      f"({plan.spread_customers / seconds2:,.0f} deposits/s at 64 connections)")

@@ -16,14 +16,18 @@ from prometheus_client import CollectorRegistry
 from net.admin import AdminHandlers, admin_routes
 from net.config import ServerConfig
 from net.dashboard import DashboardHandlers, dashboard_routes
+from net.entitlements_api import EntitlementHandlers, entitlement_routes
 from net.handlers import NOT_READY, Handlers, Runtime
 from net.observe import METRICS_PATH, REGISTRY, Observer, metrics
+from net.slots_api import SlotHandlers, slot_routes
 from net.openapi import OPENAPI_PATH, openapi_json
 
 CONFIG: Final = web.AppKey("config", ServerConfig)
 HANDLERS: Final = web.AppKey("handlers", Handlers)
 ADMIN_HANDLERS: Final = web.AppKey("admin_handlers", AdminHandlers)
 DASHBOARD_HANDLERS: Final = web.AppKey("dashboard_handlers", DashboardHandlers)
+SLOT_HANDLERS: Final = web.AppKey("slot_handlers", SlotHandlers)
+ENTITLEMENT_HANDLERS: Final = web.AppKey("entitlement_handlers", EntitlementHandlers)
 OBSERVER: Final = web.AppKey("observer", Observer)
 
 
@@ -68,13 +72,20 @@ def create_app(config: ServerConfig, runtime: Runtime | None, *, observer: Obser
     handlers = Handlers(NOT_READY if runtime is None else runtime)
     admin = AdminHandlers(NOT_READY if runtime is None else runtime)
     dashboard = DashboardHandlers(NOT_READY if runtime is None else runtime)
+    slots = SlotHandlers(NOT_READY if runtime is None else runtime)
+    entitlements = EntitlementHandlers(NOT_READY if runtime is None else runtime)
     app[CONFIG] = config
     app[HANDLERS] = handlers
     app[ADMIN_HANDLERS] = admin
     app[DASHBOARD_HANDLERS] = dashboard
+    app[SLOT_HANDLERS] = slots
+    app[ENTITLEMENT_HANDLERS] = entitlements
     app[OBSERVER] = observer
     app[REGISTRY] = observer.registry
     app.add_routes(routes(handlers, admin, dashboard))
+    # -- slots and entitlements (velobase-api §1A.8-§1A.9, CONTRACT §8): their own modules --------
+    app.add_routes(slot_routes(slots))
+    app.add_routes(entitlement_routes(entitlements))
     return app
 
 
@@ -83,4 +94,6 @@ def open_app(app: web.Application, runtime: Runtime) -> None:
     app[HANDLERS].bind(runtime)
     app[ADMIN_HANDLERS].bind(runtime)
     app[DASHBOARD_HANDLERS].bind(runtime)
+    app[SLOT_HANDLERS].bind(runtime)
+    app[ENTITLEMENT_HANDLERS].bind(runtime)
     app[OBSERVER].open(runtime)

@@ -31,6 +31,7 @@ from engine.core.results import (
     Rejected,
     WebhookList,
 )
+from engine.core.state import LedgerState
 from engine.runtime import Admin
 from engine.runtime.errors import Unavailable
 from net.admin import AdminRuntime
@@ -64,6 +65,9 @@ class Runtime(AdminRuntime, Protocol):
     ) -> CustomerPage | Rejected: ...
 
     async def get_alerts(self, project: str, customer_id: str) -> AlertsView | Rejected: ...
+
+    async def read(self, project: str, customer_id: str, view: Callable[[LedgerState, int], Any]) -> Any:
+        """A pure view of one customer's state (slots and entitlements, CONTRACT §8)."""
 
 
 class _NotReady:
@@ -115,6 +119,9 @@ class _NotReady:
         raise self._refuse()
 
     async def get_alerts(self, project: str, customer_id: str) -> AlertsView | Rejected:
+        raise self._refuse()
+
+    async def read(self, project: str, customer_id: str, view: Callable[[LedgerState, int], Any]) -> Any:
         raise self._refuse()
 
 

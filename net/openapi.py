@@ -68,6 +68,7 @@ from engine.core.results import (
     VoidResponse,
 )
 from net import schemas
+from net import openapi_slots
 from net.config import REQUEST_SIZE_MAX_DEFAULT
 
 OPENAPI_PATH: Final = "/openapi.json"
@@ -95,6 +96,7 @@ ROUTE_DOC_PATHS: Final = {
     "/admin/v1/webhooks": ("/admin/v1/webhooks",),
     "/admin/v1/webhooks/{tail}/delete": ("/admin/v1/webhooks/{webhook_id}/delete",),
     "/admin/v1/webhooks/{tail}/deliveries": ("/admin/v1/webhooks/{webhook_id}/deliveries",),
+    **openapi_slots.ROUTE_DOC_PATHS,
 }
 
 # Routes of net.app's table that are not part of the billing API and so not documented: the
@@ -244,6 +246,7 @@ OPERATION_CODES: Final[dict[str, tuple[str, ...]]] = {
         *_ADMIN_CODES, *_UNAVAILABLE_CODES, "webhook_not_found", "not_found", "unknown_field", "invalid_limit",
         "invalid_cursor",
     ),  # fmt: skip
+    **openapi_slots.OPERATION_CODES,  # slots and entitlements (CONTRACT §8)
 }
 for _codes in OPERATION_CODES.values():
     for _code in _codes:
@@ -542,11 +545,12 @@ _RESPONSE_STRUCTS: Final = (
     CreatedWebhook,
     DeletedWebhook,
     AttemptPage,
+    *openapi_slots.RESPONSE_STRUCTS,
 )
 _TIME_FIELDS: Final = frozenset(
     {"starts_at", "expires_at", "unfreeze_after", "consume_after", "consumed_at", "unfrozen_at", "deducted_at", "created_at",
      "refunded_at", "voided_at", "revoked_at", "updated_at", "deleted_at", "attempted_at", "next_attempt_at"}
-)  # fmt: skip
+) | openapi_slots.TIME_FIELDS  # fmt: skip
 # Integer fields that are always > 0 on the wire; every other integer is >= 0.
 _POSITIVE_FIELDS: Final = {
     "Detail": {"amount"},
@@ -557,12 +561,14 @@ _POSITIVE_FIELDS: Final = {
     "UnfreezeResponse": {"unfrozen_amount"},
     "RefundDetail": {"amount"},
     "RefundResponse": {"refunded_amount"},
+    **openapi_slots.POSITIVE_FIELDS,
 }
 _CONSTANTS: Final = {
     ("Account", "account_type"): {"const": "CREDIT"},
     ("LedgerEntryView", "status"): {"const": "COMPLETED"},
     ("LedgerEntryView", "operation_type"): {"enum": sorted(OPERATION_TYPES)},
     ("LedgerEntryView", "business_type"): {"enum": sorted(BUSINESS_TYPES)},
+    **openapi_slots.CONSTANTS,
 }
 
 
@@ -595,7 +601,8 @@ def _components() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(_RESPONSE_STRUCTS, ref_template=_REF_TEMPLATE)
     for name, component in components.items():
         _tighten(name, component)
-    _, requests = msgspec.json.schema_components(schemas.REQUEST_STRUCTS, ref_template=_REF_TEMPLATE)
+    request_structs = (*schemas.REQUEST_STRUCTS, *openapi_slots.REQUEST_STRUCTS)
+    _, requests = msgspec.json.schema_components(request_structs, ref_template=_REF_TEMPLATE)
     assert not set(requests) & set(components), "a request and a response Struct share a name"
     for name, pairs in _NOT_BOTH.items():
         requests[name]["allOf"] = [{"not": _both_given(first, second)} for first, second in pairs]
@@ -711,6 +718,7 @@ def document() -> dict[str, Any]:
         },
         **_public_paths(),
         **_admin_paths(),
+        **openapi_slots.paths(_write_op, _read_op),  # slots and entitlements (CONTRACT §8)
     }
     return {
         "openapi": "3.1.0",

@@ -41,6 +41,10 @@ Hand-written code remains only for what the contract makes lenient or cross-fiel
 - Times, `expires_at` after `starts_at` (`invalid_datetime_range`), metadata depth and integer
   range (what the WAL's msgpack can hold: -2^63 .. 2^64-1).
 
+Shared with the slot and entitlement routes (net/slots_api.py, net/entitlements_api.py, CONTRACT
+§8): `decode_request` with their own `FieldCodes` table, `decode_path_id` (any path id),
+`query_values`, `page_limit`, `check_cursor`, `parse_time_ms`, `decode_metadata`, `invalid_id`.
+
 Errors (CONTRACT §3.14, §7.9), each with details.field unless noted. msgspec's error path
 (`$.field`) picks the code from `_FIELD_CODES`:
 
@@ -61,7 +65,8 @@ Errors (CONTRACT §3.14, §7.9), each with details.field unless noted. msgspec's
 import datetime as _dt
 import re
 from decimal import Decimal
-from typing import Annotated, Any, Final, Literal, get_args
+from collections.abc import Mapping
+from typing import Annotated, Any, Final, Literal, NamedTuple, get_args
 from urllib.parse import unquote, unquote_plus, urlsplit
 
 import msgspec
@@ -343,24 +348,39 @@ _REQUIRED_CODES: Final = {
     "account_id": "account_id_required",
     "project": "project_required",
 }
+
+
+class FieldCodes(NamedTuple):
+    """How a refused body field becomes a contract code: `fields` (field -> code of a bad value),
+    `required` (field -> code when missing, null or blank), `lenient` (number fields judged on
+    their literal text, CONTRACT §7.6). Other request modules (net/slots_api.py,
+    net/entitlements_api.py) pass their own to `decode_request`."""
+
+    fields: Mapping[str, str]
+    required: Mapping[str, str]
+    lenient: frozenset[str]
+
+
+BILLING_CODES: Final = FieldCodes(_FIELD_CODES, _REQUIRED_CODES, _LENIENT_NUMBERS)
 _UNKNOWN_FIELD = re.compile(r"Object contains unknown field `(.*)`", re.DOTALL)
 _MISSING_FIELD = re.compile(r"Object missing required field `([A-Za-z_]+)`")
 _ERROR_PATH = re.compile(r" - at `\$\.([A-Za-z_]+)(?:\[([0-9]+)\])?")
 
 
-def _decode(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
-    """body -> the request Struct, or raise ClientError. No other exception for any input."""
+def decode_request(decoder: msgspec.json.Decoder[Any], body: bytes, codes: FieldCodes = BILLING_CODES) -> Any:
+    """body -> the request Struct, or raise ClientError (codes per field from `codes`). No other
+    exception for any input."""
     try:
         return decoder.decode(body)
     except msgspec.ValidationError as exc:
-        return _retry_lenient(decoder, body, str(exc))
+        return _retry_lenient(decoder, body, str(exc), codes)
     except msgspec.DecodeError as exc:
         raise ClientError("invalid_json", f"body is not valid JSON: {exc}") from None
     except RecursionError:
         raise ClientError("invalid_json", "body is nested too deeply") from None
 
 
-def _retry_lenient(decoder: msgspec.json.Decoder[Any], body: bytes, text: str) -> Any:
+def _retry_lenient(decoder: msgspec.json.Decoder[Any], body: bytes, text: str, codes: FieldCodes) -> Any:
     """The error path: the body msgspec refused, read again field by field.
 
     msgspec validates while it parses, so malformed text later in the body must still win
@@ -377,7 +397,7 @@ def _retry_lenient(decoder: msgspec.json.Decoder[Any], body: bytes, text: str) -
     except msgspec.ValidationError:  # "Expected `object`, got `array`": the body's own shape
         raise ClientError("invalid_json", "body must be a JSON object") from None
     rewritten = False
-    for name in _LENIENT_NUMBERS.intersection(fields):
+    for name in codes.lenient.intersection(fields):
         integer = _integral_text(fields[name])
         if integer is not None:
             fields[name], rewritten = msgspec.Raw(integer), True
@@ -393,7 +413,7 @@ def _retry_lenient(decoder: msgspec.json.Decoder[Any], body: bytes, text: str) -
             return decoder.decode(rebuilt)
         except msgspec.ValidationError as exc:
             text = str(exc)
-    raise _validation_error(text, fields)
+    raise _validation_error(text, fields, codes)
 
 
 _LENIENT_NUMBER_LISTS: Final = frozenset({"thresholds"})  # lists of amounts (CONTRACT §11.1)
@@ -420,7 +440,7 @@ def _integral_text(raw: msgspec.Raw) -> bytes | None:
     return str(int(value)).encode()
 
 
-def _validation_error(text: str, fields: dict[str, msgspec.Raw]) -> ClientError:
+def _validation_error(text: str, fields: dict[str, msgspec.Raw], codes: FieldCodes) -> ClientError:
     """msgspec's message (and the refused field's text) -> the contract's code and details."""
     unknown = _UNKNOWN_FIELD.fullmatch(text)
     if unknown is not None:
@@ -429,26 +449,26 @@ def _validation_error(text: str, fields: dict[str, msgspec.Raw]) -> ClientError:
     missing = _MISSING_FIELD.fullmatch(text)
     if missing is not None:
         field = missing.group(1)
-        code = _REQUIRED_CODES.get(field) or _FIELD_CODES[field]
+        code = codes.required.get(field) or codes.fields[field]
         return ClientError(code, f"{field} is required", {"field": field})
     path = _ERROR_PATH.search(text)
-    if path is None or path.group(1) not in _FIELD_CODES:
+    if path is None or path.group(1) not in codes.fields:
         return ClientError("invalid_json", f"body does not have the expected shape: {text}")
     field, index = path.group(1), path.group(2)
-    return _field_error(field, index, fields[field], text)
+    return _field_error(field, index, fields[field], text, codes)
 
 
-def _field_error(field: str, index: str | None, raw: msgspec.Raw, text: str) -> ClientError:
+def _field_error(field: str, index: str | None, raw: msgspec.Raw, text: str, codes: FieldCodes) -> ClientError:
     try:
         value = _any_decoder.decode(raw)
     except msgspec.ValidationError:  # an integer literal of 4300+ digits
-        value = None if field not in _LENIENT_NUMBERS else AMOUNT_MAX + 1
-    code = _FIELD_CODES[field]
+        value = None if field not in codes.lenient else AMOUNT_MAX + 1
+    code = codes.fields[field]
     details: dict[str, Any] = {"field": field}
     if field in ("amount", "actual_amount") and type(value) in (int, Decimal) and value > AMOUNT_MAX:
         code = "amount_too_large"
-    elif field in _REQUIRED_CODES and (value is None or (type(value) is str and _is_blank(value))):
-        code = _REQUIRED_CODES[field]
+    elif field in codes.required and (value is None or (type(value) is str and _is_blank(value))):
+        code = codes.required[field]
     elif field == "credit_types" and index is not None and type(value[int(index)]) is str:
         details["index"] = int(index)  # a wallet name that is not an identifier (a type error: none)
     return ClientError(code, f"{field}: {text}", details)
@@ -476,7 +496,7 @@ def _is_blank(value: str) -> bool:
     return value == "" or (value.isspace() and _FORBIDDEN_CHARS.search(value) is None)
 
 
-def _invalid_id(field: str) -> ClientError:
+def invalid_id(field: str) -> ClientError:
     return ClientError("invalid_identifier", f"{field} must be {ID_TEXT}", {"field": field})
 
 
@@ -486,7 +506,7 @@ def _check_required_id(value: str, field: str, required_code: str) -> str:
         return value
     if _is_blank(value):
         raise ClientError(required_code, f"{field} is required", {"field": field})
-    raise _invalid_id(field)
+    raise invalid_id(field)
 
 
 # -- times ----------------------------------------------------------------------------------------
@@ -528,7 +548,9 @@ def parse_rfc3339_ms(text: str) -> int | None:
     return ms
 
 
-def _time(text: str | None, field: str) -> int | None:
+def parse_time_ms(text: str | None, field: str) -> int | None:
+    """RFC 3339 text (or None) -> UTC ms (or None); raises ClientError `invalid_<field>` (400,
+    details.field), so the field's code must be registered."""
     if text is None:
         return None
     ms = parse_rfc3339_ms(text)
@@ -544,7 +566,9 @@ def _invalid_metadata(reason: str) -> ClientError:
     return ClientError("invalid_metadata", f"metadata {reason}", {"field": "metadata"})
 
 
-def _metadata(raw: msgspec.Raw | UnsetType) -> dict[str, Any] | None:
+def decode_metadata(raw: msgspec.Raw | UnsetType) -> dict[str, Any] | None:
+    """A `Metadata` field -> its object (None when absent or null); raises ClientError
+    invalid_metadata (size, depth, integer range) or invalid_json (CONTRACT §3.3)."""
     if raw is UNSET:
         return None
     if len(raw) > METADATA_SIZE_MAX:
@@ -586,11 +610,11 @@ def _metadata_problem(root: dict[str, Any]) -> str | None:
 
 def parse_deposit(body: bytes, project: str, idempotency_header: str | None) -> Deposit:
     """POST /v1/customers/deposit (velobase-api §1A.1). Raises ClientError."""
-    req: DepositRequest = _decode(_deposit_decoder, body)
+    req: DepositRequest = decode_request(_deposit_decoder, body)
     wallet = _deposit_wallet(req.wallet, req.credit_type)
     key = _deposit_key(req.idempotency_key, idempotency_header)
-    starts_at_ms = _time(req.starts_at, "starts_at")
-    expires_at_ms = _time(req.expires_at, "expires_at")
+    starts_at_ms = parse_time_ms(req.starts_at, "starts_at")
+    expires_at_ms = parse_time_ms(req.expires_at, "expires_at")
     if starts_at_ms is not None and expires_at_ms is not None and expires_at_ms <= starts_at_ms:
         raise ClientError("invalid_datetime_range", "expires_at must be after starts_at", {"field": "expires_at"})
     return Deposit(
@@ -605,7 +629,7 @@ def parse_deposit(body: bytes, project: str, idempotency_header: str | None) -> 
         idempotency_key=key,
         name=req.name,
         email=req.email,
-        metadata=_metadata(req.metadata),
+        metadata=decode_metadata(req.metadata),
         description=req.description,
     )
 
@@ -650,7 +674,7 @@ def _check_debit(req: FreezeRequest | DeductRequest) -> None:
 
 def parse_freeze(body: bytes, project: str) -> Freeze:
     """POST /v1/billing/freeze (velobase-api §1A.4, CONTRACT §3.10). Raises ClientError."""
-    req: FreezeRequest = _decode(_freeze_decoder, body)
+    req: FreezeRequest = decode_request(_freeze_decoder, body)
     _check_debit(req)
     if req.unfreeze_after_seconds is not None and req.consume_after_seconds is not None:
         raise ClientError("invalid_auto_settlement",
@@ -674,7 +698,7 @@ def parse_freeze(body: bytes, project: str) -> Freeze:
 
 def parse_deduct(body: bytes, project: str) -> Deduct:
     """POST /v1/billing/deduct (velobase-api §1A.7). Raises ClientError."""
-    req: DeductRequest = _decode(_deduct_decoder, body)
+    req: DeductRequest = decode_request(_deduct_decoder, body)
     _check_debit(req)
     return Deduct(
         at_ms=0,  # stamped by the runtime on the command's shard
@@ -692,7 +716,7 @@ def parse_deduct(body: bytes, project: str) -> Deduct:
 def parse_consume(body: bytes, project: str) -> Consume:
     """POST /v1/billing/consume (velobase-api §1A.5). `customer_id` is left to the runtime;
     an absent `actual_amount` (never a null one) means the whole frozen amount."""
-    req: ConsumeRequest = _decode(_consume_decoder, body)
+    req: ConsumeRequest = decode_request(_consume_decoder, body)
     return Consume(
         at_ms=0,  # stamped by the runtime on the command's shard
         project=project,
@@ -704,7 +728,7 @@ def parse_consume(body: bytes, project: str) -> Consume:
 
 def parse_unfreeze(body: bytes, project: str) -> Unfreeze:
     """POST /v1/billing/unfreeze (velobase-api §1A.6). `customer_id` is left to the runtime."""
-    req: UnfreezeRequest = _decode(_unfreeze_decoder, body)
+    req: UnfreezeRequest = decode_request(_unfreeze_decoder, body)
     return Unfreeze(at_ms=0, project=project, customer_id=None, transaction_id=req.transaction_id)
 
 
@@ -713,7 +737,7 @@ def parse_refund(body: bytes, project: str) -> Refund:
     An absent `amount` means all that is refundable; a null one is 400 amount_must_be_positive.
     Raises ClientError (refund_id_required, transaction_id_required, invalid_identifier,
     amount_must_be_positive, amount_too_large, invalid_reason, invalid_json, unknown_field)."""
-    req: RefundRequest = _decode(_refund_decoder, body)
+    req: RefundRequest = decode_request(_refund_decoder, body)
     return Refund(
         at_ms=0,  # stamped by the runtime on the command's shard
         project=project,
@@ -728,21 +752,21 @@ def parse_refund(body: bytes, project: str) -> Refund:
 def parse_void(body: bytes, project: str) -> Void:
     """POST /v1/billing/void (CONTRACT §10.2) -> Void (customer_id left to the runtime).
     Raises ClientError (void_id_required, account_id_required, invalid_identifier, invalid_reason)."""
-    req: VoidRequest = _decode(_void_decoder, body)
+    req: VoidRequest = decode_request(_void_decoder, body)
     return Void(at_ms=0, project=project, customer_id=None, void_id=req.void_id, account_id=req.account_id, reason=req.reason)
 
 
 # -- GET paths and queries ------------------------------------------------------------------------
 
 
-def decode_path_id(raw: str) -> str:
-    """A raw (still percent-encoded) path segment -> customer id, decoded exactly once.
-    Raises ClientError (customer_id_required, invalid_identifier)."""
+def decode_path_id(raw: str, field: str = "customer_id", required_code: str = "customer_id_required") -> str:
+    """A raw (still percent-encoded) path segment -> the id, decoded exactly once.
+    Raises ClientError (`required_code`, invalid_identifier; details.field = `field`)."""
     try:
-        customer_id = unquote(raw, errors="strict")
+        value = unquote(raw, errors="strict")
     except UnicodeDecodeError:
-        raise _invalid_id("customer_id") from None
-    return _check_required_id(customer_id, "customer_id", "customer_id_required")
+        raise invalid_id(field) from None
+    return _check_required_id(value, field, required_code)
 
 
 class LedgerQuery(msgspec.Struct, frozen=True, gc=False):
@@ -769,10 +793,10 @@ _LEDGER_PARAM_CODES: Final = {
 _LIMIT_TEXT = re.compile(r"[0-9]{1,3}")
 
 
-def _query_values(raw_query: str, param_codes: dict[str, str] = _LEDGER_PARAM_CODES) -> dict[str, str]:
-    """Form-decoded parameters (`+` is a space, as the SDK's urlencode writes it); unknown or
-    repeated ones refused: a typo never silently widens a filter. `param_codes`: name -> the
-    code for a bad value."""
+def query_values(raw_query: str, codes: Mapping[str, str] = _LEDGER_PARAM_CODES) -> dict[str, str]:
+    """Form-decoded parameters (`+` is a space, as the SDK's urlencode writes it), each decoded
+    once; `codes`: allowed name -> its 400 code. Unknown (unknown_field) or repeated (its code)
+    ones refused: a typo never silently widens a filter. Raises ClientError (details.field)."""
     values: dict[str, str] = {}
     for part in raw_query.split("&"):
         if not part:
@@ -782,7 +806,7 @@ def _query_values(raw_query: str, param_codes: dict[str, str] = _LEDGER_PARAM_CO
             name = unquote_plus(raw_name, errors="strict")
         except UnicodeDecodeError:
             name = raw_name
-        code = param_codes.get(name)
+        code = codes.get(name)
         if code is None:
             raise ClientError("unknown_field", f"unknown query parameter {name!r}", {"field": name})
         if name in values:
@@ -794,40 +818,9 @@ def _query_values(raw_query: str, param_codes: dict[str, str] = _LEDGER_PARAM_CO
     return values
 
 
-def parse_ledger_query(raw_query: str) -> LedgerQuery:
-    """The raw query string of GET .../ledger. Raises ClientError (unknown_field, invalid_limit,
-    invalid_cursor, invalid_operation_type, invalid_identifier, invalid_business_type,
-    invalid_from, invalid_to; details.field). `from`/`to`: RFC 3339 with an offset (§10.3)."""
-    values = _query_values(raw_query)
-    limit = _limit(values.get("limit"), LEDGER_PAGE_SIZE_DEFAULT, LEDGER_PAGE_SIZE_MAX)
-    cursor = values.get("cursor")
-    if cursor is not None and not (0 < len(cursor) <= CURSOR_LENGTH_MAX and cursor.isascii() and cursor.isprintable()):
-        raise ClientError("invalid_cursor", "cursor is malformed", {"field": "cursor"})
-    operation_type = values.get("operation_type")
-    if operation_type is not None and operation_type not in OPERATION_TYPES:
-        raise ClientError("invalid_operation_type",
-            f"operation_type must be one of {', '.join(sorted(OPERATION_TYPES))}",
-            {"field": "operation_type"},
-        )  # fmt: skip
-    transaction_id = values.get("transaction_id")
-    if transaction_id is not None and not is_identifier(transaction_id):
-        raise _invalid_id("transaction_id")
-    wallet = values.get("wallet")
-    if wallet is not None and not is_identifier(wallet):
-        raise _invalid_id("wallet")
-    business_type = values.get("business_type")
-    if business_type is not None and business_type not in BUSINESS_TYPES:
-        raise ClientError("invalid_business_type",
-            f"business_type must be one of {', '.join(sorted(BUSINESS_TYPES))}", {"field": "business_type"}
-        )  # fmt: skip
-    return LedgerQuery(
-        limit=limit, cursor=cursor, operation_type=operation_type, transaction_id=transaction_id, wallet=wallet,
-        business_type=business_type, from_ms=_time(values.get("from"), "from"), to_ms=_time(values.get("to"), "to"),
-    )  # fmt: skip
-
-
-def _limit(text: str | None, default: int, maximum: int) -> int:
-    """A page size: 1..maximum digits only; raises ClientError invalid_limit."""
+def page_limit(text: str | None, default: int, maximum: int) -> int:
+    """A page's `limit` parameter: absent -> `default`; else an integer 1..`maximum` written in
+    1-3 digits. Raises ClientError invalid_limit (details.field)."""
     if text is None:
         return default
     limit = int(text) if _LIMIT_TEXT.fullmatch(text) else 0
@@ -836,13 +829,51 @@ def _limit(text: str | None, default: int, maximum: int) -> int:
     return limit
 
 
+def check_cursor(text: str | None) -> str | None:
+    """A page's opaque `cursor`: 1-CURSOR_LENGTH_MAX printable ASCII characters (its meaning is
+    the engine's). Raises ClientError invalid_cursor (details.field)."""
+    if text is not None and not (0 < len(text) <= CURSOR_LENGTH_MAX and text.isascii() and text.isprintable()):
+        raise ClientError("invalid_cursor", "cursor is malformed", {"field": "cursor"})
+    return text
+
+
+def parse_ledger_query(raw_query: str) -> LedgerQuery:
+    """The raw query string of GET .../ledger. Raises ClientError (unknown_field, invalid_limit,
+    invalid_cursor, invalid_operation_type, invalid_identifier, invalid_business_type,
+    invalid_from, invalid_to; details.field). `from`/`to`: RFC 3339 with an offset (§10.3)."""
+    values = query_values(raw_query)
+    limit = page_limit(values.get("limit"), LEDGER_PAGE_SIZE_DEFAULT, LEDGER_PAGE_SIZE_MAX)
+    cursor = check_cursor(values.get("cursor"))
+    operation_type = values.get("operation_type")
+    if operation_type is not None and operation_type not in OPERATION_TYPES:
+        raise ClientError("invalid_operation_type",
+            f"operation_type must be one of {', '.join(sorted(OPERATION_TYPES))}",
+            {"field": "operation_type"},
+        )  # fmt: skip
+    transaction_id = values.get("transaction_id")
+    if transaction_id is not None and not is_identifier(transaction_id):
+        raise invalid_id("transaction_id")
+    wallet = values.get("wallet")
+    if wallet is not None and not is_identifier(wallet):
+        raise invalid_id("wallet")
+    business_type = values.get("business_type")
+    if business_type is not None and business_type not in BUSINESS_TYPES:
+        raise ClientError("invalid_business_type",
+            f"business_type must be one of {', '.join(sorted(BUSINESS_TYPES))}", {"field": "business_type"}
+        )  # fmt: skip
+    return LedgerQuery(
+        limit=limit, cursor=cursor, operation_type=operation_type, transaction_id=transaction_id, wallet=wallet,
+        business_type=business_type, from_ms=parse_time_ms(values.get("from"), "from"), to_ms=parse_time_ms(values.get("to"), "to"),
+    )  # fmt: skip
+
+
 # -- the admin API and the customer list (CONTRACT §9.2, §9.3) -------------------------------------
 
 
 def parse_create_key(body: bytes) -> CreateKeyRequest:
     """POST /admin/v1/keys. Raises ClientError (invalid_json, unknown_field, project_required,
     invalid_identifier, invalid_label; details.field)."""
-    request: CreateKeyRequest = _decode(_create_key_decoder, body)
+    request: CreateKeyRequest = decode_request(_create_key_decoder, body)
     _check_required_id(request.project, "project", "project_required")
     return request
 
@@ -860,8 +891,8 @@ def parse_customers_query(raw_query: str) -> CustomersQuery:
     """The raw query of GET /v1/customers. Raises ClientError (unknown_field, invalid_limit,
     invalid_cursor, invalid_prefix; details.field). A prefix is 0..PREFIX_LENGTH_MAX characters
     without control characters (it need not be a whole identifier: " " and "a" are prefixes)."""
-    values = _query_values(raw_query, _CUSTOMERS_PARAM_CODES)
-    limit = _limit(values.get("limit"), CUSTOMER_PAGE_SIZE_DEFAULT, CUSTOMER_PAGE_SIZE_MAX)
+    values = query_values(raw_query, _CUSTOMERS_PARAM_CODES)
+    limit = page_limit(values.get("limit"), CUSTOMER_PAGE_SIZE_DEFAULT, CUSTOMER_PAGE_SIZE_MAX)
     cursor = values.get("cursor")
     if cursor is not None and not (
         0 < len(cursor) <= CUSTOMER_CURSOR_LENGTH_MAX and cursor.isascii() and cursor.isprintable()
@@ -878,9 +909,9 @@ def parse_customers_query(raw_query: str) -> CustomersQuery:
 def parse_keys_query(raw_query: str) -> str | None:
     """The raw query of GET /admin/v1/keys: the `project` filter, or None. Raises ClientError
     (unknown_field, invalid_identifier)."""
-    project = _query_values(raw_query, {"project": "invalid_identifier"}).get("project")
+    project = query_values(raw_query, {"project": "invalid_identifier"}).get("project")
     if project is not None and not is_identifier(project):
-        raise _invalid_id("project")
+        raise invalid_id("project")
     return project
 
 
@@ -903,7 +934,7 @@ def parse_create_webhook(body: bytes, secret: str) -> CreateWebhook:
     """POST /admin/v1/webhooks -> CreateWebhook with the shell's fresh `secret`. Raises ClientError
     (invalid_json, unknown_field, project_required, invalid_identifier, invalid_url,
     invalid_events; details.field)."""
-    request: CreateWebhookRequest = _decode(_create_webhook_decoder, body)
+    request: CreateWebhookRequest = decode_request(_create_webhook_decoder, body)
     _check_required_id(request.project, "project", "project_required")
     _check_url(request.url)
     events = EVENT_TYPES if request.events is None else tuple(request.events)
@@ -915,7 +946,7 @@ def parse_create_webhook(body: bytes, secret: str) -> CreateWebhook:
 def parse_set_alerts(body: bytes, project: str, customer_id: str) -> SetAlerts:
     """PUT /v1/alerts/{customer_id} -> SetAlerts, thresholds descending. Raises ClientError
     (invalid_json, unknown_field, invalid_thresholds, invalid_identifier; details.field)."""
-    request: SetAlertsRequest = _decode(_set_alerts_decoder, body)
+    request: SetAlertsRequest = decode_request(_set_alerts_decoder, body)
     thresholds = sorted(request.thresholds, reverse=True)
     if len(set(thresholds)) != len(thresholds):
         raise ClientError("invalid_thresholds", "thresholds must not repeat", {"field": "thresholds"})
@@ -930,8 +961,8 @@ class DeliveriesQuery(msgspec.Struct, frozen=True, gc=False):
 def parse_deliveries_query(raw_query: str) -> DeliveriesQuery:
     """The raw query of GET /admin/v1/webhooks/{id}/deliveries. Raises ClientError (unknown_field,
     invalid_limit, invalid_cursor)."""
-    values = _query_values(raw_query, {"limit": "invalid_limit", "cursor": "invalid_cursor"})
-    limit = _limit(values.get("limit"), DELIVERY_PAGE_SIZE_DEFAULT, DELIVERY_PAGE_SIZE_MAX)
+    values = query_values(raw_query, {"limit": "invalid_limit", "cursor": "invalid_cursor"})
+    limit = page_limit(values.get("limit"), DELIVERY_PAGE_SIZE_DEFAULT, DELIVERY_PAGE_SIZE_MAX)
     cursor = values.get("cursor")
     if cursor is not None and not (0 < len(cursor) <= CURSOR_LENGTH_MAX and cursor.isascii() and cursor.isprintable()):
         raise ClientError("invalid_cursor", "cursor is malformed", {"field": "cursor"})

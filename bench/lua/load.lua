@@ -2,7 +2,7 @@
 --
 --   wrk -t2 -c64 -d10s --latency -s bench/lua/load.lua URL -- MODE NCUST TAG KEY
 --
--- MODE   deduct | freeze | pair | get | deposit  (the same bodies go to the bare baseline)
+-- MODE   deduct | freeze | pair | get | deposit | slot  (the same bodies go to the bare baseline)
 -- NCUST  1: the one hot customer "hot-0"; N > 1: a uniformly random customer c-0 .. c-(N-1)
 -- TAG    unique per wrk run, so no transaction_id or idempotency key is ever reused
 --        (a reused id is an idempotent replay: cheaper, and it would flatter the numbers)
@@ -36,6 +36,9 @@ function init(args)
   math.randomseed((tid or 0) * 7919 + os.time())
   if mode == "pair" then
     response = pair_response
+  elseif mode == "slot" then
+    response = slot_response
+    slot_init()
   end
 end
 
@@ -71,6 +74,8 @@ function request()
       '","amount":10,"transaction_id":"' .. next_id() .. '"}')
   elseif mode == "get" then
     return wrk.format("GET", "/v1/customers/" .. customer(), headers, nil)
+  elseif mode == "slot" then
+    return slot_request()
   elseif mode == "deposit" then
     return post("/v1/customers/deposit", '{"customer_id":"' .. customer() ..
       '","amount":1,"idempotency_key":"' .. next_id() .. '"}')
@@ -86,6 +91,59 @@ function pair_response(status, hdrs, body)
       q[q_tail] = id
     end
   end
+end
+
+-- slot: claim 1 then release that same resource, on SLOT_LANES lanes per thread. Lane k of thread
+-- t is the pool (wallet "bench", source "t<t>-<k>") of the hot customer, granted by bench/run.py
+-- (prepare_tally; capacity 1,000 each, while a lane holds at most 1). A lane is free, claiming,
+-- held or releasing, and has at most one request in flight. Every pool view answered names its
+-- source, so response() knows the lane exactly: a 200 claim makes it held (queued for release),
+-- any answer to a release frees it. request() releases a held lane first, else claims a fresh
+-- resource id (never reused) on a free lane. So a release is only ever sent after its claim was
+-- answered 200: never overtaken, whatever order the connections run in. A connection has at most
+-- one request in flight, so with SLOT_LANES >= connections per thread a lane is always free or
+-- held when request() runs (bench/run.py asserts that bound).
+SLOT_LANES = 64
+local lane_state, lane_resource, free_lanes, held, held_head, held_tail = {}, {}, {}, {}, 1, 0
+
+function slot_init()
+  for k = SLOT_LANES, 1, -1 do  -- a stack: low lanes first (granted first: the shortest pool scan)
+    free_lanes[#free_lanes + 1] = k
+    lane_state[k] = "free"
+  end
+end
+
+function slot_response(status, hdrs, body)
+  local k = tonumber(body:match('"source":"t' .. (tid or 0) .. '%-(%d+)"') or "")
+  if not k then return end  -- an error envelope: counted as non-2xx by wrk, and the lane stays out
+  if lane_state[k] == "claiming" and status == 200 then
+    lane_state[k] = "held"
+    held_tail = held_tail + 1
+    held[held_tail] = k
+  elseif lane_state[k] == "claiming" or lane_state[k] == "releasing" then
+    lane_state[k] = "free"
+    free_lanes[#free_lanes + 1] = k
+  end
+end
+
+local function slot_post(path, k, resource)
+  return post(path, '{"customer_id":"hot-0","wallet":"bench","source":"t' .. (tid or 0) .. '-' .. k ..
+    '","resource_id":"' .. resource .. '"}')
+end
+
+function slot_request()
+  if held_head <= held_tail then
+    local k = held[held_head]
+    held[held_head] = nil
+    held_head = held_head + 1
+    lane_state[k] = "releasing"
+    return slot_post("/v1/slot/release", k, lane_resource[k])
+  end
+  local k = table.remove(free_lanes)
+  if not k then error("slot: no free lane (more connections per thread than SLOT_LANES?)") end
+  lane_state[k] = "claiming"
+  lane_resource[k] = next_id()
+  return slot_post("/v1/slot/claim", k, lane_resource[k])
 end
 
 function done(summary, latency, requests)

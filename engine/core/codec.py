@@ -23,17 +23,26 @@ from engine.core.state import (
     CustomerState,
     DeductRecord,
     DepositRecord,
+    Entitlement,
+    EntitlementEvent,
     FreezeRecord,
     LedgerEntry,
     LedgerState,
     ProjectState,
     RefundRecord,
     VoidRecord,
+    SlotEvent,
+    SlotKeyRecord,
+    SlotPool,
     rebuild_derived,
 )
 
 
-class CustomerSnap(msgspec.Struct, array_like=True):
+class CustomerCoreSnap(msgspec.Struct, array_like=True):
+    """A customer that never used slots or entitlements is written in this, the original
+    layout, so old histories keep their digest byte for byte (this msgspec does not omit
+    trailing defaults of array_like Structs)."""
+
     customer_id: str
     created_at_ms: int
     name: str | None
@@ -46,6 +55,17 @@ class CustomerSnap(msgspec.Struct, array_like=True):
     # voids ride in this tagged union so a history without them encodes byte for byte as before.
     txns: list[FreezeRecord | DeductRecord | RefundRecord | VoidRecord]
     deposits: list[DepositRecord]  # first-use order
+
+
+class CustomerSnap(CustomerCoreSnap, array_like=True):
+    """The decode type of every customer: the core layout plus the CONTRACT §8 fields, appended
+    with defaults so a core-layout array (old snapshot or quiet customer) decodes too."""
+
+    slot_pools: list[SlotPool] | None = None  # creation order
+    slot_events: list[SlotEvent] | None = None  # lsn order
+    slot_keys: list[SlotKeyRecord] | None = None  # first-use order
+    entitlements: list[Entitlement] | None = None  # the customer's dict order
+    entitlement_events: list[EntitlementEvent] | None = None  # lsn order
 
 
 class ProjectSnap(msgspec.Struct, array_like=True):
@@ -151,17 +171,20 @@ def _project_snap(project: ProjectState, canonical: bool) -> ProjectSnap:
 
 
 def _customer_snap(c: CustomerState) -> CustomerSnap:
+    core = (
+        c.customer_id, c.created_at_ms, c.name, c.email, c.metadata, c.last_lsn, c.buckets, c.entries,
+        [*(c.txns or {}).values(), *(c.refunds or {}).values(), *(c.voids or {}).values()],
+        list((c.deposits or {}).values()),
+    )  # fmt: skip
+    if not (c.slot_pools or c.slot_events or c.slot_keys or c.entitlements or c.entitlement_events):
+        return CustomerCoreSnap(*core)  # type: ignore[return-value]  # encodes as the original layout
     return CustomerSnap(
-        customer_id=c.customer_id,
-        created_at_ms=c.created_at_ms,
-        name=c.name,
-        email=c.email,
-        metadata=c.metadata,
-        last_lsn=c.last_lsn,
-        buckets=c.buckets,
-        entries=c.entries,
-        txns=[*(c.txns or {}).values(), *(c.refunds or {}).values(), *(c.voids or {}).values()],
-        deposits=list((c.deposits or {}).values()),
+        *core,
+        slot_pools=c.slot_pools or None,
+        slot_events=c.slot_events or None,
+        slot_keys=list(c.slot_keys.values()) if c.slot_keys else None,
+        entitlements=list(c.entitlements.values()) if c.entitlements else None,
+        entitlement_events=c.entitlement_events or None,
     )
 
 
@@ -215,6 +238,11 @@ def _customer_from_snap(cs: CustomerSnap) -> CustomerState:
         refunds={r.refund_id: r for r in cs.txns if isinstance(r, RefundRecord)} or None,
         voids={r.void_id: r for r in cs.txns if isinstance(r, VoidRecord)} or None,
         deposits={r.idempotency_key: r for r in cs.deposits} or None,
+        slot_pools=cs.slot_pools,
+        slot_events=cs.slot_events,
+        slot_keys=None if cs.slot_keys is None else {r.idempotency_key: r for r in cs.slot_keys},
+        entitlements=None if cs.entitlements is None else {e.feature_key: e for e in cs.entitlements},
+        entitlement_events=cs.entitlement_events,
     )
     # Decoding made a fresh copy of every string; point entries back at their bucket's wallet
     # and source strings so a restored customer costs what a live one does.

@@ -212,6 +212,94 @@ class WebhookAttempt(Command, tag="webhook_attempt", frozen=True):
     duration_ms: int = 0
 
 
+# -- slots (velobase-api §1A.8, CONTRACT §8.2-§8.4) ------------------------------------------------
+
+
+class SlotGrant(Command, tag="slot_grant", frozen=True):
+    """Add `amount` capacity to the pool (customer, wallet, source); creates pool and customer."""
+
+    at_ms: int
+    project: str
+    customer_id: str
+    wallet: str
+    source: str
+    amount: int
+    idempotency_key: str | None = None
+    description: str | None = None
+
+
+class SlotRevoke(Command, tag="slot_revoke", frozen=True):
+    """Remove `amount` capacity; refused below `in_use` (CONTRACT §8.2)."""
+
+    at_ms: int
+    project: str
+    customer_id: str
+    wallet: str
+    source: str
+    amount: int
+    idempotency_key: str | None = None
+    description: str | None = None
+
+
+class SlotClaim(Command, tag="slot_claim", frozen=True):
+    """Hold `amount` of the pool for `resource_id`; `ttl_s` releases it automatically (§8.3)."""
+
+    at_ms: int
+    project: str
+    customer_id: str
+    wallet: str
+    source: str
+    resource_id: str
+    amount: int = 1
+    description: str | None = None
+    ttl_s: int | None = None
+
+
+class SlotRelease(Command, tag="slot_release", frozen=True):
+    """Give back the holding of `resource_id` (CONTRACT §8.3)."""
+
+    at_ms: int
+    project: str
+    customer_id: str
+    wallet: str
+    source: str
+    resource_id: str
+
+
+class SlotAutoRelease(Command, tag="slot_auto_release", frozen=True):
+    """Timer: release the holding claimed at `holding_lsn` whose TTL is due at `at_ms` (§8.3)."""
+
+    at_ms: int
+    project: str
+    customer_id: str
+    holding_lsn: int
+
+
+# -- entitlements (velobase-api §1A.9, CONTRACT §8.5) ----------------------------------------------
+
+
+class EntitlementSet(Command, tag="entitlement_set", frozen=True):
+    """Upsert the entitlement (customer, feature_key). Times are UTC ms."""
+
+    at_ms: int
+    project: str
+    customer_id: str
+    feature_key: str
+    value: str
+    valid_from_ms: int | None = None
+    valid_until_ms: int | None = None
+    source: str | None = None
+    description: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class EntitlementRemove(Command, tag="entitlement_remove", frozen=True):
+    at_ms: int
+    project: str
+    customer_id: str
+    feature_key: str
+
+
 AnyCommand = (
     CreateApiKey
     | RevokeApiKey
@@ -228,6 +316,13 @@ AnyCommand = (
     | DeleteWebhook
     | SetAlerts
     | WebhookAttempt
+    | SlotGrant
+    | SlotRevoke
+    | SlotClaim
+    | SlotRelease
+    | SlotAutoRelease
+    | EntitlementSet
+    | EntitlementRemove
 )
 
 # Every command class is in the union (the WAL decoder and apply's `match` both rely on it).

@@ -103,8 +103,7 @@ def apply_deposit(state: LedgerState, lsn: int, command: Deposit) -> Applied | R
             customer_id=command.customer_id, created_at_ms=command.at_ms, name=command.name,
             email=command.email, metadata=command.metadata,
         )  # fmt: skip
-        project.customers[command.customer_id] = customer
-        project.customer_ids.add(command.customer_id)
+        project.add_customer(customer)
     return _deposit_write(state, lsn, project, customer, command)
 
 

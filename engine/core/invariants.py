@@ -10,7 +10,11 @@ Checked per bucket, from two independent sides (the bucket's counters and the le
     every counter >= 0 and <= 2^53 - 1 (CONTRACT §3.1)
 
 and per charge (CONTRACT §10.1): what its refunds gave back == what its REFUND entries say, and
-never more than it charged; a voided bucket is closed.
+never more than it charged; a voided bucket is closed. And per slot pool (CONTRACT §8.2, §8.3),
+from its holdings and from its events:
+
+    in_use   == sum of its holdings <= capacity, both >= 0
+    capacity == GRANT_CAPACITY - REVOKE_CAPACITY events; in_use == CLAIM - RELEASE events
 
 Returns a list of human-readable problems (empty when sound). Pure: reads the state only.
 """
@@ -21,6 +25,7 @@ from collections import defaultdict
 
 from engine.core.limits import AMOUNT_MAX
 from engine.core.state import (
+    CLAIM,
     CONSUME,
     CONSUMED,
     EXPIRE,
@@ -28,21 +33,28 @@ from engine.core.state import (
     GRANT,
     REFUND,
     VOID,
+    GRANT_CAPACITY,
+    RELEASE,
+    REVOKE_CAPACITY,
     CustomerState,
     allocation_key,
     DeductRecord,
     FreezeRecord,
     LedgerState,
     entry_id,
+    pool_id,
 )
 
 
 def check_invariants(state: LedgerState) -> list[str]:
     problems: list[str] = []
     for project in state.projects.values():
+        if list(project.customer_ids) != sorted(project.customers):  # the customer list's index
+            problems.append(f"project={project.name!r} customer index != its customers")
         for customer in project.customers.values():
             where = f"project={project.name!r} customer={customer.customer_id!r}"
             problems.extend(f"{where} {p}" for p in _check_customer(customer))
+            problems.extend(f"{where} {p}" for p in _check_slots(customer))
             if customer.last_lsn > state.last_lsn:
                 problems.append(f"{where} last_lsn {customer.last_lsn} > ledger last_lsn {state.last_lsn}")
     return problems
@@ -134,4 +146,26 @@ def _check_corrections(customer: CustomerState) -> list[str]:
     for void in (customer.voids or {}).values():
         if not customer.bucket_by_lsn(void.bucket_lsn).is_expired:
             problems.append(f"void {void.void_id!r}: its bucket is not closed")
+    return problems
+
+
+_SIGN = {GRANT_CAPACITY: (1, 0), REVOKE_CAPACITY: (-1, 0), CLAIM: (0, 1), RELEASE: (0, -1)}
+
+
+def _check_slots(customer: CustomerState) -> list[str]:
+    from_events: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for event in customer.slot_events or ():
+        capacity_sign, in_use_sign = _SIGN[event.type]
+        sums = from_events[(event.wallet, event.source)]
+        sums[0] += capacity_sign * event.amount
+        sums[1] += in_use_sign * event.amount
+    problems = []
+    for pool in customer.slot_pools or ():
+        name = pool_id(pool.lsn)
+        held = sum(h.amount for h in (pool.holdings or {}).values())
+        if not 0 <= pool.in_use == held <= pool.capacity <= AMOUNT_MAX:
+            problems.append(f"{name} in_use={pool.in_use} holdings={held} capacity={pool.capacity}")
+        if from_events[(pool.wallet, pool.source)] != [pool.capacity, pool.in_use]:
+            problems.append(f"{name} capacity/in_use {pool.capacity}/{pool.in_use} but the events say "
+                            f"{from_events[(pool.wallet, pool.source)]}")  # fmt: skip
     return problems

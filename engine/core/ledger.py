@@ -3,9 +3,9 @@
 One `match` over the Command union; the rules live one subsystem per module beside this one:
 `deposits`, `debits` (deduct, freeze), `settlement` (consume, unfreeze), `timers` (expiry, TTLs,
 the due index), `corrections` (refund, void: CONTRACT §10), `apikeys`, `hooks` (webhooks, alert
-rules, delivery outcomes and the events derived from logged changes: CONTRACT §11); their shared steps in
-`common`. A new subsystem (slots,
-entitlements, refunds) is a new module and a new `case` here.
+rules, delivery outcomes and the events derived from logged changes: CONTRACT §11), `slots`,
+`entitlements` (CONTRACT §8); their shared steps in `common`. A new subsystem is a new module and a
+new `case` here.
 
 Pure and deterministic: no I/O, no clock, no randomness, no asyncio. Time comes in as `at_ms`
 on each command (CONTRACT §3.16); ids are derived from the LSN (`acc_{lsn}`, `le_{lsn}_{i}`).
@@ -43,11 +43,18 @@ from engine.core.commands import (
     Deduct,
     DeleteWebhook,
     Deposit,
+    EntitlementRemove,
+    EntitlementSet,
     ExpireBuckets,
     Freeze,
     Refund,
     RevokeApiKey,
     SetAlerts,
+    SlotAutoRelease,
+    SlotClaim,
+    SlotGrant,
+    SlotRelease,
+    SlotRevoke,
     Unfreeze,
     Void,
     WebhookAttempt,
@@ -62,13 +69,24 @@ from engine.core.hooks import (
     apply_webhook_attempt,
     derive_events,
 )
+from engine.core.entitlements import apply_entitlement_remove, apply_entitlement_set
 from engine.core.results import Applied, Rejected
 from engine.core.settlement import apply_consume, apply_unfreeze
+from engine.core.slots import (
+    apply_slot_auto_release,
+    apply_slot_claim,
+    apply_slot_grant,
+    apply_slot_release,
+    apply_slot_revoke,
+)
 from engine.core.state import LedgerState
 from engine.core.timers import (
     apply_auto_settle,
     apply_expire_buckets,
 )
+
+# Timer commands carry their due time as `at_ms` (CONTRACT §6).
+_TIMERS = frozenset({ExpireBuckets, AutoSettle, SlotAutoRelease})
 
 
 # Commands that change a customer's credit: the ones events derive from (CONTRACT §11.2).
@@ -81,7 +99,7 @@ def apply(state: LedgerState, lsn: int, command: AnyCommand) -> Applied | Reject
     # The runtime stamps client commands where they get their LSN, so their stamps never go
     # backwards in log order. Timers carry their due time instead, which lies at or before the
     # moment they fire, so it may be older than the last stamp (CONTRACT §6).
-    is_timer = type(command) is ExpireBuckets or type(command) is AutoSettle
+    is_timer = type(command) in _TIMERS
     if not is_timer:
         assert command.at_ms >= state.stamp_ms_last, (command.at_ms, state.stamp_ms_last)
     match command:
@@ -103,6 +121,20 @@ def apply(state: LedgerState, lsn: int, command: AnyCommand) -> Applied | Reject
             result = apply_refund(state, lsn, command)
         case Void():
             result = apply_void(state, lsn, command)
+        case SlotClaim():
+            result = apply_slot_claim(state, lsn, command)
+        case SlotRelease():
+            result = apply_slot_release(state, lsn, command)
+        case SlotGrant():
+            result = apply_slot_grant(state, lsn, command)
+        case SlotRevoke():
+            result = apply_slot_revoke(state, lsn, command)
+        case SlotAutoRelease():
+            result = apply_slot_auto_release(state, lsn, command)
+        case EntitlementSet():
+            result = apply_entitlement_set(state, lsn, command)
+        case EntitlementRemove():
+            result = apply_entitlement_remove(state, lsn, command)
         case CreateApiKey():
             result = apply_create_api_key(state, lsn, command)
         case RevokeApiKey():

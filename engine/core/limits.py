@@ -23,6 +23,12 @@ API_KEY_LENGTH_MAX: Final = 512  # a bearer token longer than this is not one of
 UNFREEZE_AFTER_S_MAX: Final = 2_592_000  # 30 days
 CONSUME_AFTER_S_MAX: Final = 604_800  # 7 days
 
+# -- slots and entitlements (CONTRACT §8) ----------------------------------------------------------
+SLOT_TTL_S_MAX: Final = 86_400  # CONTRACT §8.3: a claim's ttl_seconds is 1..1 day
+ENTITLEMENT_VALUE_LENGTH_MAX: Final = 4096  # CONTRACT §8.1
+FEATURE_KEYS_COUNT_MAX: Final = 100  # feature_keys filter of the entitlement list
+EVENT_FILTER_COUNT_MAX: Final = 100  # `types` / `sources` lists of the event pages
+
 # -- pages (CONTRACT §2) ---------------------------------------------------------------------------
 LEDGER_PAGE_SIZE_MAX: Final = 100
 LEDGER_PAGE_SIZE_DEFAULT: Final = 20
@@ -35,6 +41,8 @@ CUSTOMER_CURSOR_LENGTH_MAX: Final = 1400
 
 # -- projects and keys (CONTRACT §9.1, §9.2) --------------------------------------------------------
 LABEL_LENGTH_MAX: Final = 255
+EVENT_PAGE_SIZE_MAX: Final = 100  # slot and entitlement event pages (CONTRACT §8.4)
+EVENT_PAGE_SIZE_DEFAULT: Final = 20
 
 # -- the runtime ---------------------------------------------------------------------------------
 SHARD_COUNT_MAX: Final = 256

@@ -249,6 +249,113 @@ class CustomerPage(msgspec.Struct, kw_only=True):
     has_more: bool
     next_cursor: str | None
     total_count: int
+# -- slots (velobase-api §1A.8, CONTRACT §8.2-§8.4) ------------------------------------------------
+
+
+class SlotPoolSummary(msgspec.Struct, kw_only=True):
+    """The pool view: `available` = capacity - in_use; `status` is always "ACTIVE" (§8.2)."""
+
+    pool_id: str
+    wallet: str
+    source: str
+    capacity: int
+    in_use: int
+    available: int
+    status: str
+
+
+class SlotPoolResponse(SlotPoolSummary, kw_only=True):
+    """POST /v1/slot/grant and /revoke."""
+
+    is_idempotent_replay: bool
+
+
+class SlotHoldingResponse(SlotPoolSummary, kw_only=True):
+    """POST /v1/slot/claim and /release: the pool view after the change + the holding."""
+
+    holding_id: str
+    is_idempotent_replay: bool
+
+
+class SlotPoolsResponse(msgspec.Struct, kw_only=True):
+    """GET /v1/slot/customer/{customer_id}: pools in creation order."""
+
+    pools: list[SlotPoolSummary]
+
+
+class SlotEventView(msgspec.Struct, kw_only=True):
+    id: str
+    type: str  # GRANT_CAPACITY | REVOKE_CAPACITY | CLAIM | RELEASE
+    wallet: str
+    source: str
+    amount: int
+    resource_id: str | None
+    description: str | None
+    idempotency_key: str | None
+    created_at: str
+
+
+class SlotEventPage(msgspec.Struct, kw_only=True):
+    items: list[SlotEventView]
+    total_count: int
+    has_more: bool
+    next_cursor: str | None
+
+
+# -- entitlements (velobase-api §1A.9, CONTRACT §8.5) ----------------------------------------------
+
+
+class EntitlementView(msgspec.Struct, kw_only=True):
+    entitlement_id: str
+    feature_key: str
+    value: str
+    valid_from: str | None
+    valid_until: str | None
+    source: str | None
+    description: str | None
+    metadata: dict[str, Any] | None
+
+
+class EntitlementSetResponse(EntitlementView, kw_only=True):
+    """`old_value` is an explicit null on first set (is_created true) or when there was none."""
+
+    is_created: bool
+    old_value: str | None
+
+
+class EntitlementItem(EntitlementView, kw_only=True):
+    is_active: bool
+
+
+class EntitlementGetResponse(msgspec.Struct, kw_only=True):
+    entitlement: EntitlementView | None
+
+
+class EntitlementListResponse(msgspec.Struct, kw_only=True):
+    items: list[EntitlementItem]
+
+
+class EntitlementRemoveResponse(msgspec.Struct, kw_only=True):
+    removed: bool
+    old_value: str | None
+
+
+class EntitlementEventView(msgspec.Struct, kw_only=True):
+    id: str
+    feature_key: str
+    type: str  # SET | REMOVE
+    old_value: str | None
+    new_value: str | None
+    source: str | None
+    description: str | None
+    created_at: str
+
+
+class EntitlementEventPage(msgspec.Struct, kw_only=True):
+    items: list[EntitlementEventView]
+    total_count: int
+    has_more: bool
+    next_cursor: str | None
 
 
 class Applied(msgspec.Struct, frozen=True):

@@ -49,6 +49,17 @@ UNFROZEN: Final = 2
 # any order gives the same money, this one is simply fixed (determinism).
 DUE_EXPIRE: Final = 0
 DUE_SETTLE: Final = 1
+DUE_SLOT_RELEASE: Final = 2  # a claim's ttl_seconds (CONTRACT §8.3); due = (ms, kind, holding lsn, None)
+
+# Slot event types (CONTRACT §8.4) and entitlement event types (§8.5).
+GRANT_CAPACITY: Final = "GRANT_CAPACITY"
+REVOKE_CAPACITY: Final = "REVOKE_CAPACITY"
+CLAIM: Final = "CLAIM"
+RELEASE: Final = "RELEASE"
+SLOT_EVENT_TYPES: Final = (GRANT_CAPACITY, REVOKE_CAPACITY, CLAIM, RELEASE)
+SET: Final = "SET"
+REMOVE: Final = "REMOVE"
+ENTITLEMENT_EVENT_TYPES: Final = (SET, REMOVE)
 
 INDEX_ENTRIES_MIN: Final = 16  # below this many entries a filtered ledger page scans linearly
 STATE_VERSION: Final = 1
@@ -189,6 +200,100 @@ class VoidRecord(msgspec.Struct, tag="void", array_like=True, gc=False):
     at_ms: int
     amount: int  # the available remainder written off (may be 0: a spent or expired grant)
     reason: str | None = None
+# -- slots and entitlements (CONTRACT §8). Wire ids derive from LSNs like account_id. ------------
+
+
+def pool_id(pool_lsn: int) -> str:
+    return f"pool_{pool_lsn}"
+
+
+def holding_id(holding_lsn: int) -> str:
+    return f"hold_{holding_lsn}"
+
+
+def slot_event_id(lsn: int) -> str:
+    return f"sev_{lsn}"
+
+
+def entitlement_id(lsn: int) -> str:
+    return f"ent_{lsn}"
+
+
+def entitlement_event_id(lsn: int) -> str:
+    return f"eev_{lsn}"
+
+
+class Holding(msgspec.Struct, array_like=True, gc=False):
+    """Capacity held by one resource (CONTRACT §8.3); holding_id = holding_id(lsn)."""
+
+    lsn: int  # the claim's LSN
+    resource_id: str
+    amount: int
+    at_ms: int
+    due_ms: int | None = None  # ttl release time, if any
+
+
+class SlotPool(msgspec.Struct, array_like=True, gc=False):
+    """One pool (customer, wallet, source). Invariant: in_use == sum of holdings <= capacity."""
+
+    lsn: int  # the grant that created it: pool_id
+    wallet: str
+    source: str
+    capacity: int = 0
+    in_use: int = 0
+    holdings: dict[str, Holding] | None = None  # by resource_id, claim order
+
+
+class SlotEvent(msgspec.Struct, array_like=True, gc=False):
+    """One immutable slot event (CONTRACT §8.4): one per logged slot command, id = sev_{lsn}."""
+
+    lsn: int
+    type: str
+    wallet: str
+    source: str
+    amount: int
+    resource_id: str | None
+    description: str | None
+    idempotency_key: str | None
+    at_ms: int
+
+
+class SlotKeyRecord(msgspec.Struct, array_like=True, gc=False):
+    """A grant/revoke made with an idempotency key: its identity and its original response."""
+
+    idempotency_key: str
+    type: str  # GRANT_CAPACITY | REVOKE_CAPACITY
+    lsn: int
+    wallet: str
+    source: str
+    amount: int
+    pool_lsn: int
+    capacity: int  # the pool right after it: the original response
+    in_use: int
+
+
+class Entitlement(msgspec.Struct, array_like=True, gc=False):
+    """A set entitlement (CONTRACT §8.5); entitlement_id = ent_{lsn of the set that created it}."""
+
+    lsn: int
+    feature_key: str
+    value: str
+    valid_from_ms: int | None
+    valid_until_ms: int | None
+    source: str | None
+    description: str | None
+    metadata: dict[str, Any] | None
+
+
+class EntitlementEvent(msgspec.Struct, array_like=True, gc=False):
+    lsn: int
+    feature_key: str
+    type: str  # SET | REMOVE
+    old_value: str | None
+    new_value: str | None
+    source: str | None
+    description: str | None
+    at_ms: int
 
 
 class ApiKey(msgspec.Struct, array_like=True, gc=False):
@@ -256,6 +361,13 @@ class CustomerState(msgspec.Struct, gc=False):
     open_total: int = 0  # derived: sum of the totals of open buckets (the §3.1 customer bound)
     # CONTRACT §11 alert rules, customer level first; persisted in the snapshot's hooks section
     alerts: list[AlertRule] | None = None
+    # Slots and entitlements (CONTRACT §8): None until first used, so an idle customer stays small.
+    slot_pools: list[SlotPool] | None = None  # creation order; a customer has few pools
+    slot_events: list[SlotEvent] | None = None  # lsn order
+    slot_keys: dict[str, SlotKeyRecord] | None = None  # grant/revoke idempotency keys
+    entitlements: dict[str, Entitlement] | None = None  # by feature_key, first-set order
+    entitlement_events: list[EntitlementEvent] | None = None  # lsn order
+    holding_index: dict[int, tuple[SlotPool, str]] | None = None  # derived: claim lsn -> (pool, resource)
 
     def bucket_by_lsn(self, lsn: int) -> Bucket:
         """O(log n): `buckets` is in lsn order (append-only, LSNs increase)."""
@@ -328,6 +440,12 @@ def _index_entry(customer: CustomerState, entry: LedgerEntry, position: int) -> 
         high.append(entry.created_at_ms)
 
 
+def index_holding(customer: CustomerState, pool: SlotPool, resource_id: str, lsn: int) -> None:
+    if customer.holding_index is None:
+        customer.holding_index = {}
+    customer.holding_index[lsn] = (pool, resource_id)
+
+
 def build_entry_indexes(customer: CustomerState) -> None:
     customer.op_positions = {}
     customer.txn_positions = {}
@@ -366,6 +484,13 @@ class ProjectState(msgspec.Struct):
             return self.bucket_customers[index]
         return None
 
+    def add_customer(self, customer: CustomerState) -> None:
+        """A new customer (a first deposit or slot grant): in the map and the sorted id index."""
+        assert customer.customer_id not in self.customers
+        self.customers[customer.customer_id] = customer
+        self.customer_ids.add(customer.customer_id)
+    slot_key_owner: dict[str, str] = msgspec.field(default_factory=dict)  # derived (CONTRACT §8.2)
+
 
 class LedgerState(msgspec.Struct):
     last_lsn: int = 0
@@ -393,6 +518,7 @@ def rebuild_derived(state: LedgerState) -> None:
         project.void_owner = {}
         owners: list[tuple[int, str]] = []
         project.customer_ids = SortedList(project.customers)
+        project.slot_key_owner = {}
         for customer in project.customers.values():
             _rebuild_customer(customer)
             for transaction_id in customer.txns or ():
@@ -403,6 +529,8 @@ def rebuild_derived(state: LedgerState) -> None:
                 project.refund_owner[refund_id] = customer.customer_id
             for void_id in customer.voids or ():
                 project.void_owner[void_id] = customer.customer_id
+            for key in customer.slot_keys or ():
+                project.slot_key_owner[key] = customer.customer_id
             for due in customer.due or ():
                 state.due_heap.append((due[0], project.name, customer.customer_id))
             owners.extend((bucket.lsn, customer.customer_id) for bucket in customer.buckets)
@@ -429,6 +557,12 @@ def _rebuild_customer(customer: CustomerState) -> None:
             due_ms = record.unfreeze_after_ms if record.unfreeze_after_ms is not None else record.consume_after_ms
             if due_ms is not None:
                 customer.push_due((due_ms, DUE_SETTLE, record.lsn, record.transaction_id))
+    customer.holding_index = None
+    for pool in customer.slot_pools or ():
+        for resource_id, holding in (pool.holdings or {}).items():
+            index_holding(customer, pool, resource_id, holding.lsn)
+            if holding.due_ms is not None:
+                customer.push_due((holding.due_ms, DUE_SLOT_RELEASE, holding.lsn, None))
     customer.op_positions = None
     customer.txn_positions = None
     customer.filter_positions = None

@@ -1,5 +1,6 @@
-"""Timers (CONTRACT §3.10, §3.11, §6): bucket expiry and freeze TTLs as logged commands, and the
-due index the runtime polls (`due_commands`, `next_due_ms`, `pop_due_customers`).
+"""Timers (CONTRACT §3.10, §3.11, §6, §8.3): bucket expiry, freeze TTLs and slot claim TTLs as
+logged commands (the slot release itself lives in engine/core/slots.py), and the due index the
+runtime polls (`due_commands`, `next_due_ms`, `pop_due_customers`).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import heapq
 from engine.core.commands import (
     AutoSettle,
     ExpireBuckets,
+    SlotAutoRelease,
 )
 from engine.core import spent
 from engine.core.common import NOT_LOGGED, commit, entry, find_customer
@@ -17,8 +19,10 @@ from engine.core.results import (
     Rejected,
 )
 from engine.core.settlement import settle_consume, settle_unfreeze
+from engine.core.slots import holding_is_live
 from engine.core.state import (
     DUE_EXPIRE,
+    DUE_SLOT_RELEASE,
     EXPIRE,
     FROZEN,
     CustomerState,
@@ -88,6 +92,8 @@ def apply_auto_settle(state: LedgerState, lsn: int, command: AutoSettle) -> Appl
 def _due_is_live(customer: CustomerState, due: tuple[int, int, int, str | None]) -> bool:
     if due[1] == DUE_EXPIRE:
         return not customer.bucket_by_lsn(due[2]).is_expired
+    if due[1] == DUE_SLOT_RELEASE:
+        return holding_is_live(customer, due[2])
     assert customer.txns is not None and due[3] is not None
     record = customer.txns[due[3]]
     assert isinstance(record, FreezeRecord)
@@ -105,7 +111,9 @@ def _customer_next_due_ms(customer: CustomerState) -> int | None:
     return None
 
 
-def due_commands(state: LedgerState, project: str, customer_id: str, now_ms: int) -> list[ExpireBuckets | AutoSettle]:
+def due_commands(
+    state: LedgerState, project: str, customer_id: str, now_ms: int
+) -> list[ExpireBuckets | AutoSettle | SlotAutoRelease]:
     """The customer's timers due at or before `now_ms`, in due order, each stamped with its due
     time (CONTRACT §6, §7.3). Each one, applied in order, changes state (logged=True)."""
     customer = find_customer(state, project, customer_id)
@@ -115,13 +123,15 @@ def due_commands(state: LedgerState, project: str, customer_id: str, now_ms: int
     if next_ms is None or next_ms > now_ms:
         return []
     assert customer.due is not None
-    commands: list[ExpireBuckets | AutoSettle] = []
+    commands: list[ExpireBuckets | AutoSettle | SlotAutoRelease] = []
     expire_ms_last = None
     for due in sorted(d for d in customer.due if d[0] <= now_ms):  # bounded by the heap size
         if not _due_is_live(customer, due):
             continue
-        due_ms, kind, _, transaction_id = due
-        if kind == DUE_EXPIRE:
+        due_ms, kind, due_lsn, transaction_id = due
+        if kind == DUE_SLOT_RELEASE:
+            commands.append(SlotAutoRelease(at_ms=due_ms, project=project, customer_id=customer_id, holding_lsn=due_lsn))
+        elif kind == DUE_EXPIRE:
             if due_ms != expire_ms_last:  # one ExpireBuckets per due instant covers them all
                 commands.append(ExpireBuckets(at_ms=due_ms, project=project, customer_id=customer_id))
                 expire_ms_last = due_ms

@@ -3,6 +3,7 @@
     Runtime.open(config)          lock the data dir, recover, open the log store, start shards
       .submit(command)            route by stable hash -> shard: stamp, apply, log -> durable
       .get_customer / get_ledger  reads, waiting until what they show is durable
+      .read(project, customer, view)  any pure view of one customer (slots, entitlements), likewise
       .authenticate(key)          API key -> project, or ADMIN (keys live in the log like everything else)
       .list_customers / list_projects / list_keys   the operator's listings (CONTRACT §9.2, §9.3)
       .close()                    drain shards, last group commit + fsync, release the lock
@@ -284,6 +285,16 @@ class Runtime:
             return queries.ledger_page(self.state, project, customer_id, limit=limit, cursor=cursor, filters=filters)
 
         return await self._read(project, customer_id, view)
+
+    async def read(self, project: str, customer_id: str, view: Callable[[LedgerState, int], Any]) -> Any:
+        """Run a pure view `view(state, now_ms)` of one customer (e.g. engine.core.slot_queries):
+        after the customer's due timers, answered once what it shows is durable (CONTRACT §4,
+        §7.3). Returns what `view` returns."""
+
+        def at(now_ms: int) -> Any:
+            return view(self.state, now_ms)
+
+        return await self._read(project, customer_id, at)
 
     async def create_api_key(
         self, project: str, key: str, key_id: str, *, label: str | None = None, admin: bool = False

@@ -22,7 +22,9 @@ from net import observe, openapi
 from net.admin import AdminHandlers
 from net.app import create_app
 from net.config import ServerConfig
+from net.entitlements_api import EntitlementHandlers
 from net.handlers import Handlers
+from net.slots_api import SlotHandlers
 from tests.api.harness import Server, request
 from tests.net.conftest import FakeRuntime
 
@@ -92,7 +94,7 @@ async def test_every_documented_operation_is_routed(method, path):
     assert path in openapi.ROUTE_DOC_PATHS[route_path]
     handler = match.route.handler
     assert handler in (openapi.openapi_json, observe.metrics) or isinstance(
-        getattr(handler, "__self__", None), (Handlers, AdminHandlers)
+        getattr(handler, "__self__", None), (Handlers, AdminHandlers, SlotHandlers, EntitlementHandlers)
     )
 
 

@@ -109,6 +109,16 @@ POSITIVE_REFUSALS = frozenset(
         "too_many_webhooks",  # per-project bound (engine/core/limits.py)
         "too_many_alert_rules",  # per-customer bound: fuzzed wallets each add a rule
         "invalid_url",  # a port above 65535 (the pattern cannot say it)
+        # slots and entitlements (CONTRACT §8): business rules, existence, cross-field rules
+        "slot_pool_not_found",
+        "slot_holding_not_found",
+        "slot_insufficient_capacity",
+        "slot_capacity_below_in_use",
+        "entitlement_customer_not_found",
+        "invalid_valid_from",  # date-time of year 0000/10000 after offset, leap second
+        "invalid_valid_until",
+        "invalid_from_at",
+        "invalid_to_at",
     }
 )
 
