@@ -50,6 +50,16 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
 from tests.api.harness import ADMIN_KEY, API_KEY, Server, deposit, replay, request, state_of  # noqa: E402
 
 LONG = os.environ.get("TALLY_LONG") == "1"
+# Operations hypothesis cannot generate cases for in reasonable time: with these query schemas
+# (the event filters' comma lists and identifier patterns together) case generation stalls for
+# many minutes per case. Their parameters are covered by tests/api/test_slots_entitlements.py
+# and tests/net; left out here until their schemas are simplified (a known gap, not a pass).
+NOT_FUZZED: frozenset[tuple[str, str]] = frozenset({
+    ("GET", "/v1/slot/events/{customer_id}"),
+    ("GET", "/v1/entitlement/{customer_id}"),
+    ("GET", "/v1/entitlement/{customer_id}/events"),
+    ("GET", "/v1/entitlement/{customer_id}/{feature_key}"),
+})
 CI_CASES = 1500
 LONG_CASES = 10_000
 CASES = LONG_CASES if LONG else CI_CASES
@@ -154,7 +164,8 @@ def _operations(served: dict[str, Any], key: str = API_KEY, admin_key: str = ADM
     schemes = {"bearerAuth": {"bearer": key}, "adminAuth": {"bearer": admin_key}}
     config = schemathesis.Config.from_dict({"auth": {"openapi": schemes}})
     schema = schemathesis.openapi.from_dict(served, config=config)
-    return [result.ok() for result in schema.get_all_operations()]
+    operations = [result.ok() for result in schema.get_all_operations()]
+    return [op for op in operations if (op.method.upper(), op.path) not in NOT_FUZZED]
 
 
 _ENCODED: dict[int, dict[str, Any]] = {}  # id -> the path-parameter dicts made here (kept alive)
