@@ -140,6 +140,7 @@ _KEY_CODES: Final = ("missing_api_key", "invalid_api_key", "api_key_revoked")
 _AUTH_CODES: Final = (*_KEY_CODES, "project_required", "project_not_found")
 _ADMIN_CODES: Final = (*_KEY_CODES, "admin_required")  # /admin with a project key: 403
 _UNAVAILABLE_CODES: Final = ("overloaded", "storage_unavailable")
+_TRANSPORT_CODES: Final = ("invalid_request",)  # net/transport.py: parser refusals (CONTRACT §7.12)
 _BODY_CODES: Final = ("invalid_json", "unknown_field", "request_too_large", *_AUTH_CODES, *_UNAVAILABLE_CODES)
 _DEBIT_CODES: Final = (
     *_BODY_CODES,
@@ -299,8 +300,10 @@ _STATUS_TEXT: Final = {
 def _errors(op_id: str) -> dict[str, Any]:
     """The error responses of an operation: its codes grouped by their registered status."""
     by_status: dict[int, list[str]] = {}
-    for code in OPERATION_CODES[op_id]:
-        by_status.setdefault(CODES[code].status, []).append(code)
+    # Any request may be refused by the HTTP parser before it reaches its route (§7.12).
+    for code in (*OPERATION_CODES[op_id], *_TRANSPORT_CODES):
+        if code not in by_status.get(CODES[code].status, ()):
+            by_status.setdefault(CODES[code].status, []).append(code)
     return {
         str(status): {
             "description": _STATUS_TEXT[status],
