@@ -35,7 +35,7 @@ from engine.core.state import LedgerState
 from engine.runtime import Admin
 from engine.runtime.errors import Unavailable
 from net.admin import AdminRuntime
-from net import schemas
+from net import freezes_api, schemas
 from net.auth import authenticate
 from net.errors import ClientError, HttpError
 
@@ -207,7 +207,7 @@ class Handlers:
         return await self._submit(parse(body, project))
 
     async def customer(self, request: web.Request) -> web.Response:
-        """GET /v1/customers/{id} and GET /v1/customers/{id}/ledger, routed on the raw path."""
+        """GET /v1/customers/{id}, .../{id}/ledger and .../{id}/freezes, routed on the raw path."""
         runtime = self._runtime
         project = authenticate(request, runtime)
         path, _, raw_query = request.raw_path.partition("?")
@@ -215,12 +215,15 @@ class Handlers:
             raise _not_found()
         tail = path[len(CUSTOMERS_PREFIX) :]
         is_ledger = tail.endswith(_LEDGER_SUFFIX)
-        raw_id = tail[: -len(_LEDGER_SUFFIX)] if is_ledger else tail
+        is_freezes = tail.endswith(freezes_api.SUFFIX)  # issue 13, beyond the record
+        raw_id = tail[: -len(_LEDGER_SUFFIX)] if is_ledger else tail[: -len(freezes_api.SUFFIX)] if is_freezes else tail
         if "/" in raw_id:
             raise _not_found()
         customer_id = schemas.decode_path_id(raw_id)
-        if not is_ledger:
-            result: Any = await runtime.get_customer(project, customer_id)
+        if is_freezes:
+            result: Any = await freezes_api.get_freezes(runtime, project, customer_id, raw_query)
+        elif not is_ledger:
+            result = await runtime.get_customer(project, customer_id)
         else:
             query = schemas.parse_ledger_query(raw_query)
             result = await runtime.get_ledger(

@@ -186,6 +186,33 @@ class LedgerPage(msgspec.Struct, kw_only=True):
     next_cursor: str | None
 
 
+# -- open freezes (GET /v1/customers/{id}/freezes, beyond the record: issue 13) -------------------
+
+
+class FreezeView(msgspec.Struct, kw_only=True):
+    """One open (FROZEN) freeze. `amount`: credits frozen; `settle_action`: what its TTL does at
+    `settle_at` ("unfreeze" | "consume"; both null without a TTL); `allocations`: the buckets
+    it holds, allocation order (CONTRACT §3.6); `credit_types`/`wallet`: as the freeze named them."""
+
+    transaction_id: str
+    amount: int
+    frozen_at: str
+    settle_action: str | None
+    settle_at: str | None
+    allocations: list[Detail]
+    credit_types: list[str] | None
+    wallet: str | None
+    business_type: str
+    description: str | None
+
+
+class FreezePage(msgspec.Struct, kw_only=True):
+    items: list[FreezeView]
+    total_count: int
+    has_more: bool
+    next_cursor: str | None
+
+
 # -- the admin API and the customer list (CONTRACT §9.2, §9.3) ----------------------------------
 
 
