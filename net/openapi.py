@@ -41,6 +41,8 @@ from engine.core.limits import (
     CUSTOMER_CURSOR_LENGTH_MAX,
     CUSTOMER_PAGE_SIZE_DEFAULT,
     CUSTOMER_PAGE_SIZE_MAX,
+    EVENT_PAGE_SIZE_DEFAULT,
+    EVENT_PAGE_SIZE_MAX,
     LEDGER_PAGE_SIZE_DEFAULT,
     LEDGER_PAGE_SIZE_MAX,
     OPERATION_TYPES,
@@ -58,6 +60,7 @@ from engine.core.results import (
     CustomerResponse,
     DeductResponse,
     DepositResponse,
+    FreezePage,
     FreezeResponse,
     KeyList,
     LedgerPage,
@@ -78,7 +81,9 @@ OPENAPI_PATH: Final = "/openapi.json"
 ROUTE_DOC_PATHS: Final = {
     "/v1/customers/deposit": ("/v1/customers/deposit",),
     "/v1/billing/deposit": ("/v1/billing/deposit",),
-    "/v1/customers/{tail}": ("/v1/customers/{customer_id}", "/v1/customers/{customer_id}/ledger"),
+    "/v1/customers/{tail}": (
+        "/v1/customers/{customer_id}", "/v1/customers/{customer_id}/ledger", "/v1/customers/{customer_id}/freezes"
+    ),
     "/v1/billing/freeze": ("/v1/billing/freeze",),
     "/v1/billing/consume": ("/v1/billing/consume",),
     "/v1/billing/unfreeze": ("/v1/billing/unfreeze",),
@@ -221,6 +226,7 @@ OPERATION_CODES: Final[dict[str, tuple[str, ...]]] = {
         *_READ_CODES, "unknown_field", "invalid_limit", "invalid_cursor", "invalid_operation_type",
         "invalid_business_type", "invalid_from", "invalid_to",
     ),  # fmt: skip
+    "list_freezes": (*_READ_CODES, "unknown_field", "invalid_limit", "invalid_cursor"),  # issue 13
     "health": ("not_ready",),
     "list_customers": (
         *_AUTH_CODES, *_UNAVAILABLE_CODES, "unknown_field", "invalid_limit", "invalid_cursor", "invalid_prefix"
@@ -401,6 +407,22 @@ _LEDGER_PARAMS: Final = [
     },
 ]
 
+_FREEZES_PARAMS: Final = [
+    {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1, "maximum": EVENT_PAGE_SIZE_MAX, "default": EVENT_PAGE_SIZE_DEFAULT},
+    },
+    {
+        "name": "cursor",
+        "in": "query",
+        "required": False,
+        "description": "Opaque: a `next_cursor` of the same listing (customer, project).",
+        "schema": {"type": "string", "minLength": 1, "maxLength": CURSOR_LENGTH_MAX, "pattern": r"^[\u0020-\u007e]+$"},
+    },
+]
+
 # -- the customer list and the admin API (CONTRACT §9.2, §9.3) -------------------------------------
 
 _ADMIN_SECURITY: Final[list[dict[str, list[str]]]] = [{"adminAuth": []}]
@@ -536,6 +558,7 @@ _RESPONSE_STRUCTS: Final = (
     DeductResponse,
     CustomerResponse,
     LedgerPage,
+    FreezePage,
     RefundResponse,
     VoidResponse,
     CustomerPage,
@@ -552,7 +575,8 @@ _RESPONSE_STRUCTS: Final = (
 )
 _TIME_FIELDS: Final = frozenset(
     {"starts_at", "expires_at", "unfreeze_after", "consume_after", "consumed_at", "unfrozen_at", "deducted_at", "created_at",
-     "refunded_at", "voided_at", "revoked_at", "updated_at", "deleted_at", "attempted_at", "next_attempt_at"}
+     "refunded_at", "voided_at", "revoked_at", "updated_at", "deleted_at", "attempted_at", "next_attempt_at",
+     "frozen_at", "settle_at"}
 ) | openapi_slots.TIME_FIELDS  # fmt: skip
 # Integer fields that are always > 0 on the wire; every other integer is >= 0.
 _POSITIVE_FIELDS: Final = {
@@ -560,6 +584,7 @@ _POSITIVE_FIELDS: Final = {
     "LedgerEntryView": {"amount"},
     "DepositResponse": {"added_amount"},  # total_amount counts only live buckets: may be 0
     "FreezeResponse": {"frozen_amount"},
+    "FreezeView": {"amount"},
     "DeductResponse": {"deducted_amount"},
     "UnfreezeResponse": {"unfrozen_amount"},
     "RefundDetail": {"amount"},
@@ -571,6 +596,8 @@ _CONSTANTS: Final = {
     ("LedgerEntryView", "status"): {"const": "COMPLETED"},
     ("LedgerEntryView", "operation_type"): {"enum": sorted(OPERATION_TYPES)},
     ("LedgerEntryView", "business_type"): {"enum": sorted(BUSINESS_TYPES)},
+    ("FreezeView", "business_type"): {"enum": sorted(BUSINESS_TYPES)},
+    ("FreezeView", "settle_action"): {"enum": ["consume", "unfreeze", None]},
     **openapi_slots.CONSTANTS,
 }
 
@@ -700,6 +727,10 @@ def document() -> dict[str, Any]:
         },
         "/v1/customers/{customer_id}/ledger": {
             "get": _read_op("get_ledger", "Ledger entries, newest first, keyset cursor", "LedgerPage", _LEDGER_PARAMS)
+        },
+        "/v1/customers/{customer_id}/freezes": {  # beyond the record (issue 13)
+            "get": _read_op("list_freezes", "Open freezes with their TTLs (settle_action, settle_at), newest first, "
+                            "keyset cursor; beyond the Velobase record", "FreezePage", _FREEZES_PARAMS)  # fmt: skip
         },
         "/v1/billing/freeze": {
             "post": _write_op("freeze", "Reserve credits", schemas.FreezeRequest, "FreezeResponse")
