@@ -15,6 +15,8 @@
   const STORE_PROJECT = "tally.dashboard.project";
   const CUSTOMER_PAGE = 25;
   const SEARCH_DELAY_MS = 250;
+  const FREEZE_PAGE = 20;
+  const TICK_MS = 1000;
 
   const $ = (id) => document.getElementById(id);
 
@@ -26,6 +28,7 @@
     customers: { prefix: "", cursors: [null], index: 0, seq: 0 },
     customer: { id: null, seq: 0 },
     ledger: { cursors: [null], index: 0, seq: 0, filters: {} },
+    freezes: { cursors: [null], index: 0, seq: 0, due: new Set() },
     keysSeq: 0,
   };
 
@@ -177,6 +180,7 @@
     sessionStorage.removeItem(STORE_PROJECT);
     $("customer-rows").replaceChildren();
     $("ledger-rows").replaceChildren();
+    $("freeze-rows").replaceChildren();
     $("key-rows").replaceChildren();
     $("key-secret").textContent = "";
     $("key-created").hidden = true;
@@ -276,17 +280,23 @@
     state.customer.id = id;
     state.ledger.cursors = [null];
     state.ledger.index = 0;
+    state.freezes.cursors = [null];
+    state.freezes.index = 0;
+    state.freezes.due.clear();
     for (const name of ["balance-total", "balance-used", "balance-frozen", "balance-available"]) $(name).textContent = "";
     $("customer-title").textContent = id;
     $("customer-facts").replaceChildren();
     $("wallet-rows").replaceChildren();
     $("bucket-rows").replaceChildren();
     $("ledger-rows").replaceChildren();
+    $("freeze-rows").replaceChildren();
+    $("freezes-summary").textContent = "";
     $("customer-metadata").textContent = "";
     show("customer");
     say("");
     $("customer-title").focus();
     loadCustomer();
+    loadFreezes();
     loadLedger();
   }
 
@@ -327,6 +337,79 @@
     fill($("bucket-rows"), buckets, 9, "No bucket valid now.");
     const metadata = customer.metadata;
     $("customer-metadata").textContent = metadata === null || metadata === undefined ? "—" : JSON.stringify(metadata, null, 2);
+  }
+
+  // -- open freezes: GET /v1/customers/{id}/freezes (newest first; TTLs count down here) ------------
+
+  async function loadFreezes() {
+    const freezes = state.freezes;
+    const seq = ++freezes.seq;
+    const params = { limit: FREEZE_PAGE, cursor: freezes.cursors[freezes.index] };
+    $("freezes-next").disabled = true;
+    let page;
+    try {
+      page = await api(customerPath(state.customer.id) + "/freezes", { params });
+    } catch (err) {
+      if (seq === freezes.seq) failed(err);
+      return;
+    }
+    if (seq !== freezes.seq) return;
+    freezes.cursors.length = freezes.index + 1;
+    if (page.has_more) freezes.cursors.push(page.next_cursor);
+    fill($("freeze-rows"), page.items.map(freezeRow), 9, "No open freezes.");
+    const first = freezes.index * FREEZE_PAGE;
+    $("freezes-summary").textContent = page.items.length
+      ? `Open freezes ${first + 1}–${first + page.items.length} of ${page.total_count}, newest first`
+      : "";
+    $("freezes-first").disabled = freezes.index === 0;
+    $("freezes-prev").disabled = freezes.index === 0;
+    $("freezes-next").disabled = !page.has_more;
+    tick();
+  }
+
+  function freezeRow(item) {
+    const parts = item.allocations.map((a) => a.amount + " from " + a.wallet + "/" + a.source + " (" + a.account_id + ")");
+    const left = el("td", { "data-testid": "freeze-ttl", "data-settle-at": item.settle_at,
+      "data-transaction-id": item.transaction_id, class: "num" }, item.settle_at ? "" : "no TTL");
+    return el("tr", { "data-testid": "freeze-row", "data-transaction-id": item.transaction_id },
+      td(item.transaction_id), num(item.amount), td(parts.join(", ")), td(time(item.frozen_at)),
+      td(item.settle_action || "none"), td(time(item.settle_at)), left, td(item.business_type), td(item.description));
+  }
+
+  function remaining(ms) {
+    if (ms <= 0) return "due";
+    const s = Math.ceil(ms / 1000);
+    const d = Math.floor(s / 86400), h = Math.floor((s % 86400) / 3600), m = Math.floor((s % 3600) / 60);
+    const parts = d ? [d + "d", h + "h", m + "m"] : h ? [h + "h", m + "m", (s % 60) + "s"] : m ? [m + "m", (s % 60) + "s"] : [s + "s"];
+    return parts.join(" ");
+  }
+
+  // Once a second: each TTL cell shows the time left to its settle_at (the server's clock may
+  // differ a little). A freeze that falls due is settled by the server on the next read: reload
+  // the freezes and the balance once for it.
+  function tick() {
+    const now = Date.now();
+    let fellDue = false;
+    for (const cell of document.querySelectorAll("#freeze-rows td[data-settle-at]")) {
+      const ms = Date.parse(cell.getAttribute("data-settle-at")) - now;
+      cell.textContent = remaining(ms);
+      const id = cell.getAttribute("data-transaction-id");
+      if (ms <= 0 && !state.freezes.due.has(id)) {
+        state.freezes.due.add(id);
+        fellDue = true;
+      }
+    }
+    if (fellDue && state.view === "customer") {
+      setTimeout(() => { loadCustomer(); loadFreezes(); }, TICK_MS);
+    }
+  }
+
+  function freezesStep(delta) {
+    const freezes = state.freezes;
+    const index = freezes.index + delta;
+    if (index < 0 || index >= freezes.cursors.length) return;
+    freezes.index = index;
+    loadFreezes();
   }
 
   // -- the ledger --------------------------------------------------------------------------------
@@ -513,11 +596,16 @@
     $("ledger-first").addEventListener("click", () => ledgerStep(-state.ledger.index));
     $("ledger-prev").addEventListener("click", () => ledgerStep(-1));
     $("ledger-next").addEventListener("click", () => ledgerStep(1));
+    $("freezes-refresh").addEventListener("click", () => { loadCustomer(); loadFreezes(); loadLedger(); });
+    $("freezes-first").addEventListener("click", () => freezesStep(-state.freezes.index));
+    $("freezes-prev").addEventListener("click", () => freezesStep(-1));
+    $("freezes-next").addEventListener("click", () => freezesStep(1));
     $("key-form").addEventListener("submit", (event) => { event.preventDefault(); createKey(); });
   }
 
   function start() {
     wire();
+    setInterval(tick, TICK_MS);
     $("customer-title").setAttribute("tabindex", "-1");
     const key = sessionStorage.getItem(STORE_KEY);
     show("signin");
