@@ -16,6 +16,7 @@ as structuredContent):
     get_customer {customer_id}           GET /v1/customers/{id}
     list_ledger {customer_id, limit?, cursor?, operation_type?, transaction_id?}
                                          GET /v1/customers/{id}/ledger
+    list_freezes {customer_id, limit?, cursor?}   GET /v1/customers/{id}/freezes: open freezes, TTLs
     deposit, deduct, freeze, consume, unfreeze   POST, the body is the arguments; listed and run
                                          only with --allow-writes; each REQUIRES its identity
                                          (deposit: idempotency_key, the others: transaction_id) so
@@ -237,15 +238,29 @@ _LEDGER_QUERY: Final = {
 }
 
 
+# list_freezes query fields (GET /v1/customers/{id}/freezes, beyond the record: issue 13).
+_FREEZES_QUERY: Final = {"limit": "invalid_limit", "cursor": "invalid_cursor"}
+
+
 async def _list_ledger(client: TallyClient, arguments: dict[str, Any]) -> types.CallToolResult:
-    """Query values: strings pass as they are and integers as their digits (the server judges
-    them and answers its own codes); null or absent is left out; any other JSON type is refused
-    here with the code the server uses for that field."""
-    path = _customer_path(arguments.get("customer_id"), "/ledger")
+    return await _list_page(client, arguments, "/ledger", _LEDGER_QUERY)
+
+
+async def _list_freezes(client: TallyClient, arguments: dict[str, Any]) -> types.CallToolResult:
+    return await _list_page(client, arguments, "/freezes", _FREEZES_QUERY)
+
+
+async def _list_page(client: TallyClient, arguments: dict[str, Any], suffix: str,
+                     query: dict[str, str]) -> types.CallToolResult:
+    """GET /v1/customers/{customer_id}<suffix> with `query`'s fields (field -> the API's code for
+    a value of the wrong JSON type). Query values: strings pass as they are and integers as their
+    digits (the server judges them and answers its own codes); null or absent is left out; any
+    other JSON type is refused here with the code the server uses for that field."""
+    path = _customer_path(arguments.get("customer_id"), suffix)
     if isinstance(path, types.CallToolResult):
         return path
     params: dict[str, str] = {}
-    for field, code in _LEDGER_QUERY.items():
+    for field, code in query.items():
         value = arguments.get(field)
         if value is None:
             continue
@@ -253,7 +268,7 @@ async def _list_ledger(client: TallyClient, arguments: dict[str, Any]) -> types.
             return error_result(code, f"{field} must be a {'integer' if field == 'limit' else 'string'}",
                                 {"field": field})
         params[field] = str(value)
-    refused = _unknown_argument(arguments, {"customer_id", *_LEDGER_QUERY})
+    refused = _unknown_argument(arguments, {"customer_id", *query})
     if refused is not None:
         return refused
     return await _call_api(client, "GET", path, params=params)
@@ -299,6 +314,16 @@ _LEDGER_SCHEMA: Final = {
         "operation_type": {"enum": ["GRANT", "FREEZE", "CONSUME", "UNFREEZE", "EXPIRE"],
                            "description": "Only entries of this type (a deduct is CONSUME, a deposit GRANT)."},
         "transaction_id": {**_IDENTIFIER_SCHEMA, "description": "Only entries of this transaction id (or deposit idempotency_key)."},
+    },
+    "required": ["customer_id"],
+    "additionalProperties": False,
+}
+_FREEZES_SCHEMA: Final = {
+    "type": "object",
+    "properties": {
+        "customer_id": _CUSTOMER_ID,
+        "limit": {"type": "integer", "minimum": 1, "maximum": 100, "description": "Page size, default 20."},
+        "cursor": {"type": "string", "description": "next_cursor of the previous page (while has_more)."},
     },
     "required": ["customer_id"],
     "additionalProperties": False,
@@ -357,6 +382,12 @@ def _tools() -> dict[str, ToolSpec]:
             name="list_ledger", annotations=_READ, input_schema=_LEDGER_SCHEMA,
             description="A customer's ledger, newest first, with filters and cursor paging: the "
                         "API's GET /v1/customers/{customer_id}/ledger."), False, _list_ledger),
+        "list_freezes": ToolSpec(types.Tool(
+            name="list_freezes", annotations=_READ, input_schema=_FREEZES_SCHEMA,
+            description="A customer's open freezes (not yet consumed or unfrozen), newest first, "
+                        "with amount, allocations and TTL (settle_action unfreeze|consume, settle_at), "
+                        "cursor paging: the API's GET /v1/customers/{customer_id}/freezes."),
+            False, _list_freezes),
     }
     for name, path, struct, identity, description in _WRITES:
         schema = dict(schemas[struct])
@@ -394,8 +425,8 @@ async def call_tool(client: TallyClient, config: McpConfig, name: str,
 # -- the MCP server --------------------------------------------------------------------------------
 
 _INSTRUCTIONS: Final = (
-    "Tally is a credit ledger speaking the Velobase billing API. get_customer and list_ledger read "
-    "balances and history; sdk_download_and_usage explains how application code calls it. {writes} "
+    "Tally is a credit ledger speaking the Velobase billing API. get_customer, list_ledger and "
+    "list_freezes read balances, history and open freezes; sdk_download_and_usage explains how application code calls it. {writes} "
     "Results are the API's JSON; errors carry error.code."
 )
 

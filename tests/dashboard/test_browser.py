@@ -156,7 +156,7 @@ def test_assets_and_icon_are_served(server: Server) -> None:
     html = request(server.port, "GET", "/dashboard", key=None).body.decode()
     for hook in ("api-key-input", "sign-in", "project-select", "customer-search", "balance-total", "balance-used",
                  "balance-frozen", "balance-available", "ledger-next", "key-label", "key-create", "key-secret",
-                 "nav-customers", "nav-keys"):  # fmt: skip
+                 "nav-customers", "nav-keys", "freezes-next", "freezes-refresh"):  # fmt: skip
         assert f'data-testid="{hook}"' in html, hook
     assert request(server.port, "GET", "/favicon.ico", key=None).body[:4] == b"\x00\x00\x01\x00"  # an ICO
 

@@ -2,8 +2,8 @@
 
 What: the tool list read-only and with --allow-writes; sdk_download_and_usage for every language,
 alias and a bad one; its Python snippet run against the server; deposit -> deduct -> freeze ->
-consume -> unfreeze through the tools with exact balances and ledger; API errors as error results
-carrying the server's code; a write without --allow-writes refused with nothing charged; a repeated
+consume -> unfreeze through the tools with exact balances and ledger; list_freezes (open freezes with their TTLs, paged, gone once
+settled); API errors as error results carrying the server's code; a write without --allow-writes refused with nothing charged; a repeated
 write call answered as an idempotent replay; a missing identity, a dead server, a missing key.
 How: one real `tally serve` per module on a free 127.0.0.1 port (tests/system/server.py), and for
 each test `tally mcp` spawned by `mcp.client.stdio.stdio_client` + `ClientSession`; every test is
@@ -35,7 +35,7 @@ from tests.system.server import REPO_ROOT, TallyProcess, free_port
 API_KEY = "vb_live_mcp_tests_key_0123456789abcdef"
 SESSION_TIMEOUT_S = 90  # a whole test's MCP session: spawn, handshake, every call (normally ~2 s)
 SNIPPET_TIMEOUT_S = 120
-READ_TOOLS = ["sdk_download_and_usage", "get_customer", "list_ledger"]
+READ_TOOLS = ["sdk_download_and_usage", "get_customer", "list_ledger", "list_freezes"]
 WRITE_TOOLS = ["deposit", "deduct", "freeze", "consume", "unfreeze"]
 
 
@@ -120,6 +120,8 @@ async def test_tools_read_only_by_default_and_writes_with_the_flag(server: Tally
     assert tools["get_customer"].input_schema["required"] == ["customer_id"]
     assert set(tools["list_ledger"].input_schema["properties"]) == {
         "customer_id", "limit", "cursor", "operation_type", "transaction_id"}
+    assert set(tools["list_freezes"].input_schema["properties"]) == {"customer_id", "limit", "cursor"}
+    assert tools["list_freezes"].input_schema["required"] == ["customer_id"]
 
 
 # -- sdk_download_and_usage ------------------------------------------------------------------------
@@ -212,6 +214,33 @@ async def test_deposit_deduct_freeze_consume_unfreeze_with_exact_balances(server
         assert [e["id"] for e in first["items"] + second["items"]] == [e["id"] for e in ledger["items"]]
 
 
+async def test_list_freezes_shows_open_freezes_with_their_ttls(server: TallyProcess) -> None:
+    customer = "mcp-freezes/é"  # `/` in an id goes out percent-encoded
+    async with mcp_session(server.base_url, allow_writes=True) as session:
+        await ok(session, "deposit", customer_id=customer, amount=100, idempotency_key="frz-dep")
+        ttl = await ok(session, "freeze", customer_id=customer, amount=30, transaction_id="frz-ttl",
+                       unfreeze_after_seconds=600)
+        await ok(session, "freeze", customer_id=customer, amount=5, transaction_id="frz-auto", consume_after_seconds=60)
+        await ok(session, "freeze", customer_id=customer, amount=7, transaction_id="frz-plain")
+        listed = await ok(session, "list_freezes", customer_id=customer)
+        assert [item["transaction_id"] for item in listed["items"]] == ["frz-plain", "frz-auto", "frz-ttl"]
+        assert (listed["total_count"], listed["has_more"], listed["next_cursor"]) == (3, False, None)
+        oldest = listed["items"][2]
+        assert (oldest["amount"], oldest["settle_action"], oldest["settle_at"]) == (30, "unfreeze", ttl["unfreeze_after"])
+        assert oldest["allocations"] == ttl["freeze_details"]
+        assert listed["items"][1]["settle_action"] == "consume"
+        assert (listed["items"][0]["settle_action"], listed["items"][0]["settle_at"]) == (None, None)
+        first = await ok(session, "list_freezes", customer_id=customer, limit=2)
+        rest = await ok(session, "list_freezes", customer_id=customer, limit=2, cursor=first["next_cursor"])
+        assert [i["transaction_id"] for i in first["items"] + rest["items"]] == ["frz-plain", "frz-auto", "frz-ttl"]
+        assert (first["has_more"], rest["has_more"]) == (True, False)
+        await ok(session, "consume", transaction_id="frz-ttl", actual_amount=10)
+        await ok(session, "unfreeze", transaction_id="frz-plain")
+        after = await ok(session, "list_freezes", customer_id=customer)
+        assert [item["transaction_id"] for item in after["items"]] == ["frz-auto"]
+        assert await balance(session, customer) == {"total": 100, "used": 10, "frozen": 5, "available": 85}
+
+
 async def test_a_repeated_write_call_is_an_idempotent_replay(server: TallyProcess) -> None:
     customer = "mcp-retry"
     calls: list[tuple[str, dict[str, Any]]] = [
@@ -268,6 +297,7 @@ async def test_api_errors_come_back_as_error_results_with_the_code(server: Tally
         assert error["request_id"]
         for tool, arguments in (("get_customer", {"customer_id": "mcp-nobody"}),
                                 ("list_ledger", {"customer_id": "mcp-nobody"}),
+                                ("list_freezes", {"customer_id": "mcp-nobody"}),
                                 ("freeze", {"customer_id": "mcp-nobody", "amount": 1, "transaction_id": "err-t2"})):
             assert (await failed(session, tool, **arguments))["code"] == "customer_not_found", tool
         assert (await failed(session, "consume", transaction_id="err-never"))["code"] == "no_consumable_freeze_records"
@@ -283,9 +313,14 @@ async def test_api_errors_come_back_as_error_results_with_the_code(server: Tally
         assert (await failed(session, "list_ledger", customer_id=customer, limit=0))["code"] == "invalid_limit"
         assert (await failed(session, "list_ledger", customer_id=customer, limit=True))["code"] == "invalid_limit"
         assert (await failed(session, "list_ledger", customer_id=customer, operation_type="NOPE"))["code"] == "invalid_operation_type"
+        assert (await failed(session, "list_freezes", customer_id=customer, limit=101))["code"] == "invalid_limit"
+        assert (await failed(session, "list_freezes", customer_id=customer, limit=2.5))["code"] == "invalid_limit"
+        assert (await failed(session, "list_freezes", customer_id=customer, cursor="nope"))["code"] == "invalid_cursor"
+        assert (await failed(session, "list_freezes", customer_id=customer, cursor=7))["code"] == "invalid_cursor"
+        assert (await failed(session, "list_freezes", customer_id=""))["code"] == "customer_id_required"
         assert (await failed(session, "get_customer", customer_id=""))["code"] == "customer_id_required"
         assert (await failed(session, "get_customer"))["code"] == "customer_id_required"
-        for tool in ("get_customer", "list_ledger"):
+        for tool in ("get_customer", "list_ledger", "list_freezes"):
             unknown = await failed(session, tool, customer_id=customer, wallet="default")
             assert (unknown["code"], unknown["details"]) == ("invalid_arguments", {"field": "wallet"}), tool
         # nothing above charged anything: 100 deposited, 1 deducted
