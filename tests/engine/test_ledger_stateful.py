@@ -40,7 +40,8 @@ from engine.core.ledger import apply
 from engine.core.invariants import check_bucket_index
 from engine.core.limits import AMOUNT_MAX
 from engine.core.queries import customer_view, ledger_page
-from engine.core.results import Applied, Rejected, Wallet, WalletSource
+from engine.core.freeze_queries import open_freezes
+from engine.core.results import Applied, FreezePage, FreezeView, Rejected, Wallet, WalletSource
 from engine.core.state import FreezeRecord, LedgerState, bucket_valid_at
 from engine.core.timefmt import format_ms_or_none
 from engine.core.timers import due_commands, next_due_ms, pop_due_customers
@@ -344,6 +345,24 @@ class LedgerMachine(RuleBasedStateMachine):
                 assert record.auto == txn.auto
 
     @invariant()
+    def open_freezes_list_the_frozen_ones(self) -> None:
+        """GET .../freezes (engine/core/freeze_queries.py): paged by 2, exactly the model's FROZEN
+        freezes, newest first, their amounts summing to the frozen money, TTL action as given;
+        the same pages from a codec round trip (a snapshot keeps the order)."""
+        restored = decode_state(encode_state(self.d.state))
+        for cid, money in self.money.items():
+            pages = [_all_open_freezes(state, cid) for state in (self.d.state, restored)]
+            assert pages[0] == pages[1]
+            listed = pages[0]
+            frozen = [tid for tid, txn in self.txns.items() if txn.kind == "freeze" and txn.customer_id == cid
+                      and txn.status == "FROZEN"]  # fmt: skip
+            assert [item.transaction_id for item in listed] == frozen[::-1]  # ids made in LSN order
+            assert sum(item.amount for item in listed) == money.frozen
+            for item in listed:
+                assert item.settle_action == self.txns[item.transaction_id].ttl_kind
+                assert (item.settle_at is None) == (item.settle_action is None)
+
+    @invariant()
     def timer_heap_points_at_the_next_timer(self) -> None:
         due = next_due_ms(self.d.state)
         for cid in self.money:
@@ -359,6 +378,20 @@ LedgerMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestLedgerStateful = LedgerMachine.TestCase
+
+
+def _all_open_freezes(state: LedgerState, cid: str) -> list[FreezeView]:
+    items: list[FreezeView] = []
+    cursor = None
+    for _ in range(100):  # bounded
+        page = open_freezes(state, P, cid, limit=2, cursor=cursor)
+        assert isinstance(page, FreezePage), page
+        items += page.items
+        if not page.has_more:
+            assert page.total_count == len(items)
+            return items
+        cursor = page.next_cursor
+    raise AssertionError("freeze paging did not end")
 
 
 def _reference_wallets(customer, now_ms):  # type: ignore[no-untyped-def]
