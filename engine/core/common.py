@@ -156,5 +156,7 @@ def add_txn(project: ProjectState, customer: CustomerState, record: FreezeRecord
     assert record.transaction_id not in project.txn_owner
     customer.txns[record.transaction_id] = record
     project.txn_owner[record.transaction_id] = customer.customer_id
+    if type(record) is FreezeRecord:
+        project.open_freeze(customer.customer_id, record)
 
 

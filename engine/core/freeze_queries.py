@@ -5,17 +5,18 @@ Open = FROZEN (CONTRACT §3.8): not yet consumed or unfrozen, by request or by i
 runtime applies the customer's due timers before any read (CONTRACT §6), so a freeze whose TTL
 has passed is settled, not listed. Newest first by the freeze's LSN; the cursor is the LSN of
 the last freeze shown, bound to project, customer and this listing (engine/core/pages.py), so a
-settle between two pages never makes one skip or repeat a freeze. Work per page: one scan of the
-customer's freeze/deduct records, O(records) (no index of open freezes is kept: it would cost
-every customer memory; an index can come when a customer's records make the scan show).
+settle between two pages never makes one skip or repeat a freeze. The freezes come from the
+project's derived index of open freezes (ProjectState.open_freezes: only customers with an open
+freeze have an entry, so idle customers pay nothing): work per page O(open freezes of the
+customer), independent of how many freezes, deducts or ledger entries the customer ever had.
 """
 
 from __future__ import annotations
 
-from engine.core.common import details_of, find_customer, not_found
+from engine.core.common import details_of, not_found
 from engine.core.pages import binding, page
 from engine.core.results import FreezePage, FreezeView, Rejected
-from engine.core.state import FROZEN, CustomerState, FreezeRecord, LedgerState
+from engine.core.state import CustomerState, FreezeRecord, LedgerState
 from engine.core.timefmt import format_ms, format_ms_or_none
 
 LISTING = "freezes"
@@ -26,22 +27,17 @@ def open_freezes(
 ) -> FreezePage | Rejected:
     """FreezePage{items newest first, total_count (open freezes), has_more, next_cursor} or
     Rejected: customer_not_found (404), invalid_limit (limit outside 1..100), invalid_cursor."""
-    customer = find_customer(state, project, customer_id)
-    if customer is None:
+    project_state = state.projects.get(project)
+    customer = None if project_state is None else project_state.customers.get(customer_id)
+    if project_state is None or customer is None:
         return not_found(customer_id)
-    records = sorted(
-        (r for r in (customer.txns or {}).values() if type(r) is FreezeRecord and r.status == FROZEN), key=_lsn
-    )
+    records = list(project_state.open_freezes.get(customer_id, {}).values())  # freeze LSN order
     result = page(records, _keep, limit=limit, cursor=cursor, bound=binding(project, customer_id, LISTING, ()))
     if type(result) is Rejected:
         return result
     items, total, has_more, next_cursor = result  # type: ignore[misc]
     return FreezePage(items=[_view(customer, r) for r in items], total_count=total, has_more=has_more,
                       next_cursor=next_cursor)  # fmt: skip
-
-
-def _lsn(record: FreezeRecord) -> int:
-    return record.lsn
 
 
 def _keep(record: FreezeRecord) -> bool:

@@ -5,7 +5,8 @@ Checked per bucket, from two independent sides (the bucket's counters and the le
     total     == sum of its GRANT entries          (a bucket is one deposit, CONTRACT §3.5)
     used      == sum of its CONSUME entries - sum of its REFUND entries (CONTRACT §10.4)
     expired   == sum of its EXPIRE entries + sum of its VOID entries (written off)
-    frozen    == sum of the open (FROZEN) freeze allocations on it
+    frozen    == sum of the open (FROZEN) freeze allocations on it (and the open freezes are
+                 exactly those in ProjectState.open_freezes, LSN order)
     available == total - used - frozen - expired >= 0, and 0 once the bucket is closed
     every counter >= 0 and <= 2^53 - 1 (CONTRACT §3.1)
 
@@ -51,10 +52,13 @@ def check_invariants(state: LedgerState) -> list[str]:
     for project in state.projects.values():
         if list(project.customer_ids) != sorted(project.customers):  # the customer list's index
             problems.append(f"project={project.name!r} customer index != its customers")
+        if not set(project.open_freezes) <= set(project.customers):
+            problems.append(f"project={project.name!r} open-freeze index names an unknown customer")
         for customer in project.customers.values():
             where = f"project={project.name!r} customer={customer.customer_id!r}"
             problems.extend(f"{where} {p}" for p in _check_customer(customer))
             problems.extend(f"{where} {p}" for p in _check_slots(customer))
+            problems.extend(f"{where} {p}" for p in _check_open_freezes(project.open_freezes.get(customer.customer_id), customer))
             if customer.last_lsn > state.last_lsn:
                 problems.append(f"{where} last_lsn {customer.last_lsn} > ledger last_lsn {state.last_lsn}")
     return problems
@@ -97,6 +101,21 @@ def _check_customer(customer: CustomerState) -> list[str]:
     problems.extend(_check_corrections(customer))
     problems.extend(check_bucket_index(customer))
     return problems
+
+
+def _check_open_freezes(index: dict[str, FreezeRecord] | None, customer: CustomerState) -> list[str]:
+    """The derived open-freeze index (ProjectState.open_freezes) holds exactly the customer's
+    FROZEN freezes, in freeze LSN order, and no empty entry."""
+    frozen = sorted((r for r in (customer.txns or {}).values() if isinstance(r, FreezeRecord) and r.status == FROZEN),
+                    key=lambda r: r.lsn)  # fmt: skip
+    indexed = [] if index is None else list(index.values())
+    if index is not None and not index:
+        return ["open-freeze index holds an empty entry"]
+    if [r.transaction_id for r in indexed] != [r.transaction_id for r in frozen] or any(
+        a is not b for a, b in zip(indexed, frozen)
+    ):
+        return ["open-freeze index != the FROZEN freezes in LSN order"]
+    return []
 
 
 def check_bucket_index(customer: CustomerState) -> list[str]:

@@ -122,6 +122,7 @@ def settle_consume(
         i += 1
     _return_credit(customer, lsn, i, returned, record, at_ms)
     record.status = CONSUMED
+    state.projects[project].close_freeze(customer.customer_id, record)
     record.auto = auto
     record.settled_at_ms = at_ms
     record.consumed_amount = actual
@@ -170,11 +171,11 @@ def apply_unfreeze(state: LedgerState, lsn: int, command: Unfreeze) -> Applied |
     if record.status == CONSUMED:
         return Rejected("no_unfreezable_records", "this freeze was already consumed")
     assert record.status == FROZEN
-    return settle_unfreeze(state, lsn, customer, record, command.at_ms, False)
+    return settle_unfreeze(state, lsn, command.project, customer, record, command.at_ms, False)
 
 
 def settle_unfreeze(
-    state: LedgerState, lsn: int, customer: CustomerState, record: FreezeRecord, at_ms: int, auto: bool
+    state: LedgerState, lsn: int, project: str, customer: CustomerState, record: FreezeRecord, at_ms: int, auto: bool
 ) -> Applied:
     returned: Takes = []
     for bucket_lsn, part in record.allocation:
@@ -184,6 +185,7 @@ def settle_unfreeze(
         returned.append((bucket, part))
     _return_credit(customer, lsn, 0, returned, record, at_ms)
     record.status = UNFROZEN
+    state.projects[project].close_freeze(customer.customer_id, record)
     record.auto = auto
     record.settled_at_ms = at_ms
     record.settle_parts = record.allocation

@@ -490,6 +490,21 @@ class ProjectState(msgspec.Struct):
         self.customers[customer.customer_id] = customer
         self.customer_ids.add(customer.customer_id)
     slot_key_owner: dict[str, str] = msgspec.field(default_factory=dict)  # derived (CONTRACT §8.2)
+    # derived: customer_id -> its open (FROZEN) freezes by transaction_id, freeze LSN order; only
+    # customers with an open freeze have a key (GET .../freezes, engine/core/freeze_queries.py).
+    open_freezes: dict[str, dict[str, FreezeRecord]] = msgspec.field(default_factory=dict)
+
+    def open_freeze(self, customer_id: str, record: FreezeRecord) -> None:
+        """A new freeze (LSNs only grow: appending keeps the LSN order)."""
+        assert record.status == FROZEN
+        self.open_freezes.setdefault(customer_id, {})[record.transaction_id] = record
+
+    def close_freeze(self, customer_id: str, record: FreezeRecord) -> None:
+        """A freeze consumed or unfrozen (by request or by its TTL)."""
+        records = self.open_freezes[customer_id]
+        del records[record.transaction_id]
+        if not records:
+            del self.open_freezes[customer_id]
 
 
 class LedgerState(msgspec.Struct):
@@ -519,10 +534,15 @@ def rebuild_derived(state: LedgerState) -> None:
         owners: list[tuple[int, str]] = []
         project.customer_ids = SortedList(project.customers)
         project.slot_key_owner = {}
+        project.open_freezes = {}
         for customer in project.customers.values():
             _rebuild_customer(customer)
             for transaction_id in customer.txns or ():
                 project.txn_owner[transaction_id] = customer.customer_id
+            frozen = sorted((r for r in (customer.txns or {}).values() if type(r) is FreezeRecord and r.status == FROZEN),
+                            key=_record_lsn)  # fmt: skip
+            for record in frozen:
+                project.open_freeze(customer.customer_id, record)
             for key in customer.deposits or ():
                 project.deposit_owner[key] = customer.customer_id
             for refund_id in customer.refunds or ():
@@ -538,6 +558,10 @@ def rebuild_derived(state: LedgerState) -> None:
         project.bucket_lsns = array("q", [lsn for lsn, _ in owners])
         project.bucket_customers = [customer_id for _, customer_id in owners]
     heapq.heapify(state.due_heap)
+
+
+def _record_lsn(record: FreezeRecord) -> int:
+    return record.lsn
 
 
 def _rebuild_customer(customer: CustomerState) -> None:

@@ -81,7 +81,7 @@ def apply_auto_settle(state: LedgerState, lsn: int, command: AutoSettle) -> Appl
     if record.unfreeze_after_ms is not None:
         if command.at_ms < record.unfreeze_after_ms:
             return NOT_LOGGED
-        return settle_unfreeze(state, lsn, customer, record, command.at_ms, True)
+        return settle_unfreeze(state, lsn, command.project, customer, record, command.at_ms, True)
     if record.consume_after_ms is None or command.at_ms < record.consume_after_ms:
         return NOT_LOGGED
     result = settle_consume(state, lsn, command.project, customer, record, command.at_ms, record.amount, True)
