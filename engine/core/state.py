@@ -537,11 +537,12 @@ def rebuild_derived(state: LedgerState) -> None:
         project.open_freezes = {}
         for customer in project.customers.values():
             _rebuild_customer(customer)
-            for transaction_id in customer.txns or ():
+            frozen = []
+            for transaction_id, record in (customer.txns or {}).items():
                 project.txn_owner[transaction_id] = customer.customer_id
-            frozen = sorted((r for r in (customer.txns or {}).values() if type(r) is FreezeRecord and r.status == FROZEN),
-                            key=_record_lsn)  # fmt: skip
-            for record in frozen:
+                if type(record) is FreezeRecord and record.status == FROZEN:
+                    frozen.append(record)
+            for record in sorted(frozen, key=_record_lsn):
                 project.open_freeze(customer.customer_id, record)
             for key in customer.deposits or ():
                 project.deposit_owner[key] = customer.customer_id

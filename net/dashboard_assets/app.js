@@ -400,7 +400,7 @@
       }
     }
     if (fellDue && state.view === "customer") {
-      setTimeout(() => { loadCustomer(); loadFreezes(); }, TICK_MS);
+      setTimeout(() => { loadCustomer(); loadFreezes(); loadLedger(); }, TICK_MS);
     }
   }
 
