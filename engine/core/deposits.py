@@ -51,14 +51,13 @@ def _deposit_identity(state: LedgerState, command: Deposit) -> DepositRecord | R
     if command.idempotency_key is None:
         return None  # never deduplicated
     project = state.projects.get(command.project)
-    owner = None if project is None else project.deposit_owner.get(command.idempotency_key)
-    if owner is None:
+    if project is None:
         return None
-    if owner != command.customer_id:
+    record = project.deposit_records.get(command.idempotency_key)
+    if record is None:
+        return None
+    if project.bucket_owner(record.lsn) != command.customer_id:  # record.lsn = its bucket's lsn
         return conflict("customer_id", "idempotency_key already belongs to another customer")
-    customer = find_customer(state, command.project, owner)
-    assert customer is not None and customer.deposits is not None
-    record = customer.deposits[command.idempotency_key]
     for field, attribute in _DEPOSIT_FIELDS:
         if getattr(record, attribute) != getattr(command, attribute):
             return conflict(field, f"idempotency_key already used with another {field}")
@@ -149,9 +148,10 @@ def _deposit_write(
     )  # fmt: skip
     if key is not None:
         if customer.deposits is None:
-            customer.deposits = {}
-        customer.deposits[key] = record
-        project.deposit_owner[key] = customer.customer_id
+            customer.deposits = [record]
+        else:
+            customer.deposits.append(record)
+        project.deposit_records[key] = record
     commit(state, customer, lsn)
     return Applied(deposit_response(customer.customer_id, record, False), True)
 
