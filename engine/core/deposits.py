@@ -142,6 +142,8 @@ def _deposit_write(
         schedule(state, command.project, customer, (command.expires_at_ms, DUE_EXPIRE, lsn, None))
     wallet_total = sum(b.total for b in customer.live if b.wallet == command.wallet and bucket_valid_at(b, at_ms))
     wallet_total += sum(t.total for (w, _), t in spent.valid_totals(customer, at_ms).items() if w == command.wallet)
+    if wallet_total == command.amount:  # a first deposit: share the equal int object (28 bytes)
+        wallet_total = command.amount
     record = DepositRecord(
         key or "", lsn, command.amount, command.wallet, command.source, command.starts_at_ms,
         command.expires_at_ms, wallet_total,

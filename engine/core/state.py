@@ -392,7 +392,8 @@ class CustomerState(msgspec.Struct, gc=False):
                 insort(self.live, bucket, key=allocation_key)
             else:
                 self.live = [bucket]
-            self.open_total += bucket.total
+            # 0 + total would be a new int object (28 bytes) equal to the bucket's: share it.
+            self.open_total = self.open_total + bucket.total if self.open_total else bucket.total
 
     def add_entry(self, entry: LedgerEntry) -> None:
         """Append one entry and keep the position indexes (if built) in step."""
@@ -438,19 +439,32 @@ class TimeIndex(msgspec.Struct, gc=False):
 
 
 def _index_entry(customer: CustomerState, entry: LedgerEntry, position: int) -> None:
-    assert customer.op_positions is not None and customer.txn_positions is not None
-    assert customer.filter_positions is not None and customer.time_index is not None
-    customer.op_positions.setdefault(entry.op, []).append(position)
+    # On every write of a customer past INDEX_ENTRIES_MIN entries (the hot path): get-then-append,
+    # not setdefault(key, []), which built and dropped an empty list per index per entry; a new
+    # key gets a one-slot list (most transaction ids have one or two entries).
+    op_positions, txn_positions = customer.op_positions, customer.txn_positions
+    filter_positions, time_index = customer.filter_positions, customer.time_index
+    assert op_positions is not None and txn_positions is not None
+    assert filter_positions is not None and time_index is not None
+    _add_position(op_positions, entry.op, position)
     if entry.transaction_id is not None:
-        customer.txn_positions.setdefault(entry.transaction_id, []).append(position)
-    customer.filter_positions.setdefault((BY_WALLET, entry.wallet), []).append(position)
-    customer.filter_positions.setdefault((BY_BUSINESS_TYPE, entry.business_type), []).append(position)
-    high = customer.time_index.high
+        _add_position(txn_positions, entry.transaction_id, position)
+    _add_position(filter_positions, (BY_WALLET, entry.wallet), position)
+    _add_position(filter_positions, (BY_BUSINESS_TYPE, entry.business_type), position)
+    high = time_index.high
     if high and entry.created_at_ms < high[-1]:
-        customer.time_index.late.append(position)
+        time_index.late.append(position)
         high.append(high[-1])
     else:
         high.append(entry.created_at_ms)
+
+
+def _add_position(index: dict[Any, list[int]], key: Any, position: int) -> None:
+    positions = index.get(key)
+    if positions is None:
+        index[key] = [position]
+    else:
+        positions.append(position)
 
 
 def index_holding(customer: CustomerState, pool: SlotPool, resource_id: str, lsn: int) -> None:
