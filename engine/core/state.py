@@ -350,15 +350,15 @@ class CustomerState(msgspec.Struct, gc=False):
     # holding none (spent) are in `spent` instead (engine/core/spent.py, CONTRACT §7.11).
     live: list[Bucket] = msgspec.field(default_factory=list)
     due: list[tuple[int, int, int, str | None]] | None = None  # derived: (due_ms, kind, lsn, txn)
-    op_positions: dict[str, list[int]] | None = None  # derived: op -> entry positions
-    txn_positions: dict[str, list[int]] | None = None  # derived: transaction_id -> positions
+    # derived: the ledger position indexes (op, transaction_id, wallet / business type, time),
+    # one object built past INDEX_ENTRIES_MIN entries: one field here, not four (8 bytes each on
+    # every customer, issue 14). Read through the properties below.
+    entry_index: EntryIndex | None = None
     refunds: dict[str, RefundRecord] | None = None  # by refund_id (CONTRACT §10.1)
     voids: dict[str, VoidRecord] | None = None  # by void_id (CONTRACT §10.2)
     refunded: dict[str, int] | None = None  # derived: transaction_id -> refunded so far
     voided: dict[int, str] | None = None  # derived: bucket_lsn -> void_id
     refund_lsns: dict[int, str] | None = None  # derived: lsn of a refund -> refund_id
-    filter_positions: dict[tuple[int, str], list[int]] | None = None  # derived: (kind, value)
-    time_index: TimeIndex | None = None  # derived: created_at positions (ledger `from`/`to`)
     spent: SpentIndex | None = None  # derived: open buckets holding no credit (§7.11)
     open_total: int = 0  # derived: sum of the totals of open buckets (the §3.1 customer bound)
     # CONTRACT §11 alert rules, customer level first; persisted in the snapshot's hooks section
@@ -370,6 +370,26 @@ class CustomerState(msgspec.Struct, gc=False):
     entitlements: dict[str, Entitlement] | None = None  # by feature_key, first-set order
     entitlement_events: list[EntitlementEvent] | None = None  # lsn order
     holding_index: dict[int, tuple[SlotPool, str]] | None = None  # derived: claim lsn -> (pool, resource)
+
+    @property
+    def op_positions(self) -> dict[str, list[int]] | None:
+        """op -> entry positions (None below INDEX_ENTRIES_MIN entries)."""
+        return None if self.entry_index is None else self.entry_index.ops
+
+    @property
+    def txn_positions(self) -> dict[str, list[int]] | None:
+        """transaction_id -> entry positions."""
+        return None if self.entry_index is None else self.entry_index.txns
+
+    @property
+    def filter_positions(self) -> dict[tuple[int, str], list[int]] | None:
+        """(BY_WALLET | BY_BUSINESS_TYPE, value) -> entry positions."""
+        return None if self.entry_index is None else self.entry_index.filters
+
+    @property
+    def time_index(self) -> TimeIndex | None:
+        """created_at positions (ledger `from`/`to`)."""
+        return None if self.entry_index is None else self.entry_index.times
 
     def bucket_by_lsn(self, lsn: int) -> Bucket:
         """O(log n): `buckets` is in lsn order (append-only, LSNs increase)."""
@@ -403,7 +423,7 @@ class CustomerState(msgspec.Struct, gc=False):
             self.entries.append(entry)
         else:
             self.entries = [entry]  # one slot, as in add_bucket
-        if self.op_positions is not None:
+        if self.entry_index is not None:
             _index_entry(self, entry, position)
         elif position + 1 > INDEX_ENTRIES_MIN:
             build_entry_indexes(self)
@@ -438,19 +458,28 @@ class TimeIndex(msgspec.Struct, gc=False):
     late: list[int] = msgspec.field(default_factory=list)
 
 
+class EntryIndex(msgspec.Struct, gc=False):
+    """A customer's ledger position indexes (derived; nothing in them points back)."""
+
+    ops: dict[str, list[int]] = msgspec.field(default_factory=dict)  # op -> positions
+    txns: dict[str, list[int]] = msgspec.field(default_factory=dict)  # transaction_id -> positions
+    filters: dict[tuple[int, str], list[int]] = msgspec.field(default_factory=dict)  # (kind, value)
+    times: TimeIndex = msgspec.field(default_factory=TimeIndex)
+
+
 def _index_entry(customer: CustomerState, entry: LedgerEntry, position: int) -> None:
     # On every write of a customer past INDEX_ENTRIES_MIN entries (the hot path): get-then-append,
     # not setdefault(key, []), which built and dropped an empty list per index per entry; a new
     # key gets a one-slot list (most transaction ids have one or two entries).
-    op_positions, txn_positions = customer.op_positions, customer.txn_positions
-    filter_positions, time_index = customer.filter_positions, customer.time_index
-    assert op_positions is not None and txn_positions is not None
-    assert filter_positions is not None and time_index is not None
-    _add_position(op_positions, entry.op, position)
+    index = customer.entry_index
+    assert index is not None
+    _add_position(index.ops, entry.op, position)
     if entry.transaction_id is not None:
-        _add_position(txn_positions, entry.transaction_id, position)
-    _add_position(filter_positions, (BY_WALLET, entry.wallet), position)
-    _add_position(filter_positions, (BY_BUSINESS_TYPE, entry.business_type), position)
+        _add_position(index.txns, entry.transaction_id, position)
+    filters = index.filters
+    _add_position(filters, (BY_WALLET, entry.wallet), position)
+    _add_position(filters, (BY_BUSINESS_TYPE, entry.business_type), position)
+    time_index = index.times
     high = time_index.high
     if high and entry.created_at_ms < high[-1]:
         time_index.late.append(position)
@@ -474,10 +503,7 @@ def index_holding(customer: CustomerState, pool: SlotPool, resource_id: str, lsn
 
 
 def build_entry_indexes(customer: CustomerState) -> None:
-    customer.op_positions = {}
-    customer.txn_positions = {}
-    customer.filter_positions = {}
-    customer.time_index = TimeIndex()
+    customer.entry_index = EntryIndex()
     for position, entry in enumerate(customer.entries):
         _index_entry(customer, entry, position)
 
@@ -612,10 +638,7 @@ def _rebuild_customer(customer: CustomerState) -> None:
             index_holding(customer, pool, resource_id, holding.lsn)
             if holding.due_ms is not None:
                 customer.push_due((holding.due_ms, DUE_SLOT_RELEASE, holding.lsn, None))
-    customer.op_positions = None
-    customer.txn_positions = None
-    customer.filter_positions = None
-    customer.time_index = None
+    customer.entry_index = None
     if len(customer.entries) > INDEX_ENTRIES_MIN:
         build_entry_indexes(customer)
     rebuild_corrections(customer)
