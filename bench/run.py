@@ -420,7 +420,7 @@ def summarise_profile(raw_path: Path, title: str, samples_max: float, top: int =
         frames = [f for f in (_frame_name(f) for f in stack.split(";")) if f]
         if not frames:
             continue
-        group = "other threads (executor: WAL write + fdatasync)" if frames[0].startswith("Thread._bootstrap") \
+        group = "other threads (WAL flusher: write + fdatasync)" if frames[0].startswith("Thread._bootstrap") \
             else "event-loop thread"
         self_counts, incl_counts = groups.setdefault(group, ({}, {}))
         totals[group] = totals.get(group, 0) + count
