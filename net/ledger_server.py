@@ -80,6 +80,7 @@ class LedgerServer:
         ProcessCollector(registry=self.registry)
         self.registry.register(_LedgerCollector(self))
         self._status_task: asyncio.Task[None] | None = None
+        self._last_status: ipc.Status | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -106,17 +107,19 @@ class LedgerServer:
         return ipc.Status(open=self._open, ready=ready, durable_lsn=durable, records=self._observer.records)
 
     def _broadcast_status(self) -> None:
-        status = self.status()
+        status = self._last_status = self.status()
         for front in self._fronts.values():
             front.outbox.send(status)
 
+    def push_status(self) -> None:
+        """Tell every front now if readiness changed (before a 503 or at shutdown), so the next
+        GET /health on any of them says so."""
+        if self.status() != self._last_status:
+            self._broadcast_status()
+
     async def _push_status(self) -> None:
-        last: ipc.Status | None = None
         while True:
-            status = self.status()
-            if status != last:
-                self._broadcast_status()
-                last = status
+            self.push_status()
             await asyncio.sleep(STATUS_INTERVAL_S)
 
     # -- one front's connection -----------------------------------------------------------------------
@@ -180,6 +183,7 @@ class LedgerServer:
         try:
             reply = await self._reply(call)
         except Unavailable as error:
+            self.push_status()  # e.g. the WAL failed: /health turns 503 on every front first
             reply = ipc.Reply(call.id, ipc.UNAVAILABLE, code=error.code, message=error.message)
         except Exception as error:  # a bug: the front answers 500 internal_error, the ledger goes on
             log.exception("call %s failed", type(call.op).__name__)

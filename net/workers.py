@@ -178,6 +178,7 @@ async def _serve(config: ServerConfig, runtime_config: RuntimeConfig, workers: i
         print("tally: stopping", flush=True)
         log.info("stopping")
         runtime.stop_accepting()
+        ledger.push_status()
         await fronts.stop()
     finally:
         gc_task.cancel()
