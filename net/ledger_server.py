@@ -16,8 +16,10 @@ every front up, so keep-alive connections spread over all of them); Status also 
 readiness and, while recovering, the records replayed so far.
 
 Metrics (CONTRACT §9.4): GET /metrics on any front asks the ledger, which collects every front's
-HTTP counters (CollectMetrics, waits up to METRICS_WAIT_S) and renders one text: its WAL, recovery
-and process families, plus every front's request families with a `front` label.
+HTTP counters (CollectMetrics, waits up to METRICS_WAIT_S) and renders one text with the series
+of a single-process server: request counters summed over the fronts (an exited front's last
+counters kept), the ledger's WAL, recovery and process families, and tally_front_http_requests
+{front} (each live front's share) and tally_fronts.
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ class LedgerServer:
         self.registry.register(_LedgerCollector(self))
         self._status_task: asyncio.Task[None] | None = None
         self._last_status: ipc.Status | None = None
+        self._retired = RequestTotals()
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -143,6 +146,7 @@ class LedgerServer:
             front.outbox.closed = True
             if self._fronts.get(front.index) is front:
                 del self._fronts[front.index]
+            self._retired.add(front.counters)  # its last counters stay in the sums
             for (index, _), future in list(self._acks.items()):
                 if index == front.index and not future.done():
                     future.set_result(None)  # it is gone: it serves nothing any more
@@ -267,11 +271,24 @@ class LedgerServer:
         return generate_latest(self.registry)
 
     def front_counters(self) -> list[tuple[int, ipc.FrontCounters]]:
-        return sorted((front.index, front.counters) for front in self._fronts.values())
+        return sorted(((front.index, front.counters) for front in self._fronts.values()), key=lambda pair: pair[0])
+
+    def request_totals(self) -> tuple[dict[tuple[str, str, int], int], dict[str, tuple[list[int], float]]]:
+        """Every front's last counters plus those of fronts that exited."""
+        totals = RequestTotals()
+        totals.add(ipc.FrontCounters(
+            [(*key, count) for key, count in self._retired.counts.items()],
+            [(route, buckets, total) for route, (buckets, total) in self._retired.durations.items()],
+        ))  # fmt: skip
+        for front in self._fronts.values():
+            totals.add(front.counters)
+        return totals.counts, totals.durations
 
 
 class _LedgerCollector(Collector):
-    """The families of net/observe.py's collector, fronts labelled, at scrape time."""
+    """net/observe.py's families, the same names and labels as one process has: the request
+    counters are summed over the fronts (those of fronts that exited stay counted, so a series
+    never goes down); `tally_front_http_requests` shows each live front's share."""
 
     def __init__(self, server: LedgerServer) -> None:
         self._server = server
@@ -279,18 +296,23 @@ class _LedgerCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         server = self._server
         observer = server._observer
-        requests = CounterMetricFamily("tally_http_requests", "HTTP requests answered, by front, route template, method and status",
-                                       labels=["front", "route", "method", "status"])  # fmt: skip
-        durations = HistogramMetricFamily("tally_http_request_duration_seconds",
-                                          "Time from the request's dispatch to its response, by front and route template",
-                                          labels=["front", "route"])  # fmt: skip
-        for index, counters in server.front_counters():
-            for route, method, status, count in sorted(counters.requests):
-                requests.add_metric([str(index), route, method, str(status)], count)
-            for route, counts, total in sorted(counters.durations):
-                durations.add_metric([str(index), route], _cumulative(REQUEST_BOUNDS_S, counts), total)
+        counts, durations_by_route = server.request_totals()
+        requests = CounterMetricFamily("tally_http_requests", "HTTP requests answered, by route template, method and status",
+                                       labels=["route", "method", "status"])  # fmt: skip
+        for (route, method, status), count in sorted(counts.items()):
+            requests.add_metric([route, method, str(status)], count)
         yield requests
+        durations = HistogramMetricFamily("tally_http_request_duration_seconds",
+                                          "Time from the request's dispatch to its response, by route template",
+                                          labels=["route"])  # fmt: skip
+        for route, (buckets, total) in sorted(durations_by_route.items()):
+            durations.add_metric([route], _cumulative(REQUEST_BOUNDS_S, buckets), total)
         yield durations
+        per_front = CounterMetricFamily("tally_front_http_requests", "HTTP requests answered by each live front process",
+                                        labels=["front"])  # fmt: skip
+        for index, counters in server.front_counters():
+            per_front.add_metric([str(index)], sum(count for *_, count in counters.requests))
+        yield per_front
         fsync = HistogramMetricFamily("tally_wal_fsync_duration_seconds", "fdatasync time of one WAL group commit")
         fsync.add_metric([], observer.fsync.buckets(), observer.fsync.total)
         yield fsync
@@ -303,6 +325,23 @@ class _LedgerCollector(Collector):
         yield GaugeMetricFamily("tally_recovery_records", "WAL records replayed by the last start-up recovery",
                                 value=observer.records)  # fmt: skip
         yield GaugeMetricFamily("tally_fronts", "HTTP front processes connected to the ledger", value=len(server.front_counters()))
+
+
+class RequestTotals:
+    """Request counters summed over fronts: (route, method, status) -> count, route -> (bucket
+    counts (not cumulative, +Inf last), sum seconds)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str, int], int] = {}
+        self.durations: dict[str, tuple[list[int], float]] = {}
+
+    def add(self, counters: ipc.FrontCounters) -> None:
+        for route, method, status, count in counters.requests:
+            key = (route, method, status)
+            self.counts[key] = self.counts.get(key, 0) + count
+        for route, buckets, total in counters.durations:
+            old_buckets, old_total = self.durations.get(route, ([0] * len(buckets), 0.0))
+            self.durations[route] = ([a + b for a, b in zip(old_buckets, buckets)], old_total + total)
 
 
 def _cumulative(bounds: tuple[float, ...], counts: list[int]) -> list[tuple[str, float]]:
