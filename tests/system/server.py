@@ -83,6 +83,7 @@ class TallyProcess:
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             time.sleep(0.05)
+        self.kill()  # ours: never leave a half-started server behind
         raise RuntimeError(f"tally serve not healthy after {STARTUP_TIMEOUT_S}s: {self.log()}")
 
     def log(self) -> str:
