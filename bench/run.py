@@ -77,11 +77,10 @@ SCENARIOS = (
     Scenario("baseline_post", "bare aiohttp POST (decode + encode, no ledger, no fsync)", "baseline", "deduct", False),
     Scenario("baseline_get", "bare aiohttp GET (pre-encoded body)", "baseline", "get", False, kind="get"),
     Scenario("deduct_hot", "(a) deduct 1, one hot customer", "tally", "deduct", True),
-    # issue 14: the front/ledger split, each against the bare handler with as many processes.
+    # issue 14: the front/ledger split against the bare handler run as as many processes (every
+    # other Tally row runs --workers 1: deduct_hot is its one-process counterpart, same run).
     Scenario("baseline_post_2p", "bare aiohttp POST, 2 processes (SO_REUSEPORT)", "baseline", "deduct", False,
              kind="post2", serve_args=("--processes", "2")),
-    Scenario("deduct_hot_w1", "(a) deduct 1, hot, --workers 1 (one process)", "tally", "deduct", True,
-             serve_args=("--workers", "1")),
     Scenario("deduct_hot_w2", "(a) deduct 1, hot, --workers 2 (ledger + 2 fronts)", "tally", "deduct", True,
              kind="post2", serve_args=("--workers", "2")),
     # The cost of the per-request log line (CONTRACT §9.4): the same load with request lines off.
