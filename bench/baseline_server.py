@@ -8,7 +8,11 @@ It does what machine-limits.md §2 measured, so every Tally row can be read as a
 - GET (any path): a pre-encoded body of about 200 bytes.
 - GET /health: 200, so bench/run.py can wait for it like it waits for Tally.
 
-    python -m bench.baseline_server --host 127.0.0.1 --port 8080
+    python -m bench.baseline_server --host 127.0.0.1 --port 8080 [--processes 2]
+
+`--processes N` (issue 14): N identical processes on the same port with SO_REUSEPORT (this one and
+N-1 children it starts with subprocess and stops on SIGTERM), the bare counterpart of
+`tally serve --workers N`.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import subprocess
+import sys
 
 import msgspec
 import uvloop
@@ -84,10 +90,10 @@ def create_app() -> web.Application:
     return app
 
 
-async def _serve(host: str, port: int) -> None:
+async def _serve(host: str, port: int, reuse_port: bool) -> None:
     runner = web.AppRunner(create_app(), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
     await site.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -103,8 +109,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--processes", type=int, default=1, help="N processes with SO_REUSEPORT (this one included)")
+    parser.add_argument("--reuse-port", action="store_true", help="bind with SO_REUSEPORT (set for --processes > 1)")
     args = parser.parse_args()
-    uvloop.run(_serve(args.host, args.port))
+    reuse_port = args.reuse_port or args.processes > 1
+    children = [
+        subprocess.Popen([sys.executable, "-m", "bench.baseline_server", "--host", args.host, "--port", str(args.port),
+                          "--reuse-port"])  # fmt: skip
+        for _ in range(args.processes - 1)
+    ]
+    try:
+        uvloop.run(_serve(args.host, args.port, reuse_port))
+    finally:
+        for child in children:  # our own children, by PID
+            child.send_signal(signal.SIGTERM)
+            child.wait(timeout=30)
 
 
 if __name__ == "__main__":

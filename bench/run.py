@@ -68,7 +68,7 @@ class Scenario:
     server: str  # "baseline" | "tally"
     mode: str  # load.lua MODE
     hot: bool  # one hot customer, else the spread set
-    kind: str = "post"  # which baseline row a ratio divides by: "post" | "get"
+    kind: str = "post"  # which baseline row a ratio divides by: "post" | "get" | "post2" (2 processes)
     requests_per_op: int = 1  # a freeze+consume pair is 2 HTTP requests
     serve_args: tuple[str, ...] = ()  # extra `tally serve` flags for this row's server
 
@@ -77,6 +77,12 @@ SCENARIOS = (
     Scenario("baseline_post", "bare aiohttp POST (decode + encode, no ledger, no fsync)", "baseline", "deduct", False),
     Scenario("baseline_get", "bare aiohttp GET (pre-encoded body)", "baseline", "get", False, kind="get"),
     Scenario("deduct_hot", "(a) deduct 1, one hot customer", "tally", "deduct", True),
+    # issue 14: the front/ledger split against the bare handler run as as many processes (every
+    # other Tally row runs --workers 1: deduct_hot is its one-process counterpart, same run).
+    Scenario("baseline_post_2p", "bare aiohttp POST, 2 processes (SO_REUSEPORT)", "baseline", "deduct", False,
+             kind="post2", serve_args=("--processes", "2")),
+    Scenario("deduct_hot_w2", "(a) deduct 1, hot, --workers 2 (ledger + 2 fronts)", "tally", "deduct", True,
+             kind="post2", serve_args=("--workers", "2")),
     # The cost of the per-request log line (CONTRACT §9.4): the same load with request lines off.
     Scenario("deduct_hot_nolog", "(a') deduct 1, hot, request log off (--log-level warning)", "tally", "deduct",
              True, serve_args=("--log-level", "warning")),
@@ -150,9 +156,13 @@ class Server:
 
     def command(self) -> list[str]:
         if self.kind == "baseline":
-            return [sys.executable, "-m", "bench.baseline_server", "--host", "127.0.0.1", "--port", str(self.port)]
+            return [sys.executable, "-m", "bench.baseline_server", "--host", "127.0.0.1", "--port", str(self.port),
+                    *self.extra_args]
+        # one process unless the row says otherwise (the default, the number of cores, would
+        # change every older row's meaning)
+        workers = () if "--workers" in self.extra_args else ("--workers", "1")
         return [sys.executable, "-m", "net.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                "--data-dir", str(self.data_dir), *self.extra_args]
+                "--data-dir", str(self.data_dir), *workers, *self.extra_args]
 
     def start(self) -> float:
         """Start and wait until /health answers 200; return the seconds that took."""
@@ -192,10 +202,30 @@ class Server:
         return self.proc.pid
 
     def cpu_s(self) -> float:
-        """utime + stime of the whole process (all threads), seconds."""
-        text = Path(f"/proc/{self.pid}/stat").read_text()
-        fields = text[text.rindex(")") + 2:].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of proc(5)
+        """utime + stime of the whole process (all threads) and of its live children (the fronts
+        of --workers N, the baseline's --processes N), seconds."""
+        total = 0.0
+        for pid in (self.pid, *self.child_pids()):
+            try:
+                text = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue
+            fields = text[text.rindex(")") + 2:].split()
+            total += (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of proc(5)
+        return total
+
+    def child_pids(self) -> list[int]:
+        """The server's direct children, from /proc (Linux)."""
+        found = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    text = Path(f"/proc/{entry}/stat").read_text()
+                except OSError:
+                    continue
+                if int(text[text.rindex(")") + 2:].split()[1]) == self.pid:
+                    found.append(int(entry))
+        return found
 
     def rss_bytes(self) -> int:
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
@@ -346,8 +376,11 @@ def run_throughput(plan: Plan, names: tuple[str, ...], work_dir: Path, api_key: 
                 continue
             customers = 1 if scenario.hot else plan.spread_customers
             if scenario.server == "baseline":
+                if baseline is not None and baseline.extra_args != scenario.serve_args:
+                    baseline.stop()
+                    baseline = None
                 if baseline is None:
-                    baseline = Server("baseline", work_dir, api_key)
+                    baseline = Server("baseline", work_dir, api_key, extra_args=scenario.serve_args)
                     baseline.start()
                 server = baseline
             else:
@@ -381,22 +414,31 @@ def run_throughput(plan: Plan, names: tuple[str, ...], work_dir: Path, api_key: 
 
 def run_profile(server: Server, scenario: Scenario, customers: int, connections: int, duration_s: int,
                 out_path: Path) -> str:
-    """py-spy record the server while wrk drives the scenario; summarise top functions."""
+    """py-spy record the server (and, with --workers N, its first front too) while wrk drives the
+    scenario; summarise top functions per process."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(spy).exists():
         return "py-spy not installed: bash bench/setup.sh --profiler"
-    raw_path = out_path.with_suffix(".collapsed.txt")
-    proc = subprocess.Popen([spy, "record", "-p", str(server.pid), "-d", str(duration_s), "-r", "200",
-                             "-f", "raw", "-o", str(raw_path), "--nonblocking"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    targets = [("", server.pid)] + [("-front", pid) for pid in sorted(server.child_pids())[:1]]
+    spies = []
+    for suffix, pid in targets:
+        raw_path = out_path.with_name(out_path.stem + suffix).with_suffix(".collapsed.txt")
+        spies.append((suffix, raw_path, subprocess.Popen(
+            [spy, "record", "-p", str(pid), "-d", str(duration_s), "-r", "200", "-f", "raw", "-o", str(raw_path),
+             "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)))  # fmt: skip
     time.sleep(0.5)
     result = run_wrk(server, scenario.mode, customers, connections, duration_s)
-    _, err = proc.communicate(timeout=duration_s + 60)
-    if not raw_path.exists():
-        return f"py-spy failed: {err[-1000:]}"
-    text = summarise_profile(raw_path, f"{scenario.name} at {connections} connections, "
-                             f"{result['rps']:,.0f} req/s under py-spy (200 Hz, non-blocking)",
-                             samples_max=200.0 * duration_s)
+    texts = []
+    for suffix, raw_path, proc in spies:
+        _, err = proc.communicate(timeout=duration_s + 60)
+        if not raw_path.exists():
+            texts.append(f"py-spy failed: {err[-1000:]}")
+            continue
+        who = " (a front process)" if suffix else (" (the ledger process)" if len(targets) > 1 else "")
+        texts.append(summarise_profile(raw_path, f"{scenario.name}{who} at {connections} connections, "
+                                       f"{result['rps']:,.0f} req/s under py-spy (200 Hz, non-blocking)",
+                                       samples_max=200.0 * duration_s))  # fmt: skip
+    text = "\n\n".join(texts)
     out_path.write_text(text)
     return text
 

@@ -44,7 +44,7 @@ from engine.core.limits import API_KEY_LENGTH_MAX, ID_LENGTH_MAX
 from engine.core.results import Rejected
 from engine.runtime import Runtime, RuntimeConfig
 from engine.runtime.recovery import RecoveryError, recover
-from net.config import ServerConfig
+from net.config import WORKERS_MAX, ServerConfig
 from net.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
 
 if TYPE_CHECKING:  # imported where used: mcp and its dependencies load only for `tally mcp`
@@ -122,6 +122,8 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
                        help="start a new WAL segment past this many bytes")
     serve.add_argument("--prune-segments", action=argparse.BooleanOptionalAction, default=False,
                        help="delete WAL segments a durable snapshot covers (default: keep them)")
+    serve.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                       help="HTTP front processes (default: the number of cores); 1: one process, no IPC")
     serve.add_argument("--unsafe-skip-fsync", action=argparse.BooleanOptionalAction, default=False,
                        help="BENCHMARKS ONLY: never fsync; acknowledged writes can be lost on a crash")
     serve.set_defaults(run=_cmd_serve)
@@ -364,6 +366,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     admin_key = _bootstrap_key(os.environ, "TALLY_ADMIN_KEY")
     if admin_key is not None and admin_key == bootstrap_key:
         raise UsageError("TALLY_ADMIN_KEY must differ from TALLY_BOOTSTRAP_KEY")
+    if not 1 <= args.workers <= WORKERS_MAX:
+        source = " (from TALLY_WORKERS)" if "workers" in getattr(args, "environment_values", {}) else ""
+        raise UsageError(f"--workers must be 1..{WORKERS_MAX}, not {args.workers}{source}")
     _check_listen(config.host, config.port)
     _writable_data_dir(args.data_dir)
     # The server listens before it takes the lock (CONTRACT §9.5): refuse a held data dir first
@@ -376,7 +381,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         exit_code = serve(config, runtime_config, bootstrap_key=bootstrap_key, admin_key=admin_key,
-                          log_format=args.log_format, log_requests=args.log_level in ("debug", "info"))
+                          log_format=args.log_format, log_requests=args.log_level in ("debug", "info"),
+                          workers=args.workers, log_level=args.log_level)
     except OSError as error:
         if error.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
             raise

@@ -16,6 +16,9 @@ PORT_DEFAULT: Final = 3002  # the SDKs' local default (velobase-api §1A.0)
 # The largest request body. Every valid request is far below it: a deposit with maximal ids, a
 # 2000-char description and metadata at its own bound (net/schemas.METADATA_SIZE_MAX, 16 KiB) fits
 # in ~30 KiB even if every character is escaped. Bigger bodies get 413 `request_too_large`.
+# `tally serve --workers N`: HTTP front processes beside the ledger process (net/workers.py).
+WORKERS_MAX: Final = 64
+
 REQUEST_SIZE_MAX_DEFAULT: Final = 64 * 1024
 REQUEST_SIZE_MAX_MIN: Final = 32 * 1024  # below this a valid deposit could be refused
 REQUEST_SIZE_MAX_MAX: Final = 16 * 1024 * 1024

@@ -23,17 +23,16 @@ invalid_limit, invalid_cursor, invalid_event_type, invalid_from_at, invalid_to_a
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Annotated, Any, Final
 
 import msgspec
 from aiohttp import web
 from msgspec import UNSET, UnsetType
 
-from engine.core import entitlement_queries
+from engine.core.reads import AnyRead, EntitlementEvents, EntitlementGet, EntitlementList
 from engine.core.commands import EntitlementRemove, EntitlementSet
 from engine.core.limits import ENTITLEMENT_VALUE_LENGTH_MAX, FEATURE_KEYS_COUNT_MAX
-from engine.core.state import ENTITLEMENT_EVENT_TYPES, LedgerState
+from engine.core.state import ENTITLEMENT_EVENT_TYPES
 from net import hosted_parse as hp
 from net.auth import authenticate
 from net.errors import ClientError
@@ -158,7 +157,6 @@ def parse_events_query(raw_query: str) -> EntitlementEventsQuery:
 
 PREFIX: Final = "/v1/entitlement/"
 _EVENTS: Final = "events"
-View = Callable[[LedgerState, int], Any]
 
 
 class EntitlementHandlers:
@@ -202,35 +200,21 @@ class EntitlementHandlers:
         raise_if_rejected(result)
         return ok(result)
 
-    def _list_view(self, project: str, customer_id: str, raw_query: str) -> View:
+    def _list_view(self, project: str, customer_id: str, raw_query: str) -> AnyRead:
         feature_keys, include_expired = parse_list_query(raw_query)
+        return EntitlementList(project, customer_id, feature_keys=feature_keys, include_expired=include_expired)
 
-        def view(state: LedgerState, now_ms: int) -> Any:
-            return entitlement_queries.entitlement_list(
-                state, project, customer_id, now_ms, feature_keys=feature_keys, include_expired=include_expired
-            )
-
-        return view
-
-    def _events_view(self, project: str, customer_id: str, raw_query: str) -> View:
+    def _events_view(self, project: str, customer_id: str, raw_query: str) -> AnyRead:
         q = parse_events_query(raw_query)
+        return EntitlementEvents(
+            project, customer_id, limit=q.page.limit, cursor=q.page.cursor, feature_key=q.feature_key,
+            types=q.types, from_ms=q.page.from_ms, to_ms=q.page.to_ms,
+        )  # fmt: skip
 
-        def view(state: LedgerState, now_ms: int) -> Any:
-            return entitlement_queries.entitlement_events(
-                state, project, customer_id, limit=q.page.limit, cursor=q.page.cursor, feature_key=q.feature_key,
-                types=q.types, from_ms=q.page.from_ms, to_ms=q.page.to_ms,
-            )  # fmt: skip
-
-        return view
-
-    def _get_view(self, project: str, customer_id: str, raw_key: str, raw_query: str) -> View:
+    def _get_view(self, project: str, customer_id: str, raw_key: str, raw_query: str) -> AnyRead:
         query_values(raw_query, {})  # no parameters: a typo is unknown_field
         feature_key = decode_path_id(raw_key, "feature_key", "feature_key_required")
-
-        def view(state: LedgerState, now_ms: int) -> Any:
-            return entitlement_queries.entitlement_get(state, project, customer_id, feature_key)
-
-        return view
+        return EntitlementGet(project, customer_id, feature_key=feature_key)
 
 
 def entitlement_routes(h: EntitlementHandlers) -> list[web.RouteDef]:

@@ -258,9 +258,17 @@ class _Collector(Collector):
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """GET /metrics: the Prometheus text format of this server's registry (no auth, §9.4)."""
+    """GET /metrics: the Prometheus text format of this server's registry (no auth, §9.4); in a
+    front of `tally serve --workers N`, the ledger process's text (METRICS_SOURCE, net/front.py)."""
+    source = request.app.get(METRICS_SOURCE)
+    if source is not None:
+        response = web.Response(body=await source())
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
     registry = request.app[REGISTRY]
     return metrics_response(registry)
 
 
 REGISTRY: Final = web.AppKey("registry", CollectorRegistry)
+# A front's source of the whole server's metrics text (net/ledger_client.py LedgerClient.metrics_text).
+METRICS_SOURCE: Final = web.AppKey[Callable[[], Awaitable[bytes]]]("metrics_source")

@@ -43,9 +43,17 @@ RECOVERY_PROGRESS_INTERVAL_S: Final = 2.0  # a lifecycle log line this often whi
 
 
 def serve(config: ServerConfig, runtime_config: RuntimeConfig, *, bootstrap_key: str | None,
-          admin_key: str | None = None, log_format: str = "json", log_requests: bool = True) -> int:  # fmt: skip
+          admin_key: str | None = None, log_format: str = "json", log_requests: bool = True,
+          workers: int = 1, log_level: str = "info") -> int:  # fmt: skip
     """Run until SIGTERM/SIGINT. Returns the process exit code. `log_format` "json" | "text" for
-    the request lines on stderr; `log_requests` False: none (e.g. --log-level warning)."""
+    the request lines on stderr; `log_requests` False: none (e.g. --log-level warning).
+    `workers` >= 2: this process is the ledger and that many front processes serve HTTP
+    (net/workers.py; `log_level` is theirs); 1: this one process does everything."""
+    if workers > 1:
+        from net.workers import serve_workers
+
+        return serve_workers(config, runtime_config, workers, bootstrap_key=bootstrap_key, admin_key=admin_key,
+                             log_format=log_format, log_level=log_level)  # fmt: skip
     request_log = RequestLog(log_format) if log_requests else None
     return uvloop.run(_serve(config, runtime_config, bootstrap_key, admin_key, request_log))
 

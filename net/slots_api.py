@@ -26,11 +26,11 @@ from typing import Annotated, Any, Final
 import msgspec
 from aiohttp import web
 
-from engine.core import slot_queries
+from engine.core.reads import SlotEvents, SlotPools
 from engine.core.commands import Command, SlotClaim, SlotGrant, SlotRelease, SlotRevoke
 from engine.core.limits import SLOT_TTL_S_MAX
 from engine.core.results import Applied, Rejected
-from engine.core.state import SLOT_EVENT_TYPES, LedgerState
+from engine.core.state import SLOT_EVENT_TYPES
 from net import hosted_parse as hp
 from net.auth import authenticate
 from net.errors import ClientError, HttpError
@@ -225,10 +225,7 @@ class SlotHandlers:
         customer_id, raw_query = path_id(request, CUSTOMER_PREFIX)
         wallet = hp.optional_id(query_values(raw_query, POOLS_PARAMS).get("wallet"), "wallet")
 
-        def view(state: LedgerState, now_ms: int) -> Any:
-            return slot_queries.slot_pools(state, project, customer_id, wallet)
-
-        return ok(await self._runtime.read(project, customer_id, view))
+        return ok(await self._runtime.read(project, customer_id, SlotPools(project, customer_id, wallet=wallet)))
 
     async def events(self, request: web.Request) -> web.Response:
         """GET /v1/slot/events/{customer_id} -> SlotEventPage, newest first (CONTRACT §8.4)."""
@@ -236,13 +233,11 @@ class SlotHandlers:
         customer_id, raw_query = path_id(request, EVENTS_PREFIX)
         q = parse_events_query(raw_query)
 
-        def view(state: LedgerState, now_ms: int) -> Any:
-            return slot_queries.slot_events(
-                state, project, customer_id, limit=q.page.limit, cursor=q.page.cursor, wallet=q.wallet,
-                resource_id=q.resource_id, types=q.types, sources=q.sources, from_ms=q.page.from_ms,
-                to_ms=q.page.to_ms,
-            )  # fmt: skip
-
+        view = SlotEvents(
+            project, customer_id, limit=q.page.limit, cursor=q.page.cursor, wallet=q.wallet,
+            resource_id=q.resource_id, types=q.types, sources=q.sources, from_ms=q.page.from_ms,
+            to_ms=q.page.to_ms,
+        )  # fmt: skip
         result = await self._runtime.read(project, customer_id, view)
         raise_if_rejected(result)
         return ok(result)

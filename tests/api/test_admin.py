@@ -64,12 +64,12 @@ def test_9_1_generated_admin_key_is_written_0600_printed_once_and_kept(tmp_path:
         key = key_file.read_text().strip()
         assert key.startswith("tly_") and len(key) == 52
         assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
-        assert process.log().count(key) == 1
+        assert process.log_path.read_text().count(key) == 1
         expect(admin(process.port, "GET", "/admin/v1/projects"), 401, "invalid_api_key")
         projects = expect(admin(process.port, "GET", "/admin/v1/projects", key=key), 200)
         assert [(p["name"], p["customers"], p["keys_active"]) for p in projects["items"]] == [("default", 0, 1)]
         process.restart()
-        assert process.log().count(key) == 1  # a later start neither prints nor replaces it
+        assert process.log_path.read_text().count(key) == 1  # a later start neither prints nor replaces it
         assert key_file.read_text().strip() == key
         expect(admin(process.port, "GET", "/admin/v1/projects", key=key), 200)
     finally:

@@ -1,0 +1,235 @@
+"""The front <-> ledger wire of `tally serve --workers N` (issue 14): framing and messages.
+
+A frame is a 4-byte big-endian length then a msgpack array of messages (msgspec, tagged
+array_like Structs). One frame carries every message one side produced during one event-loop turn
+(at most BATCH_MESSAGES_MAX), so a burst of N requests costs one write and one read each way,
+not N. Frames over FRAME_BYTES_MAX are a protocol error (the connection is closed: fail-stop).
+
+Front -> ledger:  Hello(index)           first message of a connection
+                  Call(id, op)           one Runtime call; op is one of the *Op Structs below
+                  KeysAck(seq)           the front applied Keys(seq)
+                  MetricsPush(seq, ...)  its HTTP counters, answering CollectMetrics(seq)
+Ledger -> front:  Reply(id, kind, ...)   kind OK (body: the JSON bytes of the response Struct),
+                                         REJECTED (code, message, details), UNAVAILABLE (503 code,
+                                         message), FAILED (message: an unexpected error, 500)
+                  Status(...)            readiness, durable LSN, recovery progress, gate open
+                  Keys(seq, full, ...)   the API-key table (full) or changed records (CONTRACT §9.2)
+                  CollectMetrics(seq)    send your HTTP counters now (GET /metrics, §9.4)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from typing import Any, Final
+
+import msgspec
+
+from engine.core.commands import AnyCommand
+from engine.core.queries import LedgerFilters
+from engine.core.reads import AnyRead
+from engine.core.state import ApiKey
+
+FRAME_BYTES_MAX: Final = 256 * 1024 * 1024  # a batch of large ledger pages still fits; anything more is a bug
+BATCH_MESSAGES_MAX: Final = 256  # messages per frame; a fuller outbox is flushed at once
+_HEADER: Final = struct.Struct(">I")
+
+
+class FrameError(Exception):
+    """A frame over FRAME_BYTES_MAX or one that does not decode: the peer is broken."""
+
+
+class Msg(msgspec.Struct, tag_field="m", array_like=True, frozen=True):
+    """Base of every message."""
+
+
+class Op(msgspec.Struct, tag_field="op", array_like=True, frozen=True):
+    """Base of every Runtime call (net/handlers.py Runtime protocol, one Struct per method)."""
+
+
+class Submit(Op, tag="submit", frozen=True):
+    command: AnyCommand
+
+
+class GetCustomer(Op, tag="get_customer", frozen=True):
+    project: str
+    customer_id: str
+
+
+class GetLedger(Op, tag="get_ledger", frozen=True):
+    project: str
+    customer_id: str
+    limit: int
+    cursor: str | None
+    filters: LedgerFilters
+
+
+class ListCustomers(Op, tag="list_customers", frozen=True):
+    project: str
+    limit: int
+    cursor: str | None
+    prefix: str | None
+
+
+class GetAlerts(Op, tag="get_alerts", frozen=True):
+    project: str
+    customer_id: str
+
+
+class Read(Op, tag="read", frozen=True):
+    read: AnyRead
+
+
+class ListProjects(Op, tag="list_projects", frozen=True):
+    pass
+
+
+class ListKeys(Op, tag="list_keys", frozen=True):
+    project: str | None
+
+
+class ListWebhooks(Op, tag="list_webhooks", frozen=True):
+    project: str | None
+
+
+class ListDeliveries(Op, tag="list_deliveries", frozen=True):
+    webhook_id: str
+    limit: int
+    cursor: str | None
+
+
+class Metrics(Op, tag="metrics", frozen=True):
+    """GET /metrics: the reply body is the Prometheus text of the ledger and every front."""
+
+
+AnyOp = (
+    Submit | GetCustomer | GetLedger | ListCustomers | GetAlerts | Read | ListProjects | ListKeys | ListWebhooks
+    | ListDeliveries | Metrics
+)  # fmt: skip
+
+
+class FrontCounters(msgspec.Struct, array_like=True, frozen=True):
+    """One front's HTTP counters (net/observe.py Observer): requests [(route, method, status,
+    count)], durations [(route, bucket counts (not cumulative, +Inf last), sum seconds)]."""
+
+    requests: list[tuple[str, str, int, int]]
+    durations: list[tuple[str, list[int], float]]
+
+
+class Hello(Msg, tag="hello", frozen=True):
+    index: int
+
+
+class Call(Msg, tag="call", frozen=True):
+    id: int
+    op: AnyOp
+
+
+class KeysAck(Msg, tag="keys_ack", frozen=True):
+    seq: int
+
+
+class MetricsPush(Msg, tag="metrics_push", frozen=True):
+    seq: int
+    counters: FrontCounters
+
+
+OK: Final = 0
+REJECTED: Final = 1
+UNAVAILABLE: Final = 2
+FAILED: Final = 3
+
+
+class Reply(Msg, tag="reply", frozen=True):
+    id: int
+    kind: int
+    body: bytes = b""
+    code: str = ""
+    message: str = ""
+    details: dict[str, Any] | None = None
+
+
+class Status(Msg, tag="status", frozen=True):
+    """`open`: recovery and bootstrap are done and every front has said hello (serve requests);
+    `ready`: what GET /health says once open (Runtime.ready); `records`: replayed so far."""
+
+    open: bool
+    ready: bool
+    durable_lsn: int
+    records: int
+
+
+class Keys(Msg, tag="keys", frozen=True):
+    """`full`: replace the table with `keys` (and the project set with `projects`); otherwise
+    upsert `keys` and add `projects`. The front answers KeysAck(seq)."""
+
+    seq: int
+    full: bool
+    keys: list[ApiKey]
+    projects: list[str]
+
+
+class CollectMetrics(Msg, tag="collect_metrics", frozen=True):
+    seq: int
+
+
+FrontMsg = Hello | Call | KeysAck | MetricsPush
+LedgerMsg = Reply | Status | Keys | CollectMetrics
+
+
+def frame(encoder: msgspec.msgpack.Encoder, messages: list[Any]) -> bytes:
+    """The bytes of one frame holding `messages` (header included)."""
+    payload = encoder.encode(messages)
+    if len(payload) > FRAME_BYTES_MAX:
+        raise FrameError(f"frame of {len(payload)} bytes over {FRAME_BYTES_MAX}")
+    return _HEADER.pack(len(payload)) + payload
+
+
+async def read_frame(reader: asyncio.StreamReader) -> bytes | None:
+    """The payload of the next frame; None at a clean end of stream. Raises FrameError,
+    asyncio.IncompleteReadError (the peer died mid-frame)."""
+    try:
+        header = await reader.readexactly(_HEADER.size)
+    except asyncio.IncompleteReadError as error:
+        if not error.partial:
+            return None
+        raise
+    (size,) = _HEADER.unpack(header)
+    if size > FRAME_BYTES_MAX:
+        raise FrameError(f"frame of {size} bytes over {FRAME_BYTES_MAX}")
+    return await reader.readexactly(size)
+
+
+class Outbox:
+    """Messages to send, flushed as one frame at the end of this loop turn (or at once when
+    BATCH_MESSAGES_MAX are waiting). `closed` once the transport is gone: later sends are dropped."""
+
+    __slots__ = ("_writer", "_encoder", "_pending", "_scheduled", "closed")
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+        self._encoder = msgspec.msgpack.Encoder()
+        self._pending: list[Any] = []
+        self._scheduled = False
+        self.closed = False
+
+    def send(self, message: Any) -> None:
+        if self.closed:
+            return
+        pending = self._pending
+        pending.append(message)
+        if len(pending) >= BATCH_MESSAGES_MAX:
+            self.flush()
+        elif not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        if not self._pending or self.closed:
+            return
+        messages, self._pending = self._pending, []
+        if self._writer.is_closing():
+            self.closed = True
+            return
+        self._writer.write(frame(self._encoder, messages))

@@ -1,0 +1,259 @@
+"""LedgerClient: net/handlers.py's Runtime protocol in a front process, over net/ipc.py (issue 14).
+
+The front runs the very same aiohttp app as `tally serve --workers 1` (handlers, middleware,
+envelope, OpenAPI); every Runtime call becomes one Call message to the ledger process, batched per
+loop turn (net/ipc.py Outbox), and its Reply resolves the caller's future. What crosses:
+
+    submit / get_customer / get_ledger / list_* / get_alerts / read(named read)   -> Call
+    authenticate / has_project / find_key (synchronous)   answered from KeyReplica, a copy of the
+        ledger's key table that the ledger updates (and waits for our KeysAck) before it
+        acknowledges a key create or revoke (CONTRACT §9.1-§9.2: a new key works on the next
+        request, a revoked one is refused from the next), whichever front that request reaches
+    ready / durable_lsn      from the last Status message
+
+Replies: OK carries the response's JSON bytes, handed to the handlers as msgspec.Raw (encoded
+verbatim); key commands' bodies are decoded to KeyView / RevokedKey (net/admin.py reads them).
+REJECTED -> Rejected, UNAVAILABLE -> raises Unavailable with the same 503 code. At most
+IN_FLIGHT_MAX calls wait at once: one more is 503 `overloaded`, as a full shard queue is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any, Final
+
+import msgspec
+
+from engine.core.commands import Command, CreateApiKey, RevokeApiKey
+from engine.core.keys import hash_api_key, keys_match
+from engine.core.queries import LedgerFilters
+from engine.core.reads import NamedRead
+from engine.core.results import (
+    AlertsView,
+    Applied,
+    AttemptPage,
+    CustomerPage,
+    CustomerResponse,
+    KeyList,
+    KeyView,
+    LedgerPage,
+    ProjectList,
+    Rejected,
+    RevokedKey,
+    WebhookList,
+)
+from engine.core.apikeys import key_view
+from engine.core.state import ApiKey, LedgerState
+from engine.runtime import ADMIN, Admin
+from engine.runtime.errors import Unavailable
+from net import ipc
+
+log = logging.getLogger("tally.front")
+
+IN_FLIGHT_MAX: Final = 8192  # calls waiting for the ledger in one front; bounds its memory
+
+
+class LedgerGone(Exception):
+    """The ledger process closed the connection: the server is stopping or failed."""
+
+
+class KeyReplica:
+    """The front's copy of the key table: key hash -> ApiKey, key id -> hash, project names."""
+
+    __slots__ = ("_by_hash", "_by_id", "_projects")
+
+    def __init__(self) -> None:
+        self._by_hash: dict[str, ApiKey] = {}
+        self._by_id: dict[str, str] = {}
+        self._projects: set[str] = set()
+
+    def apply(self, message: ipc.Keys) -> None:
+        if message.full:
+            self._by_hash, self._by_id, self._projects = {}, {}, set()
+        for key in message.keys:
+            self._by_hash[key.key_hash] = key
+            self._by_id[key.key_id] = key.key_hash
+        self._projects.update(message.projects)
+
+    def authenticate(self, api_key: str) -> str | Admin | Rejected:
+        """As engine.runtime.Runtime.authenticate: project, ADMIN, or a 401 Rejected."""
+        if not api_key:
+            return Rejected("missing_api_key", "missing API key")
+        key_hash = hash_api_key(api_key)
+        record = self._by_hash.get(key_hash)
+        if record is None or not keys_match(record.key_hash, key_hash):
+            return Rejected("invalid_api_key", "invalid API key")
+        if record.revoked:
+            return Rejected("api_key_revoked", "API key has been revoked")
+        return ADMIN if record.admin else record.project
+
+    def has_project(self, project: str) -> bool:
+        return project in self._projects
+
+    def find_key(self, key_id: str) -> KeyView | None:
+        key_hash = self._by_id.get(key_id)
+        key = None if key_hash is None else self._by_hash.get(key_hash)
+        return None if key is None or key.admin else key_view(key)
+
+
+class LedgerClient:
+    """The Runtime of a front. `on_open()` is called once the ledger opens the gate;
+    `counters()` gives this front's HTTP counters for GET /metrics."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, index: int, *,
+        on_open: Callable[[], None], on_records: Callable[[int], None], counters: Callable[[], ipc.FrontCounters],
+    ) -> None:  # fmt: skip
+        self._reader = reader
+        self._writer = writer
+        self._outbox = ipc.Outbox(writer)
+        self._index = index
+        self._on_open = on_open
+        self._on_records = on_records
+        self._counters = counters
+        self._waiting: dict[int, tuple[asyncio.Future[Any], Callable[[bytes], Any]]] = {}
+        self._next_id = 0
+        self._status = ipc.Status(open=False, ready=False, durable_lsn=0, records=0)
+        self._opened = False
+        self._gone = False
+        self.keys = KeyReplica()
+        self.authenticate = self.keys.authenticate
+        self.has_project = self.keys.has_project
+        self.find_key = self.keys.find_key
+
+    # -- the connection ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Say hello, then read the ledger's frames until it closes the connection."""
+        self._outbox.send(ipc.Hello(self._index))
+        decoder = msgspec.msgpack.Decoder(list[ipc.LedgerMsg])
+        try:
+            while (payload := await ipc.read_frame(self._reader)) is not None:
+                for message in decoder.decode(payload):
+                    self._handle(message)
+        except (ConnectionError, asyncio.IncompleteReadError, ipc.FrameError, msgspec.DecodeError) as error:
+            log.error("ledger connection broken: %r", error)
+        finally:
+            self._gone = True
+            self._outbox.closed = True
+            for future, _ in self._waiting.values():
+                if not future.done():
+                    future.set_exception(Unavailable("shutting_down", "the ledger process stopped"))
+            self._waiting.clear()
+
+    def _handle(self, message: ipc.LedgerMsg) -> None:
+        if type(message) is ipc.Reply:
+            waiting = self._waiting.pop(message.id, None)
+            if waiting is not None and not waiting[0].done():
+                _resolve(waiting[0], waiting[1], message)
+        elif type(message) is ipc.Status:
+            self._status = message
+            self._on_records(message.records)
+            if message.open and not self._opened:
+                self._opened = True
+                self._on_open()
+        elif type(message) is ipc.Keys:
+            self.keys.apply(message)
+            self._outbox.send(ipc.KeysAck(message.seq))
+        elif type(message) is ipc.CollectMetrics:
+            self._outbox.send(ipc.MetricsPush(message.seq, self._counters()))
+
+    def close(self) -> None:
+        self._outbox.flush()
+        self._writer.close()
+
+    def _call(self, op: ipc.AnyOp, decode: Callable[[bytes], Any] = msgspec.Raw) -> asyncio.Future[Any]:
+        if self._gone:
+            raise Unavailable("shutting_down", "the ledger process stopped")
+        if len(self._waiting) >= IN_FLIGHT_MAX:
+            raise Unavailable("overloaded", "too many requests in flight; retry shortly")
+        self._next_id += 1
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting[self._next_id] = (future, decode)
+        self._outbox.send(ipc.Call(self._next_id, op))
+        return future
+
+    # -- the Runtime protocol (net/handlers.py) -----------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self._opened and self._status.ready and not self._gone
+
+    @property
+    def durable_lsn(self) -> int:
+        return self._status.durable_lsn
+
+    async def submit(self, command: Command) -> Applied | Rejected:
+        decode: Callable[[bytes], Any] = msgspec.Raw
+        if type(command) is CreateApiKey:
+            decode = _decoder_of(KeyView)
+        elif type(command) is RevokeApiKey:
+            decode = _decoder_of(RevokedKey)
+        result = await self._call(ipc.Submit(command), decode)  # type: ignore[arg-type]  # a Command of AnyCommand
+        return result if type(result) is Rejected else Applied(result, True)
+
+    async def get_customer(self, project: str, customer_id: str) -> CustomerResponse | Rejected:
+        result: CustomerResponse | Rejected = await self._call(ipc.GetCustomer(project, customer_id))
+        return result
+
+    async def get_ledger(
+        self, project: str, customer_id: str, *, limit: int, cursor: str | None, filters: LedgerFilters
+    ) -> LedgerPage | Rejected:
+        result: LedgerPage | Rejected = await self._call(ipc.GetLedger(project, customer_id, limit, cursor, filters))
+        return result
+
+    async def list_customers(
+        self, project: str, *, limit: int, cursor: str | None, prefix: str | None
+    ) -> CustomerPage | Rejected:
+        result: CustomerPage | Rejected = await self._call(ipc.ListCustomers(project, limit, cursor, prefix))
+        return result
+
+    async def get_alerts(self, project: str, customer_id: str) -> AlertsView | Rejected:
+        result: AlertsView | Rejected = await self._call(ipc.GetAlerts(project, customer_id))
+        return result
+
+    async def read(self, project: str, customer_id: str, view: Callable[[LedgerState, int], Any]) -> Any:
+        """Only named reads (engine/core/reads.py) cross to the ledger process."""
+        if not isinstance(view, NamedRead) or (view.project, view.customer_id) != (project, customer_id):
+            raise TypeError(f"a front can only send a named read of ({project!r}, {customer_id!r}), not {view!r}")
+        return await self._call(ipc.Read(view))  # type: ignore[arg-type]  # a NamedRead of AnyRead
+
+    async def list_projects(self) -> ProjectList:
+        result: ProjectList = await self._call(ipc.ListProjects())
+        return result
+
+    async def list_keys(self, project: str | None) -> KeyList | Rejected:
+        result: KeyList | Rejected = await self._call(ipc.ListKeys(project))
+        return result
+
+    async def list_webhooks(self, project: str | None) -> WebhookList | Rejected:
+        result: WebhookList | Rejected = await self._call(ipc.ListWebhooks(project))
+        return result
+
+    async def list_deliveries(self, webhook_id: str, *, limit: int, cursor: str | None) -> AttemptPage | Rejected:
+        result: AttemptPage | Rejected = await self._call(ipc.ListDeliveries(webhook_id, limit, cursor))
+        return result
+
+    async def metrics_text(self) -> bytes:
+        """The Prometheus text of the ledger and every front (GET /metrics on a front)."""
+        result: msgspec.Raw = await self._call(ipc.Metrics())
+        return bytes(result)
+
+
+def _decoder_of(kind: type[Any]) -> Callable[[bytes], Any]:
+    decoder = msgspec.json.Decoder(kind)
+    return decoder.decode
+
+
+def _resolve(future: asyncio.Future[Any], decode: Callable[[bytes], Any], reply: ipc.Reply) -> None:
+    kind = reply.kind
+    if kind == ipc.OK:
+        future.set_result(decode(reply.body))
+    elif kind == ipc.REJECTED:
+        future.set_result(Rejected(reply.code, reply.message, reply.details))
+    elif kind == ipc.UNAVAILABLE:
+        future.set_exception(Unavailable(reply.code, reply.message))
+    else:
+        future.set_exception(RuntimeError(f"the ledger process failed on this call: {reply.message}"))
