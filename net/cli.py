@@ -44,6 +44,7 @@ from engine.core.limits import API_KEY_LENGTH_MAX, ID_LENGTH_MAX
 from engine.core.results import Rejected
 from engine.runtime import Runtime, RuntimeConfig
 from engine.runtime.recovery import RecoveryError, recover
+from net import cluster_cli
 from net.config import ServerConfig
 from net.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
 
@@ -124,6 +125,7 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
                        help="delete WAL segments a durable snapshot covers (default: keep them)")
     serve.add_argument("--unsafe-skip-fsync", action=argparse.BooleanOptionalAction, default=False,
                        help="BENCHMARKS ONLY: never fsync; acknowledged writes can be lost on a crash")
+    cluster_cli.add_serve_flags(serve)  # CONTRACT §12
     serve.set_defaults(run=_cmd_serve)
     _environment_defaults(serve, environ)
 
@@ -149,6 +151,7 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     ):
         sub = commands.add_parser(name, help=text)
         _data_dir(sub)
+        cluster_cli.add_read_flags(sub)
         sub.set_defaults(run=run)
 
     backup = commands.add_parser("backup", help="copy a data directory, even while a server runs")
@@ -156,7 +159,7 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     backup.add_argument("--to", type=Path, required=True, help="a new or empty directory")
     backup.set_defaults(run=_cmd_backup)
     for sub in (create, listing, revoke, backup, *(commands.choices[n] for n in ("replay", "verify", "inspect"))):
-        _environment_defaults(sub, environ, only=("data_dir",))
+        _environment_defaults(sub, environ, only=("data_dir", "log_store"))
     mcp = commands.add_parser("mcp", help="MCP server on stdio for AI agents (env TALLY_URL, TALLY_API_KEY)")
     mcp.add_argument("--allow-writes", action="store_true",
                      help="also offer deposit, deduct, freeze, consume, unfreeze (default: read-only)")
@@ -364,6 +367,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     admin_key = _bootstrap_key(os.environ, "TALLY_ADMIN_KEY")
     if admin_key is not None and admin_key == bootstrap_key:
         raise UsageError("TALLY_ADMIN_KEY must differ from TALLY_BOOTSTRAP_KEY")
+    try:
+        log_store = cluster_cli.log_store_of(args)
+    except cluster_cli.UsageError as error:
+        raise UsageError(str(error)) from None
     _check_listen(config.host, config.port)
     _writable_data_dir(args.data_dir)
     # The server listens before it takes the lock (CONTRACT §9.5): refuse a held data dir first
@@ -376,7 +383,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         exit_code = serve(config, runtime_config, bootstrap_key=bootstrap_key, admin_key=admin_key,
-                          log_format=args.log_format, log_requests=args.log_level in ("debug", "info"))
+                          log_format=args.log_format, log_requests=args.log_level in ("debug", "info"),
+                          log_store=log_store)  # fmt: skip
     except OSError as error:
         if error.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
             raise
@@ -459,6 +467,8 @@ def _recover_with_progress(data_dir: Path) -> Any:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
+    if args.log_store is not None:  # CONTRACT §12.5
+        return cluster_cli.replay(args)
     _readable_data_dir(args.data_dir)
     recovered = _recover_with_progress(args.data_dir)
     state = recovered.state
@@ -483,6 +493,8 @@ def _torn_json(torn: wal.TornTail | None) -> dict[str, Any] | None:
 def _cmd_verify(args: argparse.Namespace) -> int:
     """Checksums and LSN continuity of every segment, then a replay and the money invariants.
     Prints one JSON object either way; exit 1 names the first bad file and offset."""
+    if args.log_store is not None:  # CONTRACT §12.5
+        return cluster_cli.verify(args)
     _readable_data_dir(args.data_dir)
     report = wal.verify_log(args.data_dir)
     if not report.ok:
@@ -512,6 +524,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
+    if args.log_store is not None:  # CONTRACT §12.5
+        return cluster_cli.inspect(args)
     _readable_data_dir(args.data_dir)
     out = sys.stdout
     for frame in wal.iter_frames(args.data_dir):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]  # ships no type information
 
 from wal.pg.port import Fenced, LeaseView, PortUnavailable, Row
 
@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS tally_lease (
     epoch bigint NOT NULL,
     expires_at timestamptz NOT NULL
 );
-INSERT INTO tally_lease VALUES (0, '', 0, '-infinity') ON CONFLICT DO NOTHING;
+INSERT INTO tally_lease VALUES (0, '', 0, 'epoch') ON CONFLICT DO NOTHING;
 """
 
 _ROW = "SELECT position, epoch, first_lsn, last_lsn, payload FROM tally_log WHERE partition = $1"
@@ -106,7 +106,7 @@ class AsyncpgPort:
                 " AS remaining FROM tally_lease WHERE partition = $1", self.partition)  # fmt: skip
             if record is None:
                 return LeaseView("", 0, 0)
-            remaining = record["remaining"]  # NULL for -infinity - now? GREATEST ignores NULLs
+            remaining = record["remaining"]
             return LeaseView(record["holder"], record["epoch"], int(remaining or 0))
 
         result: LeaseView = await self._run(work)

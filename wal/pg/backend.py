@@ -63,7 +63,8 @@ class PgRecords:
         self._log = log
         self._after_lsn = after_lsn
         self.rows = 0  # rows read (markers included)
-        self.position = 0  # the last row's position
+        self.position = 0  # the current row's position
+        self.epoch = 0  # the current row's epoch
 
     @property
     def torn(self) -> object | None:
@@ -81,6 +82,7 @@ class PgRecords:
                 for row in rows:
                     self.rows += 1
                     self.position = row.position
+                    self.epoch = row.epoch
                     for lsn, payload in decode_batch(row):
                         if lsn > after:
                             yield lsn, payload
