@@ -52,7 +52,7 @@ async def test_leader_sigkill_campaign(tmp_path: Path, pg_db: str, size: int, ki
         figures = await _campaign(cluster, tmp_path, random.Random(seed), kills)
     except BaseException as error:
         raise AssertionError(f"failover campaign nodes={size} failed with seed={seed} (rerun: TALLY_SEED={seed}): "
-                             f"{error}") from error
+                             f"{str(error)[:6000]}\n{cluster.describe()}") from error
     finally:
         cluster.close()
     took = figures["failover_s"]
