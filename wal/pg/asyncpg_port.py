@@ -143,14 +143,17 @@ class AsyncpgPort:
 
     async def append(self, node_id: str, row: Row) -> None:
         async def work(c: Any) -> None:
-            async with c.transaction():
-                # Locks the lease row: a takeover waits for this transaction, then sees its row.
-                status = await c.execute(f"SELECT 1 FROM tally_lease WHERE partition = $1 AND {_LEASE_OK} FOR UPDATE",
-                                         self.partition, node_id, row.epoch)  # fmt: skip
-                if status != "SELECT 1":
-                    raise Fenced(f"the lease of epoch {row.epoch} is not held by {node_id!r}")
-                await c.execute("INSERT INTO tally_log VALUES ($1, $2, $3, $4, $5, $6)", self.partition,
-                                row.position, row.epoch, row.first_lsn, row.last_lsn, row.payload)  # fmt: skip
+            # ONE statement (its own transaction, one round trip): a node paused between the
+            # statements of a multi-statement transaction would keep the lease row locked, and no
+            # standby could take over until it resumed. The sub-SELECT locks the lease row: a
+            # takeover waits for this statement, then sees its row.
+            status = await c.execute(
+                "INSERT INTO tally_log SELECT $1::integer, $2::bigint, $3::bigint, $4::bigint, $5::bigint, $6::bytea"
+                " WHERE EXISTS (SELECT 1 FROM tally_lease WHERE partition = $1 AND holder = $7 AND epoch = $3"
+                " AND expires_at > clock_timestamp() FOR UPDATE)",
+                self.partition, row.position, row.epoch, row.first_lsn, row.last_lsn, row.payload, node_id)  # fmt: skip
+            if status != "INSERT 0 1":
+                raise Fenced(f"the lease of epoch {row.epoch} is not held by {node_id!r}")
 
         await self._run(work)
 
