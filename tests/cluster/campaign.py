@@ -9,6 +9,10 @@
 - `assert_standby_refuses`: CONTRACT §12.3 on a standby, for /health and a /v1 write.
 - `sends_between`: the recorded sends in a time window, to hold a paused leader or a PostgreSQL
   outage to "no 2xx".
+- `LeaderProxy`: a loopback HTTP proxy to whichever node leads, resending a request (same bytes,
+  so the same ids) on a 503 or a refused connection: what a retrying client does. The checker
+  (`check_server`) runs through it, so a leadership change during the check (a leader that steps
+  down on a busy machine is allowed to) costs a retry, not a false failure.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import time
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 
 from tests.cluster.nodes import Cluster, ClusterNode, get_health
 from tests.reliability.harness import API_KEY, ACKED, History, Op, Workload, check_replay_body, headers, send, settle
@@ -128,3 +133,69 @@ async def replay_acked(session: aiohttp.ClientSession, node: ClusterNode, ops: l
         check_replay_body(op, body, history, where=f"replay on {node.node_id}", must_be_replay=True)
     assert not history.violations, history.violations[:10]
     return len(ops)
+
+
+class LeaderProxy:
+    """http://127.0.0.1:<port> forwarding every request to the current leader; retries (the same
+    request) on 503 or no answer for up to `retry_s`, then answers what it last got (or 502)."""
+
+    def __init__(self, cluster: Cluster, *, retry_s: float = 30.0) -> None:
+        self.cluster = cluster
+        self.retry_s = retry_s
+        self.retries = 0
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._leader: ClusterNode | None = None
+        self.base_url = ""
+
+    async def __aenter__(self) -> LeaderProxy:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._forward)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.base_url = f"http://127.0.0.1:{port}"
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _current_leader(self) -> ClusterNode | None:
+        for node in self.cluster.nodes:
+            if node.running and not node.paused:
+                answer = await asyncio.to_thread(get_health, node.base_url, 1.0)
+                if answer is not None and answer[0] == 200:
+                    return node
+        return None
+
+    async def _forward(self, request: web.Request) -> web.Response:
+        assert self._session is not None
+        body = await request.read()
+        forwarded = {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "content-type")}
+        deadline = time.monotonic() + self.retry_s
+        last: tuple[int, bytes] | None = None
+        while True:
+            if self._leader is None:
+                self._leader = await self._current_leader()
+            if self._leader is not None:
+                try:
+                    async with self._session.request(request.method, self._leader.base_url + request.path_qs, data=body,
+                                                     headers=forwarded, timeout=aiohttp.ClientTimeout(total=SEND_TIMEOUT_S)) as answer:
+                        raw = await answer.read()
+                        if answer.status != 503:
+                            return web.Response(status=answer.status, body=raw, content_type="application/json")
+                        last = (answer.status, raw)
+                except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+                    pass
+            if time.monotonic() > deadline:
+                status, raw = last or (502, b'{"error": {"code": "proxy_no_leader"}}')
+                return web.Response(status=status, body=raw, content_type="application/json")
+            self.retries += 1
+            self._leader = None
+            await asyncio.sleep(0.05)

@@ -76,6 +76,14 @@ class ClusterNode(TallyProcess):
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def step_downs(self) -> int:
+        """How often this node's log says it became a standby again (net/cluster_server.py)."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return 0
+        return text.count(f"tally: standby node-id={self.node_id}")
+
     def role(self) -> str | None:
         answer = get_health(self.base_url)
         return None if answer is None else answer[1].get("role")

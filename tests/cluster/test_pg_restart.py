@@ -23,7 +23,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.cluster.campaign import API_KEY, ClusterWorkload, probe_deposit, retry_until_acked, sends_between
+from tests.cluster.campaign import API_KEY, ClusterWorkload, LeaderProxy, probe_deposit, retry_until_acked, sends_between
 from tests.cluster.nodes import Cluster, cluster_missing_reason
 from tests.cluster.pg import PostgresServer
 from tests.reliability.harness import LONG, History, check_server, seed_from_env
@@ -82,6 +82,7 @@ async def _round(session: aiohttp.ClientSession, cluster: Cluster, postgres: Pos
     refused = sum(1 for s in during if s[2] == 503)
     assert refused > 0, f"no 503 while PostgreSQL was down ({len(during)} sends)"
     assert history.counts().get("acked", 0) > acked_at_recovery, "the load got no 2xx after PostgreSQL came back"
-    stats = await check_server(session, leader.base_url, history, rng)
+    async with LeaderProxy(cluster) as proxy:
+        stats = await check_server(session, proxy.base_url, history, rng)
     print(f"postgres {kind}: acked before {acked_before}, {refused} writes 503 while down ({len(during)} sends), "
           f"first 2xx {took:.2f}s after PostgreSQL was ready, leader {leader.node_id}; {history.counts()} entries={stats.entries}")
