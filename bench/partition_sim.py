@@ -48,7 +48,7 @@ class SimConfig:
     apply_fraction: float = 0.15  # a tailed command's apply vs serving it (assumption, see CLUSTER.md)
     replicas: int = 2  # copies of each partition's state (leader + standbys)
     batch_records_max: int = 1024  # wal/pg/backend.py BATCH_RECORDS_MAX_DEFAULT
-    queue_records_max: int = 8192
+    queue_records_max: int = 65536  # wal/pg/backend.py QUEUE_RECORDS_MAX_DEFAULT
     record_bytes: int = 85  # one framed deduct record (bench/cluster_bench.py row of 1)
     pg_cores: int = 2
     flush_ms: float = 3.5  # one fdatasync of PostgreSQL's WAL
@@ -195,14 +195,21 @@ def simulate(config: SimConfig) -> SimResult:
 
 
 def calibrate(base: SimConfig, commit: dict[str, Any], flush_ms: float | None) -> SimConfig:
-    """Fit row_cpu_ms and row_byte_ms to measured one-in-flight p50s by row size (cluster_bench's
-    "commit": {"1": {"p50_ms", "row_bytes"}, "128": ...}); flush_ms from pg_test_fsync if given."""
-    small, large = commit[min(commit, key=int)], commit[max(commit, key=int)]
+    """Fit row_cpu_ms and row_byte_ms to measured one-in-flight commit p50s by row size
+    (cluster_bench's "commit": {"1": {"p50_ms", "row_bytes"}, "16": ..., "128": ...}) by least
+    squares of p50 against row bytes (slope floored at 0); flush_ms from pg_test_fsync if given.
+    One append in flight costs rtt + cpu + bytes * per_byte + flush + rtt."""
+    points = [(float(row["row_bytes"]), float(row["p50_ms"])) for row in commit.values()]
     flush = flush_ms if flush_ms is not None else base.flush_ms
-    per_byte = max(0.0, (large["p50_ms"] - small["p50_ms"]) / max(1.0, large["row_bytes"] - small["row_bytes"]))
-    cpu = max(0.2, small["p50_ms"] - flush - 2 * base.rtt_ms - per_byte * small["row_bytes"])
+    mean_x = sum(x for x, _ in points) / len(points)
+    mean_y = sum(y for _, y in points) / len(points)
+    spread = sum((x - mean_x) ** 2 for x, _ in points)
+    per_byte = max(0.0, sum((x - mean_x) * (y - mean_y) for x, y in points) / spread) if spread else 0.0
+    intercept = mean_y - per_byte * mean_x
+    cpu = max(0.2, intercept - flush - 2 * base.rtt_ms)
+    smallest = commit[min(commit, key=int)]
     return replace(base, flush_ms=flush, row_cpu_ms=cpu, row_byte_ms=per_byte,
-                   record_bytes=max(1, round(small["row_bytes"])))  # fmt: skip
+                   record_bytes=max(1, round(float(smallest["row_bytes"]) / int(min(commit, key=int)))))  # fmt: skip
 
 
 def table(base: SimConfig, partitions: tuple[int, ...], nodes: tuple[int, ...]) -> list[SimResult]:
@@ -228,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--figures", type=Path, help="bench.cluster_bench --json output to calibrate from")
     parser.add_argument("--seconds", type=float, default=20.0, help="simulated seconds per cell")
     parser.add_argument("--pg-cores", type=int, nargs="*", default=[2, 8], help="PostgreSQL cores (one table each)")
+    parser.add_argument("--node-rate", type=float,
+                        help="one node's commands/s (default: the figures' local-log deducts/s, else 13,588)")
     args = parser.parse_args(argv)
     base = SimConfig(partitions=1, nodes=1, seconds=args.seconds)
     if args.figures:
@@ -236,8 +245,10 @@ def main(argv: list[str] | None = None) -> int:
         deducts = figures.get("deducts", {}).get("local log")
         if deducts:
             base = replace(base, node_commands_per_s=float(deducts["rps"]))
+    if args.node_rate:
+        base = replace(base, node_commands_per_s=args.node_rate)
     for cores in args.pg_cores:
-        print(render(table(replace(base, pg_cores=cores), (1, 2, 4, 8, 16), (1, 2, 3, 4))))
+        print(render(table(replace(base, pg_cores=cores), (1, 4, 16, 32), (1, 2, 4, 8, 16))))
     return 0
 
 

@@ -48,7 +48,9 @@ def test_calibrate_and_render() -> None:
     commit = {"1": {"p50_ms": 8.0, "row_bytes": 84.0}, "128": {"p50_ms": 11.0, "row_bytes": 10_884.0}}
     tuned = calibrate(BASE, commit, flush_ms=3.0)
     assert tuned.flush_ms == 3.0 and tuned.record_bytes == 84
-    assert abs(tuned.row_byte_ms - 3.0 / 10_800) < 1e-12
+    assert abs(tuned.row_byte_ms - 3.0 / 10_800) < 1e-12  # two points: the line through them
     assert abs(tuned.row_cpu_ms + tuned.flush_ms + 2 * tuned.rtt_ms + tuned.row_byte_ms * 84 - 8.0) < 1e-9
+    noisy = calibrate(BASE, {"1": {"p50_ms": 9.0, "row_bytes": 84.0}, "128": {"p50_ms": 7.0, "row_bytes": 10_884.0}}, 3.0)
+    assert noisy.row_byte_ms == 0.0  # a negative slope (noise) is floored
     text = render(table(tuned, (1, 2), (1, 2)))
     assert text.count("\n| ") == 2 + 4  # header, rule, one row per cell
