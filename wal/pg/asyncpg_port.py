@@ -143,14 +143,14 @@ class AsyncpgPort:
 
     async def append(self, node_id: str, row: Row) -> None:
         async def work(c: Any) -> None:
-            async with c.transaction():
-                # Locks the lease row: a takeover waits for this transaction, then sees its row.
-                status = await c.execute(f"SELECT 1 FROM tally_lease WHERE partition = $1 AND {_LEASE_OK} FOR UPDATE",
-                                         self.partition, node_id, row.epoch)  # fmt: skip
-                if status != "SELECT 1":
-                    raise Fenced(f"the lease of epoch {row.epoch} is not held by {node_id!r}")
-                await c.execute("INSERT INTO tally_log VALUES ($1, $2, $3, $4, $5, $6)", self.partition,
-                                row.position, row.epoch, row.first_lsn, row.last_lsn, row.payload)  # fmt: skip
+            # One statement, one round trip, its own transaction: the CTE locks the lease row (a
+            # takeover waits for this commit, then sees the row); no lease, no insert.
+            status = await c.execute(
+                f"WITH lease AS (SELECT 1 FROM tally_lease WHERE partition = $1 AND {_LEASE_OK} FOR UPDATE)"
+                " INSERT INTO tally_log SELECT $1, $4, $3, $5, $6, $7 FROM lease",
+                self.partition, node_id, row.epoch, row.position, row.first_lsn, row.last_lsn, row.payload)  # fmt: skip
+            if status != "INSERT 0 1":
+                raise Fenced(f"the lease of epoch {row.epoch} is not held by {node_id!r}")
 
         await self._run(work)
 
