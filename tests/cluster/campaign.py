@@ -20,9 +20,9 @@ from typing import Any
 import aiohttp
 
 from tests.cluster.nodes import Cluster, ClusterNode, get_health
-from tests.reliability.harness import ACKED, History, Op, Workload, check_replay_body, headers, send, settle
+from tests.reliability.harness import API_KEY, ACKED, History, Op, Workload, check_replay_body, headers, send, settle
 
-API_KEY = "vb_live_cluster_tests_key_0123456789abcdef"
+__all__ = ["API_KEY", "ClusterWorkload", "retry_until_acked", "probe_deposit", "assert_standby_refuses", "sends_between"]
 SEND_TIMEOUT_S = 15.0
 
 

@@ -137,6 +137,19 @@ class Cluster:
     def standbys(self) -> list[ClusterNode]:
         return [node for node in self.nodes if node.running and not node.paused and node.role() == "standby"]
 
+    def describe(self, lines: int = 12) -> str:
+        """Each node's exit status and last non-request log lines (for failure messages)."""
+        out = []
+        for node in self.nodes:
+            try:
+                text = node.log_path.read_text(errors="replace")
+            except OSError:
+                text = ""
+            kept = [line for line in text.splitlines() if '"tally.request"' not in line][-lines:]
+            state = "running" if node.running else f"exited {node.proc.returncode}" if node.proc else "not running"
+            out.append(f"--- {node.node_id} ({state}, {node.log_path}):\n" + "\n".join(kept))
+        return "\n".join(out)
+
     def close(self) -> None:
         for node in self.nodes:
             if node.running or node.paused:

@@ -45,7 +45,7 @@ async def test_paused_leader_never_acknowledges_again(tmp_path: Path, pg_db: str
         for round_ in range(ROUNDS):
             await _round(cluster, rng, round_)
     except BaseException as error:
-        raise AssertionError(f"pause campaign failed with seed={seed} (rerun: TALLY_SEED={seed}): {error}") from error
+        raise AssertionError(f"pause campaign failed with seed={seed} (rerun: TALLY_SEED={seed}): {str(error)[:6000]}\n{cluster.describe()}") from error
     finally:
         cluster.close()
 

@@ -48,7 +48,7 @@ async def test_postgres_restart_under_load(tmp_path: Path, postgres: PostgresSer
             for kind in KINDS:
                 await _round(session, cluster, postgres, workload, rng, kind)
     except BaseException as error:
-        raise AssertionError(f"postgres restart campaign failed with seed={seed} (rerun: TALLY_SEED={seed}): {error}") from error
+        raise AssertionError(f"postgres restart campaign failed with seed={seed} (rerun: TALLY_SEED={seed}): {str(error)[:6000]}\n{cluster.describe()}") from error
     finally:
         if not postgres.running:
             postgres.start()

@@ -143,8 +143,10 @@ class AsyncpgPort:
 
     async def append(self, node_id: str, row: Row) -> None:
         async def work(c: Any) -> None:
-            # One statement, one round trip, its own transaction: the CTE locks the lease row (a
-            # takeover waits for this commit, then sees the row); no lease, no insert.
+            # ONE statement (its own transaction, one round trip): a node paused between the
+            # statements of a multi-statement transaction would keep the lease row locked, and no
+            # standby could take over until it resumed (found by tests/cluster/test_pause.py). The
+            # CTE locks the lease row: a takeover waits for this statement, then sees its row.
             status = await c.execute(
                 f"WITH lease AS (SELECT 1 FROM tally_lease WHERE partition = $1 AND {_LEASE_OK} FOR UPDATE)"
                 " INSERT INTO tally_log SELECT $1, $4, $3, $5, $6, $7 FROM lease",
