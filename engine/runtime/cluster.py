@@ -18,7 +18,7 @@ The two roles, one at a time:
   commands vanish with it) and starts again as a standby from the snapshot + the log.
 
 `on_leader(runtime)` runs before the role flips (bootstrap keys, bind the HTTP handlers);
-`on_standby()` right after it flips back, before the old Runtime closes.
+`on_standby()` right after it flips back (not at close()), before the old Runtime closes.
 """
 
 from __future__ import annotations
@@ -191,7 +191,7 @@ class ClusterNode:
         self.runtime = None
         self.role = STANDBY
         self.leader = None
-        self._on_standby()
         if not self._closing:
+            self._on_standby()
             log.warning("stepping down: the log store failed or the lease was lost")
         await runtime.close()

@@ -185,7 +185,12 @@ class Runtime:
         store.on_batch = on_wal_batch
         runtime = cls(config, recovered, store, lock, clock, webhook_post)
         runtime._owns_lock = owns_lock
-        await runtime._start()
+        try:
+            await runtime._start()  # the store starts first: a PostgreSQL store may refuse (lease)
+        except BaseException:
+            if owns_lock:
+                lock.release()
+            raise
         return runtime
 
     async def _start(self) -> None:

@@ -22,7 +22,7 @@ import wal
 from tests.cluster.nodes import Cluster, ClusterNode, cluster_cli, get_health, replay_log_store
 from tests.cluster.pg import PostgresServer
 from tests.system.server import TallyProcess, replay_json
-from wal.pg import PgLog
+from wal.pg import PgLog, PgLogStore, PortUnavailable, Row, decode_batch
 
 API_KEY = "vb_live_pgcore_key_0123456789abcdef"
 LEASE_MS = 1000
@@ -199,3 +199,50 @@ def test_postgresql_stopped_under_a_leader_then_back(tmp_path: Path, pg_db: str,
     finally:
         node.kill()
         shutil.rmtree(tmp_path / "n1", ignore_errors=True)
+
+
+class _SilentRenewals:
+    """A lease port whose renewals never arrive (a node cut off from its lease, or whose clock
+    stopped): every other operation goes through."""
+
+    def __init__(self, port: Any) -> None:
+        self._port = port
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._port, name)
+
+    async def renew(self, node_id: str, epoch: int, lease_ms: int) -> bool:
+        raise PortUnavailable("renewal lost")
+
+
+async def _fencing(dsn: str) -> list[Row]:
+    log = PgLog(dsn, "a", lease_ms=300)
+    old = PgLogStore(log.port(), _SilentRenewals(log.port()), "a", next_lsn=1, lease_ms=300,
+                     batch_records_max=16, queue_records_max=64)  # fmt: skip
+    await old.start()
+    old.append(1, b"one")
+    await old.wait_durable(1)
+    old.lease_deadline = float("inf")  # it believes in its lease forever: only PostgreSQL can stop it
+    await asyncio.sleep(0.5)  # the lease expires by PostgreSQL's clock
+    new = PgLog(dsn, "b", lease_ms=3000).open_store(2)
+    await new.start()
+    assert new.epoch == old.epoch + 1
+    old.append(2, b"stale")
+    with pytest.raises(wal.WalFailed):
+        await old.wait_durable(2)
+    assert old.failed
+    new.append(2, b"two")
+    await new.wait_durable(2)
+    await old.close()
+    await new.close()
+    port = log.port()
+    try:
+        return await port.rows_after_lsn(0, 100)
+    finally:
+        await port.close()
+
+
+def test_postgresql_fences_a_leader_whose_lease_expired(pg_db: str) -> None:
+    rows = asyncio.run(_fencing(pg_db))
+    assert [(r.position, r.epoch, r.first_lsn, r.last_lsn) for r in rows] == [(2, 1, 1, 1), (3, 2, 2, 1), (4, 2, 2, 2)]
+    assert [record for row in rows for record in decode_batch(row)] == [(1, b"one"), (2, b"two")]

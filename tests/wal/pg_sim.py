@@ -12,7 +12,7 @@ an in-memory database with the LogPort's semantics, and a seeded fault injector.
 - `SimNode`: a Tally node reduced to the protocol: a standby tails the log and takes over when the
   lease is free (PgLogStore.start); a leader appends commands and records which were acknowledged
   (wait_durable returned); a failed store throws the node's memory away and it starts again from
-  the log.
+  the log. A killed node (SIGKILL) stops every task where it is and restarts later from the log.
 """
 
 from __future__ import annotations
@@ -210,6 +210,23 @@ class SimNode:
     stopping: bool = False
     records: list[tuple[int, bytes]] = field(default_factory=list)  # the node's state
     serial: int = 0
+    task: asyncio.Task[None] | None = None
+    store: PgLogStore | None = None
+    waiters: list[asyncio.Task[None]] = field(default_factory=list)
+    kills: int = 0
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self.run())
+
+    def kill(self) -> None:
+        """SIGKILL: every task of the process stops where it is; nothing is released or acknowledged."""
+        self.kills += 1
+        tasks = [self.task, *self.waiters, *(self.store._tasks if self.store is not None else ())]  # noqa: SLF001
+        for task in tasks:
+            if task is not None:
+                task.cancel()
+        self.store = None
+        self.waiters = []
 
     async def wait_running(self) -> None:
         loop = asyncio.get_running_loop()
@@ -244,6 +261,7 @@ class SimNode:
                     store = PgLogStore(self.port(), self.port(), self.name, next_lsn=self.last_lsn + 1,
                                        lease_ms=self.lease_ms, batch_records_max=4, queue_records_max=64)  # fmt: skip
                     try:
+                        self.store = store
                         await store.start()
                         self.takeovers += 1
                         return store
@@ -259,7 +277,7 @@ class SimNode:
         return self.records[-1][0] if self.records else 0
 
     async def _lead(self, store: PgLogStore) -> None:
-        waiters: list[asyncio.Task[None]] = []
+        waiters = self.waiters = []
         while not store.failed and not self.stopping:
             await self.wait_running()
             for _ in range(self.rng.randint(1, 3)):
@@ -295,6 +313,7 @@ class Outcome:
     violations: list[str]
     refused: int
     takeovers: int
+    kills: int
 
 
 def simulate(seed: int, *, nodes: int, duration_s: float, lease_ms: int = 500) -> Outcome:
@@ -313,19 +332,32 @@ async def _simulate(loop: VirtualClockLoop, seed: int, nodes: int, duration_s: f
                     slow=rng.choice((0.0, 0.01, 0.05)), timeout_s=lease_ms / 1000 / 3)  # fmt: skip
     db = SimDatabase(loop)
     sim_nodes = [SimNode(f"n{i}", db, random.Random(rng.random()), faults, lease_ms) for i in range(nodes)]
-    tasks = [loop.create_task(node.run()) for node in sim_nodes]
+    for node in sim_nodes:
+        node.start()
+    restarts: list[asyncio.Task[None]] = []
     end = loop.time() + duration_s
     while loop.time() < end:
         await asyncio.sleep(rng.uniform(0.2, 1.5))
-        if rng.random() < 0.3:  # SIGSTOP a node, sometimes past its lease; SIGCONT later
-            victim = rng.choice(sim_nodes)
+        victim = rng.choice(sim_nodes)
+        chance = rng.random()
+        if chance < 0.3:  # SIGSTOP a node, sometimes past its lease; SIGCONT later
             victim.paused_until = loop.time() + rng.uniform(0.05, 3 * lease_ms / 1000)
+        elif chance < 0.4 and victim.task is not None and not victim.task.done():  # SIGKILL, restart later
+            victim.kill()
+            restarts.append(loop.create_task(_restart(victim, rng.uniform(0.1, 1.0))))
+    await asyncio.gather(*restarts)
     for node in sim_nodes:
         node.stopping = True
-    await _wait_all(tasks, loop, timeout_s=30.0)
+    await _wait_all([node.task for node in sim_nodes if node.task is not None], loop, timeout_s=30.0)
     return Outcome(dict(db.rows), list(db.commits), [a for n in sim_nodes for a in n.acks],
                    [v for n in sim_nodes for v in n.violations], sum(n.refused for n in sim_nodes),
-                   sum(n.takeovers for n in sim_nodes))  # fmt: skip
+                   sum(n.takeovers for n in sim_nodes), sum(n.kills for n in sim_nodes))  # fmt: skip
+
+
+async def _restart(node: SimNode, after_s: float) -> None:
+    await asyncio.sleep(after_s)
+    node.records = []
+    node.start()
 
 
 async def _wait_all(tasks: list[asyncio.Task[None]], loop: VirtualClockLoop, timeout_s: float) -> None:
@@ -334,6 +366,8 @@ async def _wait_all(tasks: list[asyncio.Task[None]], loop: VirtualClockLoop, tim
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
     for task in done:
+        if task.cancelled():
+            continue
         error = task.exception()
         if error is not None and not isinstance(error, WalError):
             raise error

@@ -1,6 +1,6 @@
 """The PostgreSQL log protocol (wal/pg/store.py) under a deterministic simulation (tests/wal/pg_sim.py):
 2-3 nodes, injected delays, lost requests and replies, slow operations, paused nodes, lease
-expiry, takeovers. Hundreds of seeds in a few seconds; TALLY_LONG=1 runs thousands.
+expiry, SIGKILL and restart, takeovers. Hundreds of seeds in a few seconds; TALLY_LONG=1 runs thousands.
 
 Checked on every seed: positions contiguous; epochs never go back along the log nor in commit
 time (at most one epoch appends at a time); every row committed under the lease of its epoch;
@@ -17,7 +17,7 @@ import pytest
 from tests.wal.pg_sim import Outcome, simulate
 from wal.pg import decode_batch
 
-SEEDS = range(3000) if os.environ.get("TALLY_LONG") == "1" else range(150)
+SEEDS = range(3000) if os.environ.get("TALLY_LONG") == "1" else range(200)
 
 
 def check(outcome: Outcome) -> list[tuple[int, bytes]]:
@@ -50,7 +50,7 @@ def check_no_late_acks(outcome: Outcome) -> int:
 
 
 def test_simulated_interleavings_keep_the_log_safe() -> None:
-    acked = refused = handovers = 0
+    acked = refused = handovers = kills = 0
     nodes_seen = set()
     for seed in SEEDS:
         nodes = 2 + seed % 2
@@ -60,12 +60,14 @@ def test_simulated_interleavings_keep_the_log_safe() -> None:
         handovers += check_no_late_acks(outcome)
         acked += len(outcome.acks)
         refused += outcome.refused
+        kills += outcome.kills
     # The faults must actually bite (handovers, refused requests), and the cluster must still
     # make progress.
     assert nodes_seen == {2, 3}
     assert acked > 100 * len(SEEDS), acked
     assert handovers > len(SEEDS) // 2, handovers
     assert refused > len(SEEDS), refused
+    assert kills > len(SEEDS) // 4, kills
 
 
 def test_simulation_is_deterministic() -> None:

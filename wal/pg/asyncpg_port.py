@@ -145,13 +145,12 @@ class AsyncpgPort:
         async def work(c: Any) -> None:
             # ONE statement (its own transaction, one round trip): a node paused between the
             # statements of a multi-statement transaction would keep the lease row locked, and no
-            # standby could take over until it resumed. The sub-SELECT locks the lease row: a
-            # takeover waits for this statement, then sees its row.
+            # standby could take over until it resumed (found by tests/cluster/test_pause.py). The
+            # CTE locks the lease row: a takeover waits for this statement, then sees its row.
             status = await c.execute(
-                "INSERT INTO tally_log SELECT $1::integer, $2::bigint, $3::bigint, $4::bigint, $5::bigint, $6::bytea"
-                " WHERE EXISTS (SELECT 1 FROM tally_lease WHERE partition = $1 AND holder = $7 AND epoch = $3"
-                " AND expires_at > clock_timestamp() FOR UPDATE)",
-                self.partition, row.position, row.epoch, row.first_lsn, row.last_lsn, row.payload, node_id)  # fmt: skip
+                f"WITH lease AS (SELECT 1 FROM tally_lease WHERE partition = $1 AND {_LEASE_OK} FOR UPDATE)"
+                " INSERT INTO tally_log SELECT $1, $4, $3, $5, $6, $7 FROM lease",
+                self.partition, node_id, row.epoch, row.position, row.first_lsn, row.last_lsn, row.payload)  # fmt: skip
             if status != "INSERT 0 1":
                 raise Fenced(f"the lease of epoch {row.epoch} is not held by {node_id!r}")
 
