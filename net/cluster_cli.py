@@ -45,7 +45,7 @@ def log_store_url(text: str) -> str:
     """An argparse type: postgresql://USER@HOST:PORT/DB (a password, if any, stays in the URL)."""
     try:
         parts = urlsplit(text)
-        parts.port  # noqa: B018  # ValueError for a bad port
+        _ = parts.port  # ValueError for a bad port
     except ValueError as error:
         raise argparse.ArgumentTypeError(f"must be postgresql://USER@HOST:PORT/DB ({error})") from None
     if parts.scheme not in SCHEMES or not parts.hostname or not parts.path.strip("/"):
