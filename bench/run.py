@@ -814,6 +814,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, help="seconds per row (overrides the plan)")
     parser.add_argument("--readme", action="store_true",
                         help="also replace the '## Benchmarks' section of README.md with this run's tables")
+    parser.add_argument("--cluster", action="store_true",
+                        help="also the cluster-mode rows (bench/cluster_bench.py: a local PostgreSQL, --log-store)")
     args = parser.parse_args(argv)
     plan = SMOKE if args.smoke else FULL
     if args.duration:
@@ -846,6 +848,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: failed; server logs kept in {work_dir}", file=sys.stderr)
         raise
     text = render(plan, info, rows, notes, memory, recovery, memory_notes, profile_text, extras)
+    if args.cluster:
+        from bench import cluster_bench
+
+        text += "\n" + cluster_bench.run_all(cluster_bench.SMOKE if plan.smoke else cluster_bench.FULL)[0]
     out_path = out_dir / f"{stem}.md"
     out_path.write_text(text)
     shutil.rmtree(work_dir, ignore_errors=True)

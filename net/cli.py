@@ -44,6 +44,7 @@ from engine.core.limits import API_KEY_LENGTH_MAX, ID_LENGTH_MAX
 from engine.core.results import Rejected
 from engine.runtime import Runtime, RuntimeConfig
 from engine.runtime.recovery import RecoveryError, recover
+from net import cluster_cli
 from net.config import WORKERS_MAX, ServerConfig
 from net.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
 
@@ -122,10 +123,12 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
                        help="start a new WAL segment past this many bytes")
     serve.add_argument("--prune-segments", action=argparse.BooleanOptionalAction, default=False,
                        help="delete WAL segments a durable snapshot covers (default: keep them)")
-    serve.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                       help="HTTP front processes (default: the number of cores); 1: one process, no IPC")
+    serve.add_argument("--workers", type=int, default=None,
+                       help="HTTP front processes (default: the number of cores; 1 with --log-store); "
+                            "1: one process, no IPC")
     serve.add_argument("--unsafe-skip-fsync", action=argparse.BooleanOptionalAction, default=False,
                        help="BENCHMARKS ONLY: never fsync; acknowledged writes can be lost on a crash")
+    cluster_cli.add_serve_flags(serve)  # CONTRACT §12
     serve.set_defaults(run=_cmd_serve)
     _environment_defaults(serve, environ)
 
@@ -151,6 +154,7 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     ):
         sub = commands.add_parser(name, help=text)
         _data_dir(sub)
+        cluster_cli.add_read_flags(sub)
         sub.set_defaults(run=run)
 
     backup = commands.add_parser("backup", help="copy a data directory, even while a server runs")
@@ -158,7 +162,7 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     backup.add_argument("--to", type=Path, required=True, help="a new or empty directory")
     backup.set_defaults(run=_cmd_backup)
     for sub in (create, listing, revoke, backup, *(commands.choices[n] for n in ("replay", "verify", "inspect"))):
-        _environment_defaults(sub, environ, only=("data_dir",))
+        _environment_defaults(sub, environ, only=("data_dir", "log_store"))
     mcp = commands.add_parser("mcp", help="MCP server on stdio for AI agents (env TALLY_URL, TALLY_API_KEY)")
     mcp.add_argument("--allow-writes", action="store_true",
                      help="also offer deposit, deduct, freeze, consume, unfreeze (default: read-only)")
@@ -360,15 +364,32 @@ def _serve_runtime_config(args: argparse.Namespace) -> RuntimeConfig:
 # -- serve -------------------------------------------------------------------------------------
 
 
+def _workers_of(args: argparse.Namespace, *, cluster: bool) -> int:
+    """--workers / TALLY_WORKERS, checked: 1..WORKERS_MAX, default the number of cores. A cluster
+    node (--log-store, CONTRACT §12) runs as one process: its role changes (leader, standby) live
+    in that process's observer, which front processes do not share, so it takes 1 by default and
+    refuses more (UsageError)."""
+    source = " (from TALLY_WORKERS)" if "workers" in getattr(args, "environment_values", {}) else ""
+    if args.workers is None:
+        return 1 if cluster else os.cpu_count() or 1
+    if not 1 <= args.workers <= WORKERS_MAX:
+        raise UsageError(f"--workers must be 1..{WORKERS_MAX}, not {args.workers}{source}")
+    if cluster and args.workers != 1:
+        raise UsageError(f"--workers must be 1 with --log-store (a cluster node is one process), not {args.workers}{source}")
+    return int(args.workers)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     config, runtime_config = _serve_configs(args)
     bootstrap_key = _bootstrap_key(os.environ)
     admin_key = _bootstrap_key(os.environ, "TALLY_ADMIN_KEY")
     if admin_key is not None and admin_key == bootstrap_key:
         raise UsageError("TALLY_ADMIN_KEY must differ from TALLY_BOOTSTRAP_KEY")
-    if not 1 <= args.workers <= WORKERS_MAX:
-        source = " (from TALLY_WORKERS)" if "workers" in getattr(args, "environment_values", {}) else ""
-        raise UsageError(f"--workers must be 1..{WORKERS_MAX}, not {args.workers}{source}")
+    try:
+        log_store = cluster_cli.log_store_of(args)
+    except cluster_cli.UsageError as error:
+        raise UsageError(str(error)) from None
+    workers = _workers_of(args, cluster=log_store is not None)
     _check_listen(config.host, config.port)
     _writable_data_dir(args.data_dir)
     # The server listens before it takes the lock (CONTRACT §9.5): refuse a held data dir first
@@ -382,7 +403,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         exit_code = serve(config, runtime_config, bootstrap_key=bootstrap_key, admin_key=admin_key,
                           log_format=args.log_format, log_requests=args.log_level in ("debug", "info"),
-                          workers=args.workers, log_level=args.log_level)
+                          workers=workers, log_level=args.log_level, log_store=log_store)  # fmt: skip
     except OSError as error:
         if error.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
             raise
@@ -465,6 +486,8 @@ def _recover_with_progress(data_dir: Path) -> Any:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
+    if args.log_store is not None:  # CONTRACT §12.5
+        return cluster_cli.replay(args)
     _readable_data_dir(args.data_dir)
     recovered = _recover_with_progress(args.data_dir)
     state = recovered.state
@@ -489,6 +512,8 @@ def _torn_json(torn: wal.TornTail | None) -> dict[str, Any] | None:
 def _cmd_verify(args: argparse.Namespace) -> int:
     """Checksums and LSN continuity of every segment, then a replay and the money invariants.
     Prints one JSON object either way; exit 1 names the first bad file and offset."""
+    if args.log_store is not None:  # CONTRACT §12.5
+        return cluster_cli.verify(args)
     _readable_data_dir(args.data_dir)
     report = wal.verify_log(args.data_dir)
     if not report.ok:
@@ -518,6 +543,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
+    if args.log_store is not None:  # CONTRACT §12.5
+        return cluster_cli.inspect(args)
     _readable_data_dir(args.data_dir)
     out = sys.stdout
     for frame in wal.iter_frames(args.data_dir):

@@ -117,7 +117,8 @@ branch on `code`:
   lifecycle codes above, `unknown_field`, `invalid_json`.
 - 401 `missing_api_key` / `invalid_api_key` / `api_key_revoked`; 404 `customer_not_found`;
   409 `transaction_conflict`; 503 `overloaded`, `storage_unavailable`, `not_ready`,
-  `shutting_down` (`retryable` true: retry with the same id).
+  `shutting_down`, `not_leader` (a cluster standby: `details.leader`) (`retryable` true: retry
+  with the same id).
 """
 
 _PYTHON: Final = f"""\

@@ -106,6 +106,19 @@ class _HealthRecovering(msgspec.Struct):
     records: int
 
 
+class _HealthLeader(msgspec.Struct):
+    status: str
+    role: str
+    node_id: str
+
+
+class _HealthStandby(msgspec.Struct):
+    status: str
+    role: str
+    node_id: str
+    leader: str | None
+
+
 _encoder = msgspec.json.Encoder()
 
 
@@ -117,6 +130,8 @@ class Observer:
         self.request_log = request_log
         self.records = 0  # recovery progress; an int written by one thread (atomic under the GIL)
         self.runtime: Any = runtime  # the Runtime once open; duck-typed: ready, durable_lsn
+        # Cluster mode (CONTRACT §12): the ClusterNode, duck-typed: role, node_id, leader.
+        self.cluster: Any = None
         self.requests: dict[tuple[str, str, int], int] = {}  # (route, method, status) -> count
         self.durations: dict[str, _Histogram] = {}
         self._cells: dict[tuple[str, str], _Cell] = {}  # (route, method) -> its counters
@@ -167,8 +182,13 @@ class Observer:
         async def observe_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
             started = perf_counter()
             request_id = new_request_id()
-            if self.runtime is None and request.path not in STATIC_PATHS:
-                response: web.StreamResponse = self._not_ready(request, request_id)
+            cluster = self.cluster
+            if cluster is not None and request.path == HEALTH_PATH and cluster.role == "leader":
+                response: web.StreamResponse = self._cluster_health(request, cluster, request_id)
+            elif cluster is not None and cluster.role != "leader" and request.path not in STATIC_PATHS:
+                response = self._standby(request, cluster, request_id)
+            elif self.runtime is None and request.path not in STATIC_PATHS:
+                response = self._not_ready(request, request_id)
             else:
                 response = await handle_errors(request, handler, request_id)  # the error layer, inlined
             duration_s = perf_counter() - started
@@ -200,6 +220,31 @@ class Observer:
             response = metrics_response(self.registry)
         else:
             response = error_response("not_ready", "the server is recovering its ledger; retry shortly", None, request_id)
+        response.headers[REQUEST_ID_HEADER] = request_id
+        return response
+
+    def _cluster_health(self, request: web.Request, cluster: Any, request_id: str) -> web.StreamResponse:
+        """The leader's GET /health (CONTRACT §12.3): 200 with its role once it serves."""
+        runtime = self.runtime
+        if runtime is None or not runtime.ready or request.method not in ("GET", "HEAD"):
+            return self._standby(request, cluster, request_id)
+        body = _encoder.encode(_HealthLeader("ok", "leader", cluster.node_id))
+        response = web.Response(status=200, body=body, content_type="application/json")
+        response.headers[REQUEST_ID_HEADER] = request_id
+        return response
+
+    def _standby(self, request: web.Request, cluster: Any, request_id: str) -> web.StreamResponse:
+        """A standby (CONTRACT §12.3): /health 503 {"status": "standby", ...}, /metrics served,
+        anything else 503 not_leader with details.leader (the lease holder's id, or null)."""
+        if request.path == HEALTH_PATH and request.method in ("GET", "HEAD"):
+            body = _encoder.encode(_HealthStandby("standby", "standby", cluster.node_id, cluster.leader))
+            response = web.Response(status=503, body=body, content_type="application/json")
+        elif request.path == METRICS_PATH and request.method in ("GET", "HEAD"):
+            response = metrics_response(self.registry)
+        else:
+            leader = cluster.leader
+            message = f"this node is a standby; the leader is {leader!r}" if leader else "this node is a standby; no leader right now"
+            response = error_response("not_leader", message, {"leader": leader}, request_id)
         response.headers[REQUEST_ID_HEADER] = request_id
         return response
 

@@ -144,7 +144,7 @@ _KEY_CODES: Final = ("missing_api_key", "invalid_api_key", "api_key_revoked")
 # /v1 with an admin key: X-Tally-Project missing, or naming no project (CONTRACT §9.1)
 _AUTH_CODES: Final = (*_KEY_CODES, "project_required", "project_not_found")
 _ADMIN_CODES: Final = (*_KEY_CODES, "admin_required")  # /admin with a project key: 403
-_UNAVAILABLE_CODES: Final = ("overloaded", "storage_unavailable")
+_UNAVAILABLE_CODES: Final = ("overloaded", "storage_unavailable", "not_leader")  # not_leader: §12.3
 _TRANSPORT_CODES: Final = ("invalid_request",)  # net/transport.py: parser refusals (CONTRACT §7.12)
 _BODY_CODES: Final = ("invalid_json", "unknown_field", "request_too_large", *_AUTH_CODES, *_UNAVAILABLE_CODES)
 _DEBIT_CODES: Final = (

@@ -72,7 +72,7 @@ ROUTE_DOC_PATHS: Final = {
 # -- error codes per operation --------------------------------------------------------------------
 
 _AUTH: Final = ("missing_api_key", "invalid_api_key", "api_key_revoked")
-_UNAVAILABLE: Final = ("overloaded", "storage_unavailable")
+_UNAVAILABLE: Final = ("overloaded", "storage_unavailable", "not_leader")  # not_leader: §12.3
 _BODY: Final = ("invalid_json", "unknown_field", "request_too_large", "invalid_identifier", "customer_id_required",
                 *_AUTH, *_UNAVAILABLE)  # fmt: skip
 _CAPACITY: Final = (*_BODY, "wallet_required", "amount_must_be_positive", "amount_too_large", "invalid_description",

@@ -19,7 +19,7 @@ import os
 import signal
 import sys
 import time
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import uvloop
 from aiohttp import web
@@ -34,6 +34,9 @@ from net.logs import RequestLog
 from net.observe import Observer
 from net.transport import TallyRunner
 
+if TYPE_CHECKING:
+    from wal.pg import PgLog
+
 log = logging.getLogger("tally.server")
 
 SHUTDOWN_TIMEOUT_S = 10.0
@@ -44,17 +47,24 @@ RECOVERY_PROGRESS_INTERVAL_S: Final = 2.0  # a lifecycle log line this often whi
 
 def serve(config: ServerConfig, runtime_config: RuntimeConfig, *, bootstrap_key: str | None,
           admin_key: str | None = None, log_format: str = "json", log_requests: bool = True,
-          workers: int = 1, log_level: str = "info") -> int:  # fmt: skip
+          workers: int = 1, log_level: str = "info", log_store: PgLog | None = None) -> int:  # fmt: skip
     """Run until SIGTERM/SIGINT. Returns the process exit code. `log_format` "json" | "text" for
     the request lines on stderr; `log_requests` False: none (e.g. --log-level warning).
     `workers` >= 2: this process is the ledger and that many front processes serve HTTP
-    (net/workers.py; `log_level` is theirs); 1: this one process does everything."""
+    (net/workers.py; `log_level` is theirs); 1: this one process does everything.
+    `log_store`: cluster mode, the log in PostgreSQL (CONTRACT §12; net/cluster_server.py; one
+    process: the CLI refuses `workers` > 1 with it)."""
+    assert log_store is None or workers == 1, "cluster mode runs one process"
     if workers > 1:
         from net.workers import serve_workers
 
         return serve_workers(config, runtime_config, workers, bootstrap_key=bootstrap_key, admin_key=admin_key,
                              log_format=log_format, log_level=log_level)  # fmt: skip
     request_log = RequestLog(log_format) if log_requests else None
+    if log_store is not None:
+        from net.cluster_server import serve_cluster
+
+        return uvloop.run(serve_cluster(config, runtime_config, log_store, bootstrap_key, admin_key, request_log))
     return uvloop.run(_serve(config, runtime_config, bootstrap_key, admin_key, request_log))
 
 

@@ -126,7 +126,8 @@ _BY_STATUS: Final[dict[int, tuple[str, ...]]] = {
     409: ("transaction_conflict", "api_key_exists"),
     413: ("request_too_large",),
     500: ("server_error",),
-    503: ("overloaded", "storage_unavailable", "not_ready", "shutting_down"),
+    # not_leader: a cluster standby (CONTRACT §12.3); details.leader names the leader or is null
+    503: ("overloaded", "storage_unavailable", "not_ready", "shutting_down", "not_leader"),
 }
 
 CODES: Final[dict[str, Code]] = {

@@ -83,7 +83,7 @@ def _recover(
     reader = log.read(snapshot_lsn, truncate_torn_tail=truncate_torn_tail)
     replayed = 0
     for lsn, payload in reader:
-        _replay_one(state, lsn, payload)
+        replay_one(state, lsn, payload)
         replayed += 1
         if on_record is not None:
             on_record(lsn)
@@ -96,7 +96,9 @@ def _recover(
     )
 
 
-def _replay_one(state: LedgerState, lsn: int, payload: bytes) -> None:
+def replay_one(state: LedgerState, lsn: int, payload: bytes) -> None:
+    """Apply one logged record exactly as recovery does (a standby tailing the log, too).
+    RecoveryError when it does not follow the state or the engine does not re-apply it."""
     if lsn != state.last_lsn + 1:
         raise RecoveryError(lsn, f"expected lsn {state.last_lsn + 1}")
     try:

@@ -128,6 +128,7 @@ class Runtime:
         self._accepting = False
         # key_hash -> LSN of its CreateApiKey, until that LSN is durable (see the module docstring)
         self._keys_not_durable: dict[str, int] = {}
+        self._owns_lock = True
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -166,12 +167,30 @@ class Runtime:
             )
             _report_recovery(recovered)
             store = backend.open_store(recovered.state.last_lsn + 1)
-            store.on_batch = on_wal_batch
         except BaseException:
             lock.release()
             raise
+        return await cls.start(config, recovered, store, lock, clock=clock, on_wal_batch=on_wal_batch,
+                               webhook_post=webhook_post)  # fmt: skip
+
+    @classmethod
+    async def start(
+        cls, config: RuntimeConfig, recovered: Recovered, store: wal.LogStore, lock: wal.DataDirLock, *,
+        owns_lock: bool = True, clock: Callable[[], int] = wall_clock_ms,
+        on_wal_batch: Callable[[int, float | None], None] | None = None, webhook_post: PostFn | None = None,
+    ) -> Runtime:  # fmt: skip
+        """Serve `recovered` through `store` (not started yet, or started: LogStore.start is
+        idempotent for the PostgreSQL store). `owns_lock` False: close() leaves the lock to its
+        owner (a cluster node keeps it across roles, engine/runtime/cluster.py)."""
+        store.on_batch = on_wal_batch
         runtime = cls(config, recovered, store, lock, clock, webhook_post)
-        await runtime._start()
+        runtime._owns_lock = owns_lock
+        try:
+            await runtime._start()  # the store starts first: a PostgreSQL store may refuse (lease)
+        except BaseException:
+            if owns_lock:
+                lock.release()
+            raise
         return runtime
 
     async def _start(self) -> None:
@@ -205,7 +224,8 @@ class Runtime:
             await shard.stop()
         await self._store.close()
         await self._durability.drain()  # answer the last batch
-        self._lock.release()
+        if self._owns_lock:
+            self._lock.release()
 
     def fail_stop(self, error: BaseException) -> None:
         """A broken invariant: refuse every later write; reads of untouched state keep working."""
