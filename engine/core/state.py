@@ -537,13 +537,13 @@ def rebuild_derived(state: LedgerState) -> None:
         project.open_freezes = {}
         for customer in project.customers.values():
             _rebuild_customer(customer)
-            frozen = []
-            for transaction_id, record in (customer.txns or {}).items():
+            frozen: list[FreezeRecord] = []
+            for transaction_id, txn in (customer.txns or {}).items():
                 project.txn_owner[transaction_id] = customer.customer_id
-                if type(record) is FreezeRecord and record.status == FROZEN:
-                    frozen.append(record)
-            for record in sorted(frozen, key=_record_lsn):
-                project.open_freeze(customer.customer_id, record)
+                if type(txn) is FreezeRecord and txn.status == FROZEN:
+                    frozen.append(txn)
+            for freeze in sorted(frozen, key=_record_lsn):
+                project.open_freeze(customer.customer_id, freeze)
             for key in customer.deposits or ():
                 project.deposit_owner[key] = customer.customer_id
             for refund_id in customer.refunds or ():
