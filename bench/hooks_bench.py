@@ -8,6 +8,8 @@ never answers: each attempt waits the 10 s timeout), "dead" (connection refused 
 Reports writes/s and p99 latency. The machine is shared: compare rows of the same run only.
 
     .venv/bin/python -m bench.hooks_bench [--rounds 1500] [--concurrency 32] [--repeat 2]
+
+`bench.run` runs it as the `hooks` row (`--only hooks`) through `run_all()`.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ def hanging_receiver() -> tuple[socket.socket, int]:
     return sock, sock.getsockname()[1]
 
 
-async def one_run(kind: str, rounds: int, concurrency: int) -> tuple[float, float, int]:
+async def one_run(kind: str, rounds: int, concurrency: int, customers: int = CUSTOMERS) -> tuple[float, float, int]:
     with tempfile.TemporaryDirectory() as tmp:
         proc, server_port = start_server(Path(tmp) / "data")
         hang = None
@@ -77,7 +79,7 @@ async def one_run(kind: str, rounds: int, concurrency: int) -> tuple[float, floa
                     async with http.post("/admin/v1/webhooks", headers={"Authorization": f"Bearer {ADMIN}"},
                                          json={"project": "default", "url": f"http://127.0.0.1:{port}/"}) as r:  # fmt: skip
                         assert r.status == 200, await r.text()
-                for c in range(CUSTOMERS):
+                for c in range(customers):
                     async with http.post("/v1/customers/deposit", headers=auth, json={"customer_id": f"c{c}", "amount": 100}) as r:
                         assert r.status == 200
                     async with http.put(f"/v1/alerts/c{c}", headers=auth, json={"thresholds": [50]}) as r:
@@ -90,7 +92,7 @@ async def one_run(kind: str, rounds: int, concurrency: int) -> tuple[float, floa
                 async def worker(w: int) -> None:
                     while not queue.empty():
                         n = queue.get_nowait()
-                        c = f"c{(n * concurrency + w) % CUSTOMERS}"
+                        c = f"c{(n * concurrency + w) % customers}"
                         for path, body in (("/v1/billing/deduct", {"customer_id": c, "amount": 60, "transaction_id": f"t{n}"}),
                                            ("/v1/customers/deposit", {"customer_id": c, "amount": 60})):  # fmt: skip
                             t0 = time.perf_counter()
@@ -115,6 +117,19 @@ async def one_run(kind: str, rounds: int, concurrency: int) -> tuple[float, floa
                 hang.close()
 
 
+KINDS = ("none", "dead", "hang")
+
+
+async def run_all(rounds: int, concurrency: int, repeat: int, customers: int = CUSTOMERS) -> list[dict[str, object]]:
+    """Every receiver kind, `repeat` times in turn: [{kind, writes_per_s, p99_ms, pending}]."""
+    rows: list[dict[str, object]] = []
+    for _ in range(repeat):
+        for kind in KINDS:
+            rate, p99, pending = await one_run(kind, rounds, concurrency, customers)
+            rows.append({"kind": kind, "writes_per_s": rate, "p99_ms": p99, "pending": pending})
+    return rows
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=1500)
@@ -123,10 +138,8 @@ async def main() -> None:
     args = parser.parse_args()
     print("| receiver | writes/s | p99 ms | events pending at end |")
     print("|---|---:|---:|---:|")
-    for _ in range(args.repeat):
-        for kind in ("none", "dead", "hang"):
-            rate, p99, pending = await one_run(kind, args.rounds, args.concurrency)
-            print(f"| {kind} | {rate:,.0f} | {p99:.1f} | {pending} |", flush=True)
+    for row in await run_all(args.rounds, args.concurrency, args.repeat):
+        print(f"| {row['kind']} | {row['writes_per_s']:,.0f} | {row['p99_ms']:.1f} | {row['pending']} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
     .venv/bin/python -m bench.many_buckets [--spent 20000] [--samples 300]
 
+`bench.run` runs it as the `many_buckets` row (`--only many_buckets`) through `run()`.
+
 Builds `hot-0` with N deposits of 1, each spent by a deduct of 1 (a daily top-up customer), then
 a large bucket; `c-1` is a fresh customer. Reports the median / p99 latency of sequential deducts
 on hot-0 vs c-1 (the ratio should be ~1: spent buckets are off the hot path), the GET body size of
@@ -19,6 +21,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -58,26 +61,49 @@ def _fmt(values: list[float]) -> str:
     return f"p50 {statistics.median(values):.2f} ms, p99 {values[int(0.99 * (len(values) - 1))]:.2f} ms"
 
 
-async def _measure(server: Server, spent: int, samples: int, hammer_s: int) -> None:
+async def _measure(server: Server, spent: int, samples: int, hammer_s: int) -> dict[str, Any]:
+    """Build, then measure; every figure in ms (latencies sorted ascending) or bytes."""
     headers = {"Authorization": f"Bearer {server.api_key}"}
     async with aiohttp.ClientSession(server.url, headers=headers) as session:
         started = time.monotonic()
         await _build(session, spent)
-        print(f"built {spent:,} spent buckets on hot-0 in {time.monotonic() - started:.1f} s")
+        build_s = time.monotonic() - started
         hot, fresh = await _latencies_ms(session, "hot-0", samples), await _latencies_ms(session, "c-1", samples)
-        print(f"deduct hot-0 ({spent:,} spent): {_fmt(hot)}; fresh c-1: {_fmt(fresh)}; "
-              f"ratio p50 {statistics.median(hot) / statistics.median(fresh):.2f}x")
         async with session.get("/v1/customers/hot-0") as response:
-            print(f"GET hot-0 body: {len(await response.read()):,} bytes")
+            get_bytes = len(await response.read())
         wrk = subprocess.Popen(["wrk", f"-t{WRK_THREADS}", "-c64", f"-d{hammer_s}s", "-s", str(LUA_DIR / "load.lua"),
                                 server.url, "--", "deduct", "1", "h" + secrets.token_hex(4), server.api_key],
                                stdout=subprocess.DEVNULL, cwd=ROOT)  # fmt: skip
         try:
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(min(0.5, hammer_s / 4))
             bystander = await _latencies_ms(session, "c-1", samples)
         finally:
             wrk.wait(timeout=hammer_s + 60)
-        print(f"bystander c-1 while hot-0 is hammered (64 conns): {_fmt(bystander)}")
+    return {"spent": spent, "samples": samples, "build_s": build_s, "hot_ms": hot, "fresh_ms": fresh,
+            "bystander_ms": bystander, "get_bytes": get_bytes}
+
+
+def run(work_dir: Path, api_key: str, *, spent: int, samples: int, hammer_s: int) -> dict[str, Any]:
+    """The whole row on a fresh `tally serve` of our own (stopped by PID): `_measure`'s figures."""
+    server = Server("tally", work_dir, api_key)
+    server.start()
+    try:
+        return asyncio.run(_measure(server, spent, samples, hammer_s))
+    finally:
+        server.stop()
+
+
+def p99(values: list[float]) -> float:
+    return values[int(0.99 * (len(values) - 1))]
+
+
+def report(result: dict[str, Any]) -> list[str]:
+    hot, fresh, bystander = result["hot_ms"], result["fresh_ms"], result["bystander_ms"]
+    return [f"built {result['spent']:,} spent buckets on hot-0 in {result['build_s']:.1f} s",
+            f"deduct hot-0 ({result['spent']:,} spent): {_fmt(hot)}; fresh c-1: {_fmt(fresh)}; "
+            f"ratio p50 {statistics.median(hot) / statistics.median(fresh):.2f}x",
+            f"GET hot-0 body: {result['get_bytes']:,} bytes",
+            f"bystander c-1 while hot-0 is hammered (64 conns): {_fmt(bystander)}"]
 
 
 def main() -> int:
@@ -87,12 +113,9 @@ def main() -> int:
     parser.add_argument("--hammer-s", type=int, default=10)
     args = parser.parse_args()
     work_dir = Path(tempfile.mkdtemp(prefix="tally-many-"))
-    server = Server("tally", work_dir, "tly_" + secrets.token_hex(24))
-    server.start()
-    try:
-        asyncio.run(_measure(server, args.spent, args.samples, args.hammer_s))
-    finally:
-        server.stop()
+    result = run(work_dir, "tly_" + secrets.token_hex(24), spent=args.spent, samples=args.samples,
+                 hammer_s=args.hammer_s)
+    print("\n".join(report(result)))
     return 0
 
 

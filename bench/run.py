@@ -1,7 +1,7 @@
 """Tally benchmark suite: throughput, latency, CPU, memory and recovery, on 127.0.0.1 only.
 
     .venv/bin/python -m bench.run            # full run (several minutes; wait for an idle box)
-    .venv/bin/python -m bench.run --smoke    # < 60 s: every scenario once, tiny sizes
+    .venv/bin/python -m bench.run --smoke    # < 90 s: every row once, tiny sizes
     .venv/bin/python -m bench.run --profile deduct_hot   # also py-spy the server under that load
 
 Every server (the bare aiohttp baseline and `tally serve`) is a subprocess on a free loopback
@@ -94,7 +94,7 @@ SCENARIO_NAMES = tuple(s.name for s in SCENARIOS)
 
 @dataclass(frozen=True)
 class Plan:
-    """Sizes and durations of one run; `--smoke` shrinks everything to fit in well under 60 s."""
+    """Sizes and durations of one run; `--smoke` shrinks everything to fit in well under 90 s."""
 
     smoke: bool
     duration_s: int
@@ -104,12 +104,24 @@ class Plan:
     memory_steps: tuple[int, ...]  # cumulative customer counts at which RSS is read
     fresh_tally_per_scenario: bool
     recovery_rounds_extra: int  # extra deposit rounds over the memory customers (10 M entries)
+    many_spent: int = 20_000  # many_buckets row: spent buckets on hot-0 (CONTRACT §7.11)
+    many_samples: int = 300  # sequential deducts timed per measurement
+    many_hammer_s: int = 10  # wrk on hot-0 while the bystander is timed
+    hooks_rounds: int = 1500  # hooks row: deduct + deposit rounds per receiver kind (CONTRACT §11.3)
+    hooks_repeat: int = 2
+    hooks_customers: int = 200
 
 
 FULL = Plan(False, duration_s=10, warmup_s=3, connections=(16, 64), spread_customers=10_000,
             memory_steps=(100_000, 1_000_000), fresh_tally_per_scenario=True, recovery_rounds_extra=9)
 SMOKE = Plan(True, duration_s=1, warmup_s=0, connections=(64,), spread_customers=2_000,
-             memory_steps=(1_000, 2_000), fresh_tally_per_scenario=False, recovery_rounds_extra=0)
+             memory_steps=(1_000, 2_000), fresh_tally_per_scenario=False, recovery_rounds_extra=0,
+             many_spent=50, many_samples=10, many_hammer_s=1, hooks_rounds=10, hooks_repeat=1,
+             hooks_customers=5)
+
+# Rows that are not wrk scenarios: their own drivers (bench/many_buckets.py, bench/hooks_bench.py).
+EXTRA_ROWS = ("many_buckets", "hooks")
+ROW_NAMES = SCENARIO_NAMES + EXTRA_ROWS
 
 
 # -- processes -------------------------------------------------------------------------------
@@ -408,7 +420,7 @@ def summarise_profile(raw_path: Path, title: str, samples_max: float, top: int =
         frames = [f for f in (_frame_name(f) for f in stack.split(";")) if f]
         if not frames:
             continue
-        group = "other threads (executor: WAL write + fdatasync)" if frames[0].startswith("Thread._bootstrap") \
+        group = "other threads (WAL flusher: write + fdatasync)" if frames[0].startswith("Thread._bootstrap") \
             else "event-loop thread"
         self_counts, incl_counts = groups.setdefault(group, ({}, {}))
         totals[group] = totals.get(group, 0) + count
@@ -558,6 +570,58 @@ def measure_recovery(server: Server, entries: int, no_snapshots: tuple[str, ...]
     return rows
 
 
+# -- rows with their own drivers -----------------------------------------------------------------
+
+
+def run_extra_rows(plan: Plan, names: tuple[str, ...], work_dir: Path, api_key: str) -> dict[str, Any]:
+    """The many_buckets and hooks rows (each starts and stops its own servers, by PID)."""
+    import asyncio
+
+    from bench import hooks_bench, many_buckets  # not at import: many_buckets imports this module
+
+    extras: dict[str, Any] = {}
+    if "many_buckets" in names:
+        extras["many_buckets"] = many_buckets.run(work_dir, api_key, spent=plan.many_spent,
+                                                  samples=plan.many_samples, hammer_s=plan.many_hammer_s)
+        for line in many_buckets.report(extras["many_buckets"]):
+            print(f"  many_buckets: {line}", flush=True)
+    if "hooks" in names:
+        extras["hooks"] = asyncio.run(hooks_bench.run_all(plan.hooks_rounds, 32, plan.hooks_repeat,
+                                                          plan.hooks_customers))
+        for row in extras["hooks"]:
+            print(f"  hooks: {row['kind']:5s} {row['writes_per_s']:8,.0f} writes/s p99 {row['p99_ms']:.1f} ms", flush=True)
+    return extras
+
+
+def render_extra_rows(extras: dict[str, Any]) -> list[str]:
+    import statistics
+
+    from bench.many_buckets import p99
+
+    out: list[str] = []
+    many = extras.get("many_buckets")
+    if many:
+        hot, fresh, bystander = many["hot_ms"], many["fresh_ms"], many["bystander_ms"]
+        out += ["", f"## Many buckets (CONTRACT §7.11): hot-0 with {many['spent']:,} spent buckets", "",
+                "| measurement | p50 ms | p99 ms | note |", "| --- | ---: | ---: | --- |",
+                f"| deduct on hot-0 ({many['spent']:,} spent buckets), sequential | {statistics.median(hot):.2f} | "
+                f"{p99(hot):.2f} | ratio to a fresh customer (p50): {statistics.median(hot) / statistics.median(fresh):.2f}× |",
+                f"| deduct on fresh c-1, sequential | {statistics.median(fresh):.2f} | {p99(fresh):.2f} | |",
+                f"| bystander c-1 while wrk hammers hot-0 (64 conns) | {statistics.median(bystander):.2f} | "
+                f"{p99(bystander):.2f} | ratio to idle (p50): {statistics.median(bystander) / statistics.median(fresh):.2f}× |",
+                "", f"- {many['samples']} samples each; GET hot-0 body {many['get_bytes']:,} bytes; "
+                f"building the spent buckets took {many['build_s']:.1f} s (bench/many_buckets.py)."]
+    hooks = extras.get("hooks")
+    if hooks:
+        out += ["", "## Webhooks (CONTRACT §11.3): deduct + deposit with a dead or hanging receiver", "",
+                "| receiver | writes/s | p99 ms | events pending at end |", "| --- | ---: | ---: | ---: |"]
+        out += [f"| {r['kind']} | {r['writes_per_s']:,.0f} | {r['p99_ms']:.1f} | {r['pending']} |" for r in hooks]
+        out += ["", "- 32 concurrent clients, a threshold alert per customer so every write derives an event; "
+                "none = no webhook, dead = connection refused, hang = accepted, never answered "
+                "(bench/hooks_bench.py)."]
+    return out
+
+
 # -- report ------------------------------------------------------------------------------------
 
 
@@ -591,7 +655,7 @@ def _ms(us: float) -> str:
 
 def render(plan: Plan, info: dict[str, str], rows: list[Row], notes: list[str],
            memory: list[dict[str, Any]], recovery: list[dict[str, Any]], memory_notes: list[str],
-           profile_text: str | None) -> str:
+           profile_text: str | None, extras: dict[str, Any] | None = None) -> str:
     out = [f"# Tally benchmark {info['date'][:10]} ({info['commit']}){' — SMOKE (tiny sizes)' if plan.smoke else ''}", ""]
     out += ["| machine | value |", "| --- | --- |",
             f"| CPU | {info['cpu']}, {info['cores']} cores |", f"| memory | {info['memory']} |",
@@ -627,6 +691,7 @@ def render(plan: Plan, info: dict[str, str], rows: list[Row], notes: list[str],
             "- CPU: % of one core over the row (2 cores in all); latency is wrk's closed-loop service time."]
     out += [f"- {n}" for n in notes]
     out += ["", *render_targets(rows, memory, bare)]
+    out += render_extra_rows(extras or {})
     if memory:
         out += ["", "## Memory (idle customers, one deposit each)", "",
                 "| customers | funding time | deposits/s | server RSS | RSS − empty | bytes / customer |",
@@ -696,9 +761,9 @@ def render_targets(rows: list[Row], memory: list[dict[str, Any]], bare: dict[tup
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, 1 s rows: a < 60 s check that it all works")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, 1 s rows: a < 90 s check that it all works")
     parser.add_argument("--out", type=Path, help="directory for the results file (default bench/results, smoke: a temp dir)")
-    parser.add_argument("--only", help=f"comma-separated scenarios (default all): {','.join(SCENARIO_NAMES)}")
+    parser.add_argument("--only", help=f"comma-separated rows (default all): {','.join(ROW_NAMES)}")
     parser.add_argument("--skip-memory", action="store_true", help="no memory/recovery section")
     parser.add_argument("--skip-recovery", action="store_true", help="memory, but no restart timing")
     parser.add_argument("--recovery-10m", action="store_true",
@@ -714,8 +779,8 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         print("wrk is not installed: run bash bench/setup.sh", file=sys.stderr)
         return 2
-    names = tuple(args.only.split(",")) if args.only else SCENARIO_NAMES
-    unknown = set(names) - set(SCENARIO_NAMES)
+    names = tuple(args.only.split(",")) if args.only else ROW_NAMES
+    unknown = set(names) - set(ROW_NAMES)
     if unknown:
         parser.error(f"unknown scenarios: {sorted(unknown)}")
     info = machine()
@@ -728,6 +793,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         profile_out = out_dir / f"{stem}-profile-{args.profile}.md" if args.profile else None
         rows, notes, profile_text = run_throughput(plan, names, work_dir, api_key, args.profile, profile_out)
+        extras = run_extra_rows(plan, names, work_dir, api_key)
         memory: list[dict[str, Any]] = []
         recovery: list[dict[str, Any]] = []
         memory_notes: list[str] = []
@@ -737,7 +803,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:
         print(f"bench: failed; server logs kept in {work_dir}", file=sys.stderr)
         raise
-    text = render(plan, info, rows, notes, memory, recovery, memory_notes, profile_text)
+    text = render(plan, info, rows, notes, memory, recovery, memory_notes, profile_text, extras)
     out_path = out_dir / f"{stem}.md"
     out_path.write_text(text)
     shutil.rmtree(work_dir, ignore_errors=True)

@@ -198,12 +198,14 @@ def refusal_response(status: int, exc: BaseException | None, request_id: str) ->
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-async def handle_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def handle_errors(request: web.Request, handler: Handler, request_id: str | None = None) -> web.StreamResponse:
     """Stamp a request id on every response; turn every exception into the error envelope.
 
     A plain coroutine, not a middleware: net/observe.py's one middleware awaits it, so a request
-    crosses one aiohttp middleware layer, not two (issue 14: the layer is on the hot path)."""
-    request_id = new_request_id()
+    crosses one aiohttp middleware layer, not two (issue 14: the layer is on the hot path). The
+    middleware passes the `request_id` it logs (None: a new one)."""
+    if request_id is None:
+        request_id = new_request_id()
     try:
         response = await handler(request)
     except HttpError as exc:
@@ -227,4 +229,6 @@ async def handle_errors(request: web.Request, handler: Handler) -> web.StreamRes
 
 
 # The same as a middleware of its own, for an app built without the observer (tests, tools).
-error_middleware = web.middleware(handle_errors)
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    return await handle_errors(request, handler)

@@ -42,6 +42,7 @@ from net.logs import RequestLog
 HEALTH_PATH: Final = "/health"
 METRICS_PATH: Final = "/metrics"
 CUSTOMER_ROUTE: Final = "/v1/customers/{tail}"  # net/app.py's catch-all, split into two labels here
+CUSTOMER_LABEL_PREFIX: Final = "/v1/customers/{customer_id}"  # the two labels CUSTOMER_ROUTE gets
 UNMATCHED_ROUTE: Final = "unmatched"  # 404 / 405: no route template
 METHODS: Final = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
 
@@ -77,6 +78,29 @@ class _Histogram:
         return out
 
 
+class _Cell:
+    """The counters of one (route, method) pair: `requests` entries by status (the status key
+    tuple is made once per status, not per request) and the route's duration histogram."""
+
+    __slots__ = ("requests", "route", "method", "histogram", "keys")
+
+    def __init__(self, requests: dict[tuple[str, str, int], int], route: str, method: str,
+                 histogram: _Histogram) -> None:  # fmt: skip
+        self.requests = requests
+        self.route = route
+        self.method = method
+        self.histogram = histogram
+        self.keys: dict[int, tuple[str, str, int]] = {}
+
+    def observe(self, status: int, duration_s: float) -> None:
+        key = self.keys.get(status)
+        if key is None:
+            key = self.keys[status] = (self.route, self.method, status)
+        requests = self.requests
+        requests[key] = requests.get(key, 0) + 1
+        self.histogram.observe(duration_s)
+
+
 class _HealthRecovering(msgspec.Struct):
     status: str
     records: int
@@ -93,8 +117,9 @@ class Observer:
         self.request_log = request_log
         self.records = 0  # recovery progress; an int written by one thread (atomic under the GIL)
         self.runtime: Any = runtime  # the Runtime once open; duck-typed: ready, durable_lsn
-        self.requests: dict[tuple[str, str, int], int] = {}
+        self.requests: dict[tuple[str, str, int], int] = {}  # (route, method, status) -> count
         self.durations: dict[str, _Histogram] = {}
+        self._cells: dict[tuple[str, str], _Cell] = {}  # (route, method) -> its counters
         self.fsync = _Histogram(FSYNC_BOUNDS_S)
         self.batch = _Histogram(BATCH_BOUNDS)
         self.registry = registry
@@ -116,40 +141,58 @@ class Observer:
         self.runtime = runtime
 
     def observe(self, route: str, method: str, status: int, duration_s: float) -> None:
-        key = (route, method if method in METHODS else "OTHER", status)
-        requests = self.requests
-        requests[key] = requests.get(key, 0) + 1
-        histogram = self.durations.get(route)
-        if histogram is None:
-            histogram = self.durations[route] = _Histogram(REQUEST_BOUNDS_S)
-        histogram.observe(duration_s)
+        self._cell(route, method).observe(status, duration_s)
+
+    def _cell(self, route: str, method: str) -> _Cell:
+        """The counters of one (route template, method) label pair, made on first use. Closed
+        sets: route templates and METHODS (else "OTHER"), so the map stays small."""
+        method = method if method in METHODS else "OTHER"
+        cell = self._cells.get((route, method))
+        if cell is None:
+            histogram = self.durations.get(route)
+            if histogram is None:
+                histogram = self.durations[route] = _Histogram(REQUEST_BOUNDS_S)
+            cell = self._cells[(route, method)] = _Cell(self.requests, route, method, histogram)
+        return cell
 
     def _make_middleware(self) -> Middleware:
-        observe = self.observe
+        # Per request the hot path does: one clock read before and after, one cached route label
+        # (per aiohttp resource), one cached cell (per label pair), an int bump, a histogram
+        # bucket, and the request line only when request lines are on (issue 14: no per-request
+        # tuples, dict rebuilds or header lookups).
+        cells: dict[tuple[object, str], _Cell] = {}  # (aiohttp resource, method) -> cell
+        cell_of = self._cell
+        perf_counter = time.perf_counter
 
         async def observe_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-            started = time.perf_counter()
+            started = perf_counter()
+            request_id = new_request_id()
             if self.runtime is None and request.path not in STATIC_PATHS:
-                response: web.StreamResponse = self._not_ready(request)
+                response: web.StreamResponse = self._not_ready(request, request_id)
             else:
-                response = await handle_errors(request, handler)  # the error layer, inlined
-            duration_s = time.perf_counter() - started
-            route = route_label(request)
+                response = await handle_errors(request, handler, request_id)  # the error layer, inlined
+            duration_s = perf_counter() - started
+            method = request.method
+            key = (request.match_info.route.resource, method if method in METHODS else "OTHER")
+            cell = cells.get(key)
+            if cell is None:
+                cell = cell_of(route_label(request), method)
+                if not cell.route.startswith(CUSTOMER_LABEL_PREFIX):  # that label depends on the path
+                    cells[key] = cell  # bounded: the app's resources (and None) x METHODS + OTHER
+            route = cell.route
             status = response.status
-            observe(route, request.method, status, duration_s)
+            cell.observe(status, duration_s)
             request_log = self.request_log
             if request_log is not None:
                 code = response.get(ERROR_CODE) if status >= 400 else None
-                request_id = response.headers.get(REQUEST_ID_HEADER, "")
-                request_log.line(request_id, request.method, route, status, code, duration_s)
+                request_log.line(request_id, method, route, status, code, duration_s)
             return response
 
         return web.middleware(observe_middleware)
 
-    def _not_ready(self, request: web.Request) -> web.StreamResponse:
+    def _not_ready(self, request: web.Request, request_id: str) -> web.StreamResponse:
         """Before `open` (CONTRACT §9.5): /health says how far recovery is; /metrics answers;
         anything else is 503 not_ready."""
-        request_id = new_request_id()
         if request.path == HEALTH_PATH and request.method in ("GET", "HEAD"):
             body = _encoder.encode(_HealthRecovering("recovering", self.records))
             response = web.Response(status=503, body=body, content_type="application/json")

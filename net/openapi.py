@@ -328,9 +328,21 @@ def _ok(ref: str) -> dict[str, Any]:
     }
 
 
-def _write_op(op_id: str, summary: str, request: type[msgspec.Struct], response: str) -> dict[str, Any]:
-    responses = {"200": _ok(response), **_errors(op_id)}
-    return {
+def _responses(op_id: str, response: str) -> dict[str, Any]:
+    """200 with the component `response`, then the operation's error responses, by status."""
+    return dict(sorted({"200": _ok(response), **_errors(op_id)}.items()))
+
+
+_ADMIN_SECURITY: Final[list[dict[str, list[str]]]] = [{"adminAuth": []}]
+
+
+def _write_op(
+    op_id: str, summary: str, request: type[msgspec.Struct], response: str,
+    *, parameters: list[dict[str, Any]] | None = None, admin: bool = False,
+) -> dict[str, Any]:  # fmt: skip
+    """An operation with a JSON body (the Struct `request`); `parameters` besides the body (path,
+    header); `admin`: an admin key only (CONTRACT §9.1)."""
+    op: dict[str, Any] = {
         "operationId": op_id,
         "summary": summary,
         "requestBody": {
@@ -340,8 +352,28 @@ def _write_op(op_id: str, summary: str, request: type[msgspec.Struct], response:
             "(not `actual_amount`: only an absent one means the whole frozen amount).",
             "content": {"application/json": {"schema": {"$ref": _REF_TEMPLATE.format(name=request.__name__)}}},
         },
-        "responses": dict(sorted(responses.items())),
+        "responses": _responses(op_id, response),
     }
+    if parameters is not None:
+        op["parameters"] = parameters
+    if admin:
+        op["security"] = _ADMIN_SECURITY
+    return op
+
+
+def _get_op(
+    op_id: str, summary: str, response: str, parameters: list[dict[str, Any]], *, admin: bool = False
+) -> dict[str, Any]:
+    """An operation without a body (its inputs: `parameters`); `admin`: an admin key only."""
+    op: dict[str, Any] = {
+        "operationId": op_id,
+        "summary": summary,
+        "parameters": parameters,
+        "responses": _responses(op_id, response),
+    }
+    if admin:
+        op["security"] = _ADMIN_SECURITY
+    return op
 
 
 _CUSTOMER_ID_PARAM: Final = {
@@ -355,57 +387,38 @@ _CUSTOMER_ID_PARAM: Final = {
 
 
 def _read_op(op_id: str, summary: str, response: str, parameters: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "operationId": op_id,
-        "summary": summary,
-        "parameters": [_CUSTOMER_ID_PARAM, *parameters],
-        "responses": dict(sorted({"200": _ok(response), **_errors(op_id)}.items())),
-    }
+    """A GET of one customer (its id in the path), with more `parameters`."""
+    return _get_op(op_id, summary, response, [_CUSTOMER_ID_PARAM, *parameters])
+
+
+def _query(name: str, schema: dict[str, Any], description: str | None = None) -> dict[str, Any]:
+    """An optional query parameter."""
+    param: dict[str, Any] = {"name": name, "in": "query", "required": False}
+    if description is not None:
+        param["description"] = description
+    param["schema"] = schema
+    return param
+
+
+def _page_params(limit_max: int, limit_default: int, cursor_length_max: int, listing: str) -> list[dict[str, Any]]:
+    """`limit` and the opaque `cursor` of a keyset listing (CONTRACT §3.12); `listing`: what the
+    cursor is bound to."""
+    limit = {"type": "integer", "minimum": 1, "maximum": limit_max, "default": limit_default}
+    cursor = {"type": "string", "minLength": 1, "maxLength": cursor_length_max, "pattern": r"^[\u0020-\u007e]+$"}
+    return [_query("limit", limit), _query("cursor", cursor, f"Opaque: a `next_cursor` of the same {listing}.")]
 
 
 _LEDGER_PARAMS: Final = [
-    {
-        "name": "limit",
-        "in": "query",
-        "required": False,
-        "schema": {"type": "integer", "minimum": 1, "maximum": LEDGER_PAGE_SIZE_MAX, "default": LEDGER_PAGE_SIZE_DEFAULT},
-    },
-    {
-        "name": "cursor",
-        "in": "query",
-        "required": False,
-        "description": "Opaque: a `next_cursor` of the same listing (customer, filters, project).",
-        "schema": {"type": "string", "minLength": 1, "maxLength": CURSOR_LENGTH_MAX, "pattern": r"^[\u0020-\u007e]+$"},
-    },
-    {
-        "name": "operation_type",
-        "in": "query",
-        "required": False,
-        "schema": {"type": "string", "enum": sorted(OPERATION_TYPES)},
-    },
-    {"name": "transaction_id", "in": "query", "required": False, "schema": _id("Exact match.")},
-    {"name": "wallet", "in": "query", "required": False, "schema": _id("Exact match (CONTRACT §10.3).")},
-    {
-        "name": "business_type",
-        "in": "query",
-        "required": False,
-        "schema": {"type": "string", "enum": sorted(BUSINESS_TYPES)},
-    },
-    {
-        "name": "from",
-        "in": "query",
-        "required": False,
-        "description": "created_at >= from. RFC 3339 with an offset (400 invalid_from without one).",
-        "schema": {"type": "string", "format": "date-time"},
-    },
-    {
-        "name": "to",
-        "in": "query",
-        "required": False,
-        "description": "created_at < to; from >= to is an empty page. RFC 3339 with an offset (400 invalid_to).",
-        "schema": {"type": "string", "format": "date-time"},
-    },
-]
+    *_page_params(LEDGER_PAGE_SIZE_MAX, LEDGER_PAGE_SIZE_DEFAULT, CURSOR_LENGTH_MAX, "listing (customer, filters, project)"),
+    _query("operation_type", {"type": "string", "enum": sorted(OPERATION_TYPES)}),
+    _query("transaction_id", _id("Exact match.")),
+    _query("wallet", _id("Exact match (CONTRACT §10.3).")),
+    _query("business_type", {"type": "string", "enum": sorted(BUSINESS_TYPES)}),
+    _query("from", {"type": "string", "format": "date-time"},
+           "created_at >= from. RFC 3339 with an offset (400 invalid_from without one)."),
+    _query("to", {"type": "string", "format": "date-time"},
+           "created_at < to; from >= to is an empty page. RFC 3339 with an offset (400 invalid_to)."),
+]  # fmt: skip
 
 _FREEZES_PARAMS: Final = [
     {
@@ -425,45 +438,11 @@ _FREEZES_PARAMS: Final = [
 
 # -- the customer list and the admin API (CONTRACT §9.2, §9.3) -------------------------------------
 
-_ADMIN_SECURITY: Final[list[dict[str, list[str]]]] = [{"adminAuth": []}]
-
-
-def _get_op(
-    op_id: str, summary: str, response: str, parameters: list[dict[str, Any]], *, admin: bool = False
-) -> dict[str, Any]:
-    op: dict[str, Any] = {
-        "operationId": op_id,
-        "summary": summary,
-        "parameters": parameters,
-        "responses": dict(sorted({"200": _ok(response), **_errors(op_id)}.items())),
-    }
-    if admin:
-        op["security"] = _ADMIN_SECURITY
-    return op
-
-
 _CUSTOMERS_PARAMS: Final = [
-    {
-        "name": "limit",
-        "in": "query",
-        "required": False,
-        "schema": {"type": "integer", "minimum": 1, "maximum": CUSTOMER_PAGE_SIZE_MAX, "default": CUSTOMER_PAGE_SIZE_DEFAULT},
-    },
-    {
-        "name": "cursor",
-        "in": "query",
-        "required": False,
-        "description": "Opaque: a `next_cursor` of the same listing (project and prefix).",
-        "schema": {"type": "string", "minLength": 1, "maxLength": CUSTOMER_CURSOR_LENGTH_MAX, "pattern": r"^[\u0020-\u007e]+$"},
-    },
-    {
-        "name": "prefix",
-        "in": "query",
-        "required": False,
-        "description": "Only customers whose id starts with this text (empty: all).",
-        "schema": {"type": "string", "maxLength": PREFIX_LENGTH_MAX, "pattern": "^[^\\u0000-\\u001f\\u007f]*$"},
-    },
-]
+    *_page_params(CUSTOMER_PAGE_SIZE_MAX, CUSTOMER_PAGE_SIZE_DEFAULT, CUSTOMER_CURSOR_LENGTH_MAX, "listing (project and prefix)"),
+    _query("prefix", {"type": "string", "maxLength": PREFIX_LENGTH_MAX, "pattern": "^[^\\u0000-\\u001f\\u007f]*$"},
+           "Only customers whose id starts with this text (empty: all)."),
+]  # fmt: skip
 _KEY_ID_PARAM: Final = {
     "name": "key_id",
     "in": "path",
@@ -475,11 +454,11 @@ _KEY_ID_PARAM: Final = {
 
 def _admin_paths() -> dict[str, Any]:
     """GET /v1/customers (any key) and the /admin/v1 operations (an admin key)."""
-    create = _write_op("create_key", "Create a key for a project (the project too if new)", schemas.CreateKeyRequest, "CreatedKey")
-    create["security"] = _ADMIN_SECURITY
+    create = _write_op("create_key", "Create a key for a project (the project too if new)", schemas.CreateKeyRequest,
+                       "CreatedKey", admin=True)  # fmt: skip
     revoke = _get_op("revoke_key", "Revoke a key (idempotent); refused from the next request on", "RevokedKey",
                      [_KEY_ID_PARAM], admin=True)  # fmt: skip
-    project_filter = {"name": "project", "in": "query", "required": False, "schema": _id("Only this project's keys.")}
+    project_filter = _query("project", _id("Only this project's keys."))
     return {
         "/v1/customers": {
             "get": _get_op("list_customers", "Customers by customer_id, prefix search, keyset cursor", "CustomerPage",
@@ -502,32 +481,16 @@ _WEBHOOK_ID_PARAM: Final = {
     "description": "A webhook id as listed.",
     "schema": {"type": "string", "pattern": "^wh_[0-9]{1,19}$"},
 }
-_DELIVERIES_PARAMS: Final = [
-    {
-        "name": "limit",
-        "in": "query",
-        "required": False,
-        "schema": {"type": "integer", "minimum": 1, "maximum": DELIVERY_PAGE_SIZE_MAX, "default": DELIVERY_PAGE_SIZE_DEFAULT},
-    },
-    {
-        "name": "cursor",
-        "in": "query",
-        "required": False,
-        "description": "Opaque: a `next_cursor` of the same webhook's listing.",
-        "schema": {"type": "string", "minLength": 1, "maxLength": CURSOR_LENGTH_MAX, "pattern": r"^[\u0020-\u007e]+$"},
-    },
-]
+_DELIVERIES_PARAMS: Final = _page_params(DELIVERY_PAGE_SIZE_MAX, DELIVERY_PAGE_SIZE_DEFAULT, CURSOR_LENGTH_MAX, "webhook's listing")
 
 
 def _hooks_paths() -> dict[str, Any]:
     """CONTRACT §11: alert rules (any key) and webhooks (an admin key)."""
     set_alerts = _write_op("set_alerts", "Set a customer's (or one wallet's) thresholds on available; [] removes",
-                           schemas.SetAlertsRequest, "AlertsView")  # fmt: skip
-    set_alerts["parameters"] = [_CUSTOMER_ID_PARAM]
+                           schemas.SetAlertsRequest, "AlertsView", parameters=[_CUSTOMER_ID_PARAM])  # fmt: skip
     create = _write_op("create_webhook", "Register a webhook (the secret is shown only here)",
-                       schemas.CreateWebhookRequest, "CreatedWebhook")  # fmt: skip
-    create["security"] = _ADMIN_SECURITY
-    project_filter = {"name": "project", "in": "query", "required": False, "schema": _id("Only this project's webhooks.")}
+                       schemas.CreateWebhookRequest, "CreatedWebhook", admin=True)  # fmt: skip
+    project_filter = _query("project", _id("Only this project's webhooks."))
     return {
         "/v1/alerts/{customer_id}": {
             "put": set_alerts,
@@ -707,16 +670,14 @@ def _public_paths() -> dict[str, Any]:
 def document() -> dict[str, Any]:
     """The OpenAPI 3.1 document (a fresh build is cached; callers must not mutate it)."""
     deposit = "Add credits (creates the customer on its first deposit)"
-    deposit_op = _write_op("deposit", deposit, schemas.DepositRequest, "DepositResponse")
-    deposit_op["parameters"] = [
-        {
-            "name": "Idempotency-Key",
-            "in": "header",
-            "required": False,
-            "description": "Same as the body's idempotency_key; both given and different -> 400.",
-            "schema": _id("Deposit identity."),
-        }
-    ]
+    idempotency_key = {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "description": "Same as the body's idempotency_key; both given and different -> 400.",
+        "schema": _id("Deposit identity."),
+    }
+    deposit_op = _write_op("deposit", deposit, schemas.DepositRequest, "DepositResponse", parameters=[idempotency_key])
     billing_deposit = copy.deepcopy(deposit_op)
     billing_deposit["operationId"] = "deposit_billing"
     paths: dict[str, Any] = {

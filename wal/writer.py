@@ -2,16 +2,23 @@
 
 How a record becomes durable:
 
-    append(lsn, payload)            sync, on the loop: encode one frame into the pending buffer
-    flusher task (one per writer)   take <= batch_records_max pending frames (one bytes object),
-                                    then in the writer's 1-thread executor: rotate if the segment
-                                    would pass segment_size_max, ONE write, ONE fdatasync
-    back on the loop                durable_lsn = the batch's last lsn; wake every waiter <= it
+    append(lsn, payload)            sync, on the loop: encode one frame into the pending buffer;
+                                    the first append of a batch schedules one hand-off (call_soon)
+    hand-off (on the loop)          when no batch is in flight: take <= batch_records_max pending
+                                    frames (one bytes object) and put them in the flusher's queue
+    flusher thread (one per writer) rotate if the segment would pass segment_size_max, ONE write,
+                                    ONE fdatasync, then wake the loop ONCE (call_soon_threadsafe)
+    back on the loop                durable_lsn = the batch's last lsn; wake every waiter <= it;
+                                    hand off the frames appended meanwhile as the next batch
 
 One fdatasync costs ~150 us on this disk (shared/research/machine-limits.md), so one writer that
 synced each record would top out near 6.6k records/s; a batch shares that cost. The write and the
-sync run in a worker thread so the loop keeps parsing requests meanwhile (~7 % faster than inline
-there), and frames appended meanwhile form the next batch.
+sync run in the flusher thread so the loop keeps parsing requests meanwhile, and frames appended
+meanwhile form the next batch. At most one batch is in flight (the queue between loop and thread
+holds at most one item: bounded), so batches stay as large as the fsync time allows. The thread
+is our own, not a ThreadPoolExecutor: a submit per batch cost a work item, a concurrent future
+wrapped in an asyncio future and two wake-ups (issue 14's profile); now a batch costs one queue
+put, one call_soon_threadsafe and one callback.
 
 Fail-stop (ZODB `_finish`, TigerBeetle): any OSError from write, fdatasync or rotation marks the
 writer failed for good. An fsync is never retried (after a failed fsync the kernel may already
@@ -31,9 +38,10 @@ import asyncio
 import heapq
 import itertools
 import os
+import queue
+import threading
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from time import perf_counter_ns
@@ -114,7 +122,7 @@ class WalWriter:
         self.queue_records_max = queue_records_max
         self.fsync = fsync
         self._factory = log_file_factory
-        # Segment state: touched only by open() and then by the flusher's executor thread.
+        # Segment state: touched only by open(), then by the flusher thread, then by close().
         self._file: LogFile | None = None
         self._segment_size = 0
         # Loop-side state.
@@ -127,12 +135,17 @@ class WalWriter:
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # heap by lsn
         self._waiter_serial = itertools.count()
         self._room_waiters: list[asyncio.Future[None]] = []
-        self._idle: asyncio.Future[None] | None = None  # set while the flusher sleeps
         self._failure: BaseException | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # set by start(): the flusher wakes it
+        self._thread: threading.Thread | None = None
+        # Loop -> flusher: (data, lsn_before, lsn_last), or None to stop. At most one batch is in
+        # flight (`_in_flight`), so it never holds more than one batch and the stop item.
+        self._batches: queue.SimpleQueue[tuple[bytes | bytearray, int, int] | None] = queue.SimpleQueue()
+        self._in_flight = False
+        self._hand_off_scheduled = False
+        self._progress: asyncio.Future[None] | None = None  # close() waits on it for each batch
         self._closing = False
         self._closed: asyncio.Future[None] | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal-flush")
         # Counters for the bench.
         self.batches = 0
         self.records_flushed = 0
@@ -172,7 +185,6 @@ class WalWriter:
         except BaseException:
             if writer._file is not None:
                 writer._file.close()
-            writer._executor.shutdown()
             raise
         return writer
 
@@ -217,8 +229,10 @@ class WalWriter:
         encode_frame_into(buffer, lsn, payload)
         self._frame_ends.append(self._buffer_base + len(buffer))
         self._appended_lsn = lsn
-        if self._idle is not None:
-            self._wake()
+        if not self._in_flight and not self._hand_off_scheduled and self._loop is not None:
+            # Appends made later in this loop turn join the batch: hand it off at the turn's end.
+            self._hand_off_scheduled = True
+            self._loop.call_soon(self._hand_off)
 
     async def wait_for_room(self, records: int = 1) -> None:
         """Return once room() >= records (re-checked after every batch); WalFailed on failure.
@@ -252,9 +266,16 @@ class WalWriter:
         await waiter
 
     async def start(self) -> None:
-        assert self._task is None, "started twice"
+        """Start the flusher thread; frames appended before start form its first batch."""
+        assert self._loop is None, "started twice"
         assert not self._closing
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="wal-flusher")
+        self._start_flusher()
+
+    def _start_flusher(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._flusher, name="wal-flush", daemon=True)
+        self._thread.start()
+        self._hand_off()
 
     async def close(self) -> None:
         """Flush every pending frame (write + fdatasync), stop the flusher, close the file.
@@ -264,16 +285,18 @@ class WalWriter:
         if self._closed is not None:
             await asyncio.shield(self._closed)
             return
-        self._closed = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self._closed = loop.create_future()
         self._closing = True
         try:
-            if self._task is None:
-                if self._failure is None:
-                    await self._run()
-            else:
-                self._wake()
-                await asyncio.gather(self._task, return_exceptions=True)
+            if self._loop is None and self._failure is None:
+                self._start_flusher()  # closed without start: flush what was appended anyway
+            while self._failure is None and (self._in_flight or self._frame_ends):
+                self._hand_off()
+                self._progress = loop.create_future()
+                await self._progress
         finally:
+            self._stop_flusher()
             if self._file is not None:
                 file, self._file = self._file, None
                 try:
@@ -281,8 +304,14 @@ class WalWriter:
                 except OSError as error:  # everything was synced already, or we failed before
                     if self._failure is None:
                         self._fail(error)
-            self._executor.shutdown(wait=True)
             self._closed.set_result(None)
+
+    def _stop_flusher(self) -> None:
+        """The stop item, then join: the thread is idle (no batch in flight) or already gone."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._batches.put(None)
+            thread.join()
 
     def stats(self) -> WalStats:
         samples = sorted(self.fsync_latency_us)
@@ -293,25 +322,47 @@ class WalWriter:
 
     # -- the flusher ---------------------------------------------------------------------
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while True:
-                if not self._frame_ends:
-                    if self._closing:
-                        return
-                    self._idle = loop.create_future()
-                    await self._idle
-                    await asyncio.sleep(0)  # let appends ready in this loop turn join the batch
-                    continue
-                data, lsn_last = self._take_batch()
-                latency_us = await loop.run_in_executor(self._executor, self._write_batch, data, self._taken_lsn)
-                self._taken_lsn = lsn_last
-                self._batch_durable(lsn_last, len(data), latency_us)
-        except BaseException as error:  # OSError: fail-stop; anything else is a bug: stop too
-            self._fail(error)
-            if not isinstance(error, OSError):
-                raise
+    def _hand_off(self) -> None:
+        """On the loop: give the pending frames to the flusher unless a batch is in flight."""
+        self._hand_off_scheduled = False
+        if self._in_flight or not self._frame_ends or self._failure is not None or self._thread is None:
+            return
+        data, lsn_last = self._take_batch()
+        self._in_flight = True
+        self._batches.put((data, self._taken_lsn, lsn_last))
+        self._taken_lsn = lsn_last
+
+    def _flusher(self) -> None:
+        """The flusher thread: one batch at a time; after a failure it takes nothing more."""
+        loop = self._loop
+        assert loop is not None
+        while (batch := self._batches.get()) is not None:
+            data, lsn_before, lsn_last = batch
+            try:
+                latency_us = self._write_batch(data, lsn_before)
+            except BaseException as error:  # OSError: fail-stop; anything else is a bug: stop too
+                _call_soon_threadsafe(loop, self._batch_failed, error)
+                return
+            _call_soon_threadsafe(loop, self._batch_done, lsn_last, len(data), latency_us)
+
+    def _batch_done(self, lsn_last: int, size: int, latency_us: float | None) -> None:
+        """On the loop, once per batch: wake its waiters, then hand off the next batch."""
+        self._in_flight = False
+        self._batch_durable(lsn_last, size, latency_us)
+        self._hand_off()
+        self._notify_progress()
+
+    def _batch_failed(self, error: BaseException) -> None:
+        self._in_flight = False
+        self._fail(error)
+        self._notify_progress()
+        if not isinstance(error, OSError):
+            raise error
+
+    def _notify_progress(self) -> None:
+        progress, self._progress = self._progress, None
+        if progress is not None and not progress.done():
+            progress.set_result(None)
 
     def _take_batch(self) -> tuple[bytes | bytearray, int]:
         ends = self._frame_ends
@@ -330,7 +381,7 @@ class WalWriter:
         return data, self._taken_lsn + count
 
     def _write_batch(self, data: bytes | bytearray, lsn_before: int) -> float | None:
-        """In the executor thread: rotate if needed, one write, one fdatasync."""
+        """In the flusher thread: rotate if needed, one write, one fdatasync."""
         if self._segment_size > SEGMENT_HEADER.size and self._segment_size + len(data) > self.segment_size_max:
             self._rotate(lsn_before + 1)
         self._write_all(data)
@@ -378,13 +429,6 @@ class WalWriter:
                 waiter.set_result(None)
         self._wake_room_waiters()
 
-    def _wake(self) -> None:
-        idle = self._idle
-        if idle is not None:
-            self._idle = None
-            if not idle.done():
-                idle.set_result(None)
-
     def _wake_room_waiters(self) -> None:
         room_waiters, self._room_waiters = self._room_waiters, []
         for room in room_waiters:
@@ -405,6 +449,14 @@ class WalWriter:
         failed = WalFailed(f"the log writer stopped after an I/O error at lsn {self._durable_lsn + 1}: {self._failure!r}")
         failed.__cause__ = self._failure
         return failed
+
+
+def _call_soon_threadsafe(loop: asyncio.AbstractEventLoop, callback: Callable[..., object], *args: object) -> None:
+    """From the flusher thread; a loop already closed (its owner never called close()) is ignored."""
+    try:
+        loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError:
+        pass
 
 
 def _check_segment_end(path: Path, first_lsn: int, next_lsn: int) -> int:

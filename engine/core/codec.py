@@ -174,7 +174,7 @@ def _customer_snap(c: CustomerState) -> CustomerSnap:
     core = (
         c.customer_id, c.created_at_ms, c.name, c.email, c.metadata, c.last_lsn, c.buckets, c.entries,
         [*(c.txns or {}).values(), *(c.refunds or {}).values(), *(c.voids or {}).values()],
-        list((c.deposits or {}).values()),
+        c.deposits or [],
     )  # fmt: skip
     if not (c.slot_pools or c.slot_events or c.slot_keys or c.entitlements or c.entitlement_events):
         return CustomerCoreSnap(*core)  # type: ignore[return-value]  # encodes as the original layout
@@ -205,10 +205,11 @@ def decode_state(data: bytes) -> LedgerState:
     state = LedgerState(last_lsn=snap.last_lsn, stamp_ms_last=snap.stamp_ms_last)
     for key in snap.api_keys:
         state.api_keys[key.key_hash] = key
+    strings: dict[str, str] = {}  # one object per distinct wallet / source / op string
     for project_snap in snap.projects:
         project = state.projects[project_snap.name] = ProjectState(name=project_snap.name)
         for cs in project_snap.customers:
-            project.customers[cs.customer_id] = _customer_from_snap(cs)
+            project.customers[cs.customer_id] = _customer_from_snap(cs, strings)
     if snap.hooks is not None:
         _restore_hooks(state, snap.hooks)
     rebuild_derived(state)
@@ -224,7 +225,7 @@ def _restore_hooks(state: LedgerState, snap: HooksSnap) -> None:
         state.projects[rules.project].customers[rules.customer_id].alerts = rules.rules
 
 
-def _customer_from_snap(cs: CustomerSnap) -> CustomerState:
+def _customer_from_snap(cs: CustomerSnap, strings: dict[str, str]) -> CustomerState:
     customer = CustomerState(
         customer_id=cs.customer_id,
         created_at_ms=cs.created_at_ms,
@@ -237,20 +238,27 @@ def _customer_from_snap(cs: CustomerSnap) -> CustomerState:
         txns={r.transaction_id: r for r in cs.txns if isinstance(r, (FreezeRecord, DeductRecord))} or None,
         refunds={r.refund_id: r for r in cs.txns if isinstance(r, RefundRecord)} or None,
         voids={r.void_id: r for r in cs.txns if isinstance(r, VoidRecord)} or None,
-        deposits={r.idempotency_key: r for r in cs.deposits} or None,
+        deposits=cs.deposits or None,
         slot_pools=cs.slot_pools,
         slot_events=cs.slot_events,
         slot_keys=None if cs.slot_keys is None else {r.idempotency_key: r for r in cs.slot_keys},
         entitlements=None if cs.entitlements is None else {e.feature_key: e for e in cs.entitlements},
         entitlement_events=cs.entitlement_events,
     )
-    # Decoding made a fresh copy of every string; point entries back at their bucket's wallet
-    # and source strings so a restored customer costs what a live one does.
+    # Decoding made a fresh copy of every string; share one object per distinct wallet, source
+    # and op (a dict lookup each, cheaper than finding the entry's bucket: issue 14, restart
+    # time), so a restored customer costs what a live one does, or less.
+    intern = strings.setdefault
+    for bucket in customer.buckets:
+        bucket.wallet = intern(bucket.wallet, bucket.wallet)
+        bucket.source = intern(bucket.source, bucket.source)
     for entry in customer.entries:
-        bucket = customer.bucket_by_lsn(entry.bucket_lsn)
-        entry.wallet = bucket.wallet
-        entry.source = bucket.source
-        entry.op = _OPS.get(entry.op, entry.op)
+        entry.wallet = intern(entry.wallet, entry.wallet)
+        entry.source = intern(entry.source, entry.source)
+        entry.op = _OPS.get(entry.op) or intern(entry.op, entry.op)
+    for record in customer.deposits or ():
+        record.wallet = intern(record.wallet, record.wallet)
+        record.source = intern(record.source, record.source)
     return customer
 
 

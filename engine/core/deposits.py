@@ -51,14 +51,13 @@ def _deposit_identity(state: LedgerState, command: Deposit) -> DepositRecord | R
     if command.idempotency_key is None:
         return None  # never deduplicated
     project = state.projects.get(command.project)
-    owner = None if project is None else project.deposit_owner.get(command.idempotency_key)
-    if owner is None:
+    if project is None:
         return None
-    if owner != command.customer_id:
+    record = project.deposit_records.get(command.idempotency_key)
+    if record is None:
+        return None
+    if project.bucket_owner(record.lsn) != command.customer_id:  # record.lsn = its bucket's lsn
         return conflict("customer_id", "idempotency_key already belongs to another customer")
-    customer = find_customer(state, command.project, owner)
-    assert customer is not None and customer.deposits is not None
-    record = customer.deposits[command.idempotency_key]
     for field, attribute in _DEPOSIT_FIELDS:
         if getattr(record, attribute) != getattr(command, attribute):
             return conflict(field, f"idempotency_key already used with another {field}")
@@ -143,15 +142,18 @@ def _deposit_write(
         schedule(state, command.project, customer, (command.expires_at_ms, DUE_EXPIRE, lsn, None))
     wallet_total = sum(b.total for b in customer.live if b.wallet == command.wallet and bucket_valid_at(b, at_ms))
     wallet_total += sum(t.total for (w, _), t in spent.valid_totals(customer, at_ms).items() if w == command.wallet)
+    if wallet_total == command.amount:  # a first deposit: share the equal int object (28 bytes)
+        wallet_total = command.amount
     record = DepositRecord(
         key or "", lsn, command.amount, command.wallet, command.source, command.starts_at_ms,
         command.expires_at_ms, wallet_total,
     )  # fmt: skip
     if key is not None:
         if customer.deposits is None:
-            customer.deposits = {}
-        customer.deposits[key] = record
-        project.deposit_owner[key] = customer.customer_id
+            customer.deposits = [record]
+        else:
+            customer.deposits.append(record)
+        project.deposit_records[key] = record
     commit(state, customer, lsn)
     return Applied(deposit_response(customer.customer_id, record, False), True)
 

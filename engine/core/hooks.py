@@ -41,6 +41,7 @@ from engine.core.commands import (
     SetAlerts,
     WebhookAttempt,
 )
+from engine.core.backoff import backoff
 from engine.core.common import commit, find_customer, not_found
 from engine.core.limits import (
     ALERT_RULES_PER_CUSTOMER_MAX,
@@ -98,10 +99,7 @@ FAILED: Final = "failed"
 def backoff_ms(failures: int) -> int:
     """Delay before the next attempt after `failures` (>= 1) failed ones: 1 s, 2 s, 4 s, ...
     capped at 1 h (CONTRACT §11.3)."""
-    assert failures >= 1, failures
-    if failures > 22:  # 2^22 s is far past the cap; keeps the shift small
-        return WEBHOOK_RETRY_CAP_MS
-    return min(WEBHOOK_RETRY_FIRST_MS << (failures - 1), WEBHOOK_RETRY_CAP_MS)
+    return backoff(failures, WEBHOOK_RETRY_FIRST_MS, WEBHOOK_RETRY_CAP_MS)
 
 
 def _hooks(state: LedgerState) -> HooksState:

@@ -9,20 +9,17 @@ O(log n + limit) and `total_count` for a prefix two bisections, with any number 
 Cursor (CONTRACT §3.12, §7.9): the customer_id of the last item shown, bound to (project, prefix);
 the next page starts strictly after it. Ids are only ever added, so paging never skips or repeats
 a customer that existed when the listing began (one created meanwhile shows up iff it sorts after
-the cursor). A cursor of another project or prefix, or not made by us -> `invalid_cursor`.
+the cursor). A cursor of another project or prefix, or not made by us -> `invalid_cursor`
+(engine/core/cursors.py: its wire format).
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from typing import Final
 
-import msgspec
-
-from engine.core import spent
+from engine.core import cursors, spent
 from engine.core.apikeys import key_view
-from engine.core.limits import CUSTOMER_CURSOR_LENGTH_MAX, CUSTOMER_PAGE_SIZE_MAX
+from engine.core.limits import CUSTOMER_PAGE_SIZE_MAX
 from engine.core.results import (
     Balance,
     CustomerPage,
@@ -36,9 +33,6 @@ from engine.core.state import CustomerState, LedgerState, bucket_valid_at
 from sortedcontainers import SortedList
 from engine.core.timefmt import format_ms, format_ms_or_none
 
-_CURSOR_VERSION: Final = 1
-_cursor_encoder = msgspec.msgpack.Encoder()
-_cursor_decoder = msgspec.msgpack.Decoder(tuple[int, str, bytes])
 _CODE_POINT_MAX: Final = 0x10FFFF
 
 # -- projects and keys (CONTRACT §9.2) ----------------------------------------------------------
@@ -95,10 +89,10 @@ def customer_page(
     if not 1 <= limit <= CUSTOMER_PAGE_SIZE_MAX:
         return Rejected("invalid_limit", f"limit must be 1..{CUSTOMER_PAGE_SIZE_MAX}")
     prefix = prefix or None
-    binding = _binding(project, prefix)
+    binding = cursors.customer_list_binding(project, prefix)
     after = None
     if cursor is not None:
-        after = _decode_cursor(cursor, binding)
+        after = cursors.decode_customer(cursor, binding)
         if after is None:
             return Rejected("invalid_cursor", "malformed cursor, or made for another listing", {"field": "cursor"})
     project_state = state.projects.get(project)
@@ -111,7 +105,7 @@ def customer_page(
     customers = project_state.customers
     items = [_summary(customers[customer_id], now_ms) for customer_id in ids.islice(start, end)]
     has_more = end < high
-    next_cursor = _encode_cursor(items[-1].customer_id, binding) if has_more else None
+    next_cursor = cursors.encode_customer(items[-1].customer_id, binding) if has_more else None
     return CustomerPage(items=items, has_more=has_more, next_cursor=next_cursor, total_count=high - low)
 
 
@@ -153,37 +147,3 @@ def _summary(customer: CustomerState, now_ms: int) -> CustomerSummary:
         created_at=format_ms(customer.created_at_ms),
         balance=Balance(total=total, used=used, frozen=frozen, available=total - used - frozen),
     )
-
-
-def _binding(project: str, prefix: str | None) -> bytes:
-    """8 bytes naming the listing (project, prefix); parts length-prefixed (no concatenation
-    collisions) and a tag of its own (no collision with a ledger cursor's binding)."""
-    digest = hashlib.sha256(b"tally-customers-v1")
-    for part in (project, prefix):
-        if part is None:
-            digest.update(b"\x00")
-        else:
-            raw = part.encode("utf-8", "surrogatepass")
-            digest.update(b"\x01" + len(raw).to_bytes(4, "big") + raw)
-    return digest.digest()[:8]
-
-
-def _encode_cursor(customer_id: str, binding: bytes) -> str:
-    raw = _cursor_encoder.encode((_CURSOR_VERSION, customer_id, binding))
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
-def _decode_cursor(cursor: str, binding: bytes) -> str | None:
-    """The customer_id after which the page starts, or None for a malformed or foreign cursor."""
-    if not cursor or len(cursor) > CUSTOMER_CURSOR_LENGTH_MAX or not cursor.isascii():
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        version, customer_id, cursor_binding = _cursor_decoder.decode(raw)
-    except (ValueError, msgspec.DecodeError):  # binascii.Error is a ValueError
-        return None
-    if version != _CURSOR_VERSION or cursor_binding != binding:
-        return None
-    if _encode_cursor(customer_id, binding) != cursor:
-        return None  # one spelling per cursor
-    return customer_id

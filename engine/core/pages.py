@@ -15,8 +15,8 @@ from typing import Any, Protocol, TypeVar
 
 import msgspec
 
+from engine.core import cursors
 from engine.core.limits import EVENT_PAGE_SIZE_MAX
-from engine.core.queries import LedgerFilters, _cursor_binding, _decode_cursor, _encode_cursor
 from engine.core.results import Rejected
 
 
@@ -31,10 +31,10 @@ _filter_encoder = msgspec.json.Encoder()
 
 def binding(project: str, customer_id: str, listing: str, filters: Sequence[Any]) -> bytes:
     """8 bytes naming one listing: project, customer, listing name and its canonical filters."""
-    # The ledger's binding with the listing in the operation_type slot and the canonical filters
-    # in the transaction_id slot: the same bytes a ledger cursor would need, so never confused.
+    # The ledger's parts with the listing in the operation_type slot and the canonical filters in
+    # the transaction_id slot: the same bytes a ledger cursor would need, so never confused.
     canonical = _filter_encoder.encode(list(filters)).decode()
-    return _cursor_binding(project, customer_id, LedgerFilters(operation_type=listing, transaction_id=canonical))
+    return cursors.binding(project, customer_id, (listing, canonical))
 
 
 def page(
@@ -46,7 +46,7 @@ def page(
     matches = [event for event in events if keep(event)]
     end = len(matches)
     if cursor is not None:
-        key = _decode_cursor(cursor, bound)
+        key = cursors.decode(cursor, bound)
         if key is None or key[1] != 0:
             return Rejected("invalid_cursor", "malformed cursor, or made for another listing", {"field": "cursor"})
         end = bisect_left(matches, key[0], key=_lsn)
@@ -54,7 +54,7 @@ def page(
     items = matches[start:end]
     items.reverse()
     has_more = start > 0
-    next_cursor = _encode_cursor(matches[start].lsn, 0, bound) if has_more else None
+    next_cursor = cursors.encode(matches[start].lsn, 0, bound) if has_more else None
     return items, len(matches), has_more, next_cursor
 
 

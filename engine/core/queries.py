@@ -13,8 +13,6 @@ Customer view decisions (CONTRACT §3.13, §7.4):
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 from itertools import islice
@@ -22,7 +20,7 @@ from typing import Final
 
 import msgspec
 
-from engine.core import spent
+from engine.core import cursors, spent
 from engine.core.corrections import parse_account_id
 from engine.core.limits import LEDGER_PAGE_SIZE_MAX, OPERATION_TYPES
 from engine.core.results import (
@@ -50,11 +48,6 @@ from engine.core.state import (
     entry_id,
 )
 from engine.core.timefmt import format_ms, format_ms_or_none
-
-CURSOR_VERSION: Final = 1
-_cursor_encoder = msgspec.msgpack.Encoder()
-_cursor_decoder = msgspec.msgpack.Decoder(tuple[int, int, int, bytes])
-
 
 def _customer(state: LedgerState, project: str, customer_id: str) -> CustomerState | None:
     project_state = state.projects.get(project)
@@ -229,11 +222,11 @@ def ledger_page(
         return Rejected("invalid_limit", f"limit must be 1..{LEDGER_PAGE_SIZE_MAX}")
     if filters.operation_type is not None and filters.operation_type not in OPERATION_TYPES:
         return Rejected("invalid_operation_type", "unknown operation_type")
-    binding = _cursor_binding(project, customer_id, filters)
+    binding = _ledger_binding(project, customer_id, filters)
     entries = customer.entries
     end = len(entries)
     if cursor is not None:
-        key = _decode_cursor(cursor, binding)
+        key = cursors.decode(cursor, binding)
         if key is None:
             return Rejected("invalid_cursor", "malformed cursor, or made for another listing")
         end = bisect_left(entries, key, key=_entry_key)
@@ -245,7 +238,7 @@ def ledger_page(
     next_cursor = None
     if has_more:
         last = entries[shown[-1]]
-        next_cursor = _encode_cursor(last.lsn, last.i, binding)
+        next_cursor = cursors.encode(last.lsn, last.i, binding)
     return LedgerPage(items=items, total_count=total, has_more=has_more, next_cursor=next_cursor)
 
 
@@ -381,43 +374,11 @@ def _entry_view(customer: CustomerState, entry: LedgerEntry) -> LedgerEntryView:
     )
 
 
-def _cursor_binding(project: str, customer_id: str, filters: LedgerFilters) -> bytes:
-    """8 bytes naming the listing a cursor belongs to (CONTRACT §7.9, §10.3 invalid_cursor). Parts
-    are length-prefixed so no two listings share a binding by concatenation. The filters added
-    by §10.3 are hashed only when given, so cursors made before them stay valid."""
-    digest = hashlib.sha256(b"tally-cursor-v1")
-    parts: list[str | None] = [project, customer_id, filters.operation_type, filters.transaction_id]
+def _ledger_binding(project: str, customer_id: str, filters: LedgerFilters) -> bytes:
+    """The ledger page's cursor binding (engine/core/cursors.py): its filters, those added by
+    §10.3 as `later` parts, so cursors made before them stay valid."""
     later = (filters.wallet, filters.business_type, filters.from_ms, filters.to_ms)
-    if any(part is not None for part in later):
-        parts.extend(None if part is None else str(part) for part in later)
-    for part in parts:
-        if part is None:
-            digest.update(b"\x00")
-        else:
-            raw = part.encode("utf-8", "surrogatepass")
-            digest.update(b"\x01" + len(raw).to_bytes(4, "big") + raw)
-    return digest.digest()[:8]
-
-
-def _encode_cursor(lsn: int, i: int, binding: bytes) -> str:
-    raw = _cursor_encoder.encode((CURSOR_VERSION, lsn, i, binding))
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
-def _decode_cursor(cursor: str, binding: bytes) -> tuple[int, int] | None:
-    """(lsn, i) or None when the cursor is malformed or bound to another listing."""
-    if not cursor or len(cursor) > 64 or not cursor.isascii():
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        version, lsn, i, cursor_binding = _cursor_decoder.decode(raw)
-    except (ValueError, msgspec.DecodeError):  # binascii.Error is a ValueError
-        return None
-    if version != CURSOR_VERSION or cursor_binding != binding or lsn < 1 or i < 0:
-        return None
-    if _encode_cursor(lsn, i, binding) != cursor:
-        return None  # one spelling per cursor: no alternative encodings accepted
-    return (lsn, i)
+    return cursors.binding(project, customer_id, (filters.operation_type, filters.transaction_id), later)
 
 
 # -- lookups ----------------------------------------------------------------------------------

@@ -343,20 +343,22 @@ class CustomerState(msgspec.Struct, gc=False):
     buckets: list[Bucket] = msgspec.field(default_factory=list)  # every bucket, lsn order
     entries: list[LedgerEntry] = msgspec.field(default_factory=list)  # (lsn, i) order
     txns: dict[str, FreezeRecord | DeductRecord] | None = None  # by transaction_id
-    deposits: dict[str, DepositRecord] | None = None  # by idempotency key
+    # first-use order; found by key through ProjectState.deposit_records (a list of one record
+    # costs 64 bytes, a dict of one 184: most customers have one keyed deposit, issue 14)
+    deposits: list[DepositRecord] | None = None
     # derived: open buckets still holding available or frozen credit, §3.6 order. Open buckets
     # holding none (spent) are in `spent` instead (engine/core/spent.py, CONTRACT §7.11).
     live: list[Bucket] = msgspec.field(default_factory=list)
     due: list[tuple[int, int, int, str | None]] | None = None  # derived: (due_ms, kind, lsn, txn)
-    op_positions: dict[str, list[int]] | None = None  # derived: op -> entry positions
-    txn_positions: dict[str, list[int]] | None = None  # derived: transaction_id -> positions
+    # derived: the ledger position indexes (op, transaction_id, wallet / business type, time),
+    # one object built past INDEX_ENTRIES_MIN entries: one field here, not four (8 bytes each on
+    # every customer, issue 14). Read through the properties below.
+    entry_index: EntryIndex | None = None
     refunds: dict[str, RefundRecord] | None = None  # by refund_id (CONTRACT §10.1)
     voids: dict[str, VoidRecord] | None = None  # by void_id (CONTRACT §10.2)
     refunded: dict[str, int] | None = None  # derived: transaction_id -> refunded so far
     voided: dict[int, str] | None = None  # derived: bucket_lsn -> void_id
     refund_lsns: dict[int, str] | None = None  # derived: lsn of a refund -> refund_id
-    filter_positions: dict[tuple[int, str], list[int]] | None = None  # derived: (kind, value)
-    time_index: TimeIndex | None = None  # derived: created_at positions (ledger `from`/`to`)
     spent: SpentIndex | None = None  # derived: open buckets holding no credit (§7.11)
     open_total: int = 0  # derived: sum of the totals of open buckets (the §3.1 customer bound)
     # CONTRACT §11 alert rules, customer level first; persisted in the snapshot's hooks section
@@ -369,6 +371,26 @@ class CustomerState(msgspec.Struct, gc=False):
     entitlement_events: list[EntitlementEvent] | None = None  # lsn order
     holding_index: dict[int, tuple[SlotPool, str]] | None = None  # derived: claim lsn -> (pool, resource)
 
+    @property
+    def op_positions(self) -> dict[str, list[int]] | None:
+        """op -> entry positions (None below INDEX_ENTRIES_MIN entries)."""
+        return None if self.entry_index is None else self.entry_index.ops
+
+    @property
+    def txn_positions(self) -> dict[str, list[int]] | None:
+        """transaction_id -> entry positions."""
+        return None if self.entry_index is None else self.entry_index.txns
+
+    @property
+    def filter_positions(self) -> dict[tuple[int, str], list[int]] | None:
+        """(BY_WALLET | BY_BUSINESS_TYPE, value) -> entry positions."""
+        return None if self.entry_index is None else self.entry_index.filters
+
+    @property
+    def time_index(self) -> TimeIndex | None:
+        """created_at positions (ledger `from`/`to`)."""
+        return None if self.entry_index is None else self.entry_index.times
+
     def bucket_by_lsn(self, lsn: int) -> Bucket:
         """O(log n): `buckets` is in lsn order (append-only, LSNs increase)."""
         index = bisect_left(self.buckets, lsn, key=_bucket_lsn)
@@ -377,19 +399,31 @@ class CustomerState(msgspec.Struct, gc=False):
         return bucket
 
     def add_bucket(self, bucket: Bucket) -> None:
-        assert not self.buckets or self.buckets[-1].lsn < bucket.lsn
-        self.buckets.append(bucket)
+        # A first element gets a list of exactly one slot (64 bytes); append() on an empty list
+        # reserves four (88 bytes). Three such lists per idle customer: issue 14's memory bound.
+        if self.buckets:
+            assert self.buckets[-1].lsn < bucket.lsn
+            self.buckets.append(bucket)
+        else:
+            self.buckets = [bucket]
         if not bucket.is_expired:
             assert bucket.total > 0  # a new bucket holds credit: it starts in `live`
-            insort(self.live, bucket, key=allocation_key)
-            self.open_total += bucket.total
+            if self.live:
+                insort(self.live, bucket, key=allocation_key)
+            else:
+                self.live = [bucket]
+            # 0 + total would be a new int object (28 bytes) equal to the bucket's: share it.
+            self.open_total = self.open_total + bucket.total if self.open_total else bucket.total
 
     def add_entry(self, entry: LedgerEntry) -> None:
         """Append one entry and keep the position indexes (if built) in step."""
         assert entry.amount > 0, entry  # CONTRACT §3.12: zero-amount entries are never written
         position = len(self.entries)
-        self.entries.append(entry)
-        if self.op_positions is not None:
+        if position:
+            self.entries.append(entry)
+        else:
+            self.entries = [entry]  # one slot, as in add_bucket
+        if self.entry_index is not None:
             _index_entry(self, entry, position)
         elif position + 1 > INDEX_ENTRIES_MIN:
             build_entry_indexes(self)
@@ -424,20 +458,42 @@ class TimeIndex(msgspec.Struct, gc=False):
     late: list[int] = msgspec.field(default_factory=list)
 
 
+class EntryIndex(msgspec.Struct, gc=False):
+    """A customer's ledger position indexes (derived; nothing in them points back)."""
+
+    ops: dict[str, list[int]] = msgspec.field(default_factory=dict)  # op -> positions
+    txns: dict[str, list[int]] = msgspec.field(default_factory=dict)  # transaction_id -> positions
+    filters: dict[tuple[int, str], list[int]] = msgspec.field(default_factory=dict)  # (kind, value)
+    times: TimeIndex = msgspec.field(default_factory=TimeIndex)
+
+
 def _index_entry(customer: CustomerState, entry: LedgerEntry, position: int) -> None:
-    assert customer.op_positions is not None and customer.txn_positions is not None
-    assert customer.filter_positions is not None and customer.time_index is not None
-    customer.op_positions.setdefault(entry.op, []).append(position)
+    # On every write of a customer past INDEX_ENTRIES_MIN entries (the hot path): get-then-append,
+    # not setdefault(key, []), which built and dropped an empty list per index per entry; a new
+    # key gets a one-slot list (most transaction ids have one or two entries).
+    index = customer.entry_index
+    assert index is not None
+    _add_position(index.ops, entry.op, position)
     if entry.transaction_id is not None:
-        customer.txn_positions.setdefault(entry.transaction_id, []).append(position)
-    customer.filter_positions.setdefault((BY_WALLET, entry.wallet), []).append(position)
-    customer.filter_positions.setdefault((BY_BUSINESS_TYPE, entry.business_type), []).append(position)
-    high = customer.time_index.high
+        _add_position(index.txns, entry.transaction_id, position)
+    filters = index.filters
+    _add_position(filters, (BY_WALLET, entry.wallet), position)
+    _add_position(filters, (BY_BUSINESS_TYPE, entry.business_type), position)
+    time_index = index.times
+    high = time_index.high
     if high and entry.created_at_ms < high[-1]:
-        customer.time_index.late.append(position)
+        time_index.late.append(position)
         high.append(high[-1])
     else:
         high.append(entry.created_at_ms)
+
+
+def _add_position(index: dict[Any, list[int]], key: Any, position: int) -> None:
+    positions = index.get(key)
+    if positions is None:
+        index[key] = [position]
+    else:
+        positions.append(position)
 
 
 def index_holding(customer: CustomerState, pool: SlotPool, resource_id: str, lsn: int) -> None:
@@ -447,10 +503,7 @@ def index_holding(customer: CustomerState, pool: SlotPool, resource_id: str, lsn
 
 
 def build_entry_indexes(customer: CustomerState) -> None:
-    customer.op_positions = {}
-    customer.txn_positions = {}
-    customer.filter_positions = {}
-    customer.time_index = TimeIndex()
+    customer.entry_index = EntryIndex()
     for position, entry in enumerate(customer.entries):
         _index_entry(customer, entry, position)
 
@@ -464,7 +517,8 @@ class ProjectState(msgspec.Struct):
     customer_ids: SortedList[str] = msgspec.field(default_factory=SortedList)
     # Project-wide identity indexes (CONTRACT §3.9); derived from the customers' records.
     txn_owner: dict[str, str] = msgspec.field(default_factory=dict)  # derived
-    deposit_owner: dict[str, str] = msgspec.field(default_factory=dict)  # derived
+    # derived: idempotency key -> its deposit; the owner is bucket_owner(record.lsn)
+    deposit_records: dict[str, DepositRecord] = msgspec.field(default_factory=dict)
     refund_owner: dict[str, str] = msgspec.field(default_factory=dict)  # derived: refund_id
     void_owner: dict[str, str] = msgspec.field(default_factory=dict)  # derived: void_id
     # derived: bucket lsn -> owning customer, as two parallel arrays in lsn order (16 bytes a
@@ -528,10 +582,11 @@ def rebuild_derived(state: LedgerState) -> None:
     state.due_heap = []
     for project in state.projects.values():
         project.txn_owner = {}
-        project.deposit_owner = {}
+        project.deposit_records = {}
         project.refund_owner = {}
         project.void_owner = {}
-        owners: list[tuple[int, str]] = []
+        lsns = array("q")  # bucket lsn -> owner, in customer order first (sorted below)
+        owners: list[str] = []
         project.customer_ids = SortedList(project.customers)
         project.slot_key_owner = {}
         project.open_freezes = {}
@@ -544,8 +599,8 @@ def rebuild_derived(state: LedgerState) -> None:
                     frozen.append(txn)
             for freeze in sorted(frozen, key=_record_lsn):
                 project.open_freeze(customer.customer_id, freeze)
-            for key in customer.deposits or ():
-                project.deposit_owner[key] = customer.customer_id
+            for record in customer.deposits or ():
+                project.deposit_records[record.idempotency_key] = record
             for refund_id in customer.refunds or ():
                 project.refund_owner[refund_id] = customer.customer_id
             for void_id in customer.voids or ():
@@ -554,10 +609,9 @@ def rebuild_derived(state: LedgerState) -> None:
                 project.slot_key_owner[key] = customer.customer_id
             for due in customer.due or ():
                 state.due_heap.append((due[0], project.name, customer.customer_id))
-            owners.extend((bucket.lsn, customer.customer_id) for bucket in customer.buckets)
-        owners.sort()
-        project.bucket_lsns = array("q", [lsn for lsn, _ in owners])
-        project.bucket_customers = [customer_id for _, customer_id in owners]
+            lsns.extend([bucket.lsn for bucket in customer.buckets])
+            owners.extend([customer.customer_id] * len(customer.buckets))
+        project.bucket_lsns, project.bucket_customers = _sorted_owners(lsns, owners)
     heapq.heapify(state.due_heap)
 
 
@@ -565,18 +619,39 @@ def _record_lsn(record: FreezeRecord) -> int:
     return record.lsn
 
 
+def _sorted_owners(lsns: array[int], owners: list[str]) -> tuple[array[int], list[str]]:
+    """The bucket-owner index in lsn order. Sorting positions by an int key in C is ~2x faster
+    at 10^7 buckets than sorting (lsn, owner) tuples (issue 14, restart time); a history whose
+    customers were created in lsn order with one bucket each needs no sort at all."""
+    if all(a < b for a, b in zip(lsns, lsns[1:])):
+        return lsns, owners
+    order = sorted(range(len(lsns)), key=lsns.__getitem__)
+    return array("q", map(lsns.__getitem__, order)), list(map(owners.__getitem__, order))
+
+
 def _rebuild_customer(customer: CustomerState) -> None:
-    open_buckets = [b for b in customer.buckets if not b.is_expired]
-    customer.live = sorted((b for b in open_buckets if b.total - b.used - b.expired > 0), key=allocation_key)
+    # One pass over the buckets (restart time at 10^7 entries, issue 14). `buckets` is in lsn
+    # order, which is already the §3.6 order of buckets without expiry: sort only if one expires.
+    live: list[Bucket] = []
+    expiring = False
+    open_total = 0
     customer.spent = None
-    customer.open_total = 0
     customer.due = None
-    for bucket in open_buckets:
-        customer.open_total += bucket.total
-        if bucket.total - bucket.used - bucket.expired == 0:
+    for bucket in customer.buckets:
+        if bucket.is_expired:
+            continue
+        open_total += bucket.total
+        if bucket.total - bucket.used - bucket.expired > 0:
+            live.append(bucket)
+        else:
             spent.add(customer, bucket)
         if bucket.expires_at_ms is not None:  # spent ones too: their expiry closes them
+            expiring = True
             customer.push_due((bucket.expires_at_ms, DUE_EXPIRE, bucket.lsn, None))
+    if expiring:
+        live.sort(key=allocation_key)
+    customer.live = live
+    customer.open_total = open_total
     for record in (customer.txns or {}).values():
         if isinstance(record, FreezeRecord) and record.status == FROZEN:
             due_ms = record.unfreeze_after_ms if record.unfreeze_after_ms is not None else record.consume_after_ms
@@ -588,10 +663,7 @@ def _rebuild_customer(customer: CustomerState) -> None:
             index_holding(customer, pool, resource_id, holding.lsn)
             if holding.due_ms is not None:
                 customer.push_due((holding.due_ms, DUE_SLOT_RELEASE, holding.lsn, None))
-    customer.op_positions = None
-    customer.txn_positions = None
-    customer.filter_positions = None
-    customer.time_index = None
+    customer.entry_index = None
     if len(customer.entries) > INDEX_ENTRIES_MIN:
         build_entry_indexes(customer)
     rebuild_corrections(customer)

@@ -3,11 +3,19 @@
 A shard decides a batch, then hands its answers here with the LSN they rest on; they are released
 together once the log store is durable up to that LSN (one waiter per batch, not per request).
 The same object keeps the store's queue bounded: a shard waits for room before it applies more.
+
+Held batches wait in one FIFO served by ONE resolver task (alive while anything is held): each
+turn it waits for the oldest batch's LSN, then releases every held batch the log now covers, so
+a group commit costs one store waiter however many shard batches it covers (a task per shard
+batch was a measurable share of the hot path, issue 14). Batch LSNs almost always grow (a write
+batch rests on the ledger's last LSN); a read-only batch resting on an older customer LSN may
+wait behind a newer one: later, never earlier, than its own LSN allows.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from typing import Any
 
 import wal
@@ -23,7 +31,8 @@ class Durability:
 
     def __init__(self, store: wal.LogStore) -> None:
         self._store = store
-        self._resolvers: set[asyncio.Task[None]] = set()
+        self._held: deque[tuple[int, Waiting]] = deque()  # (lsn, answers), in arrival order
+        self._resolver: asyncio.Task[None] | None = None  # runs while `_held` is not empty
 
     @property
     def durable_lsn(self) -> int:
@@ -40,22 +49,28 @@ class Durability:
 
     def resolve_when_durable(self, lsn: int, waiting: Waiting) -> None:
         """Answer these futures once the log is durable to `lsn` (or fail them all)."""
-        task = asyncio.get_running_loop().create_task(self._resolve(lsn, waiting))
-        # The loop keeps only a weak reference to a task: hold it until it is done.
-        self._resolvers.add(task)
-        task.add_done_callback(self._resolvers.discard)
+        self._held.append((lsn, waiting))
+        if self._resolver is None:
+            # The loop keeps only a weak reference to a task: `_resolver` holds it until it ends.
+            self._resolver = asyncio.get_running_loop().create_task(self._resolve_held())
 
-    async def _resolve(self, lsn: int, waiting: Waiting) -> None:
+    async def _resolve_held(self) -> None:
+        held = self._held
         try:
-            await self.wait_durable(lsn)
-        except Unavailable as error:
-            for future, _ in waiting:
-                if not future.done():
-                    future.set_exception(error)
-            return
-        for future, result in waiting:
-            if not future.done():
-                future.set_result(result)
+            while held:
+                try:
+                    await self.wait_durable(held[0][0])
+                except Unavailable as error:
+                    while held:
+                        _fail_all(held.popleft()[1], error)
+                    return
+                durable_lsn = self._store.durable_lsn
+                while held and held[0][0] <= durable_lsn:
+                    for future, result in held.popleft()[1]:
+                        if not future.done():
+                            future.set_result(result)
+        finally:
+            self._resolver = None
 
     async def wait_for_log_room(self, items: int) -> None:
         """Before a shard applies `items` more: keep the log's queue bounded (backpressure)."""
@@ -69,4 +84,11 @@ class Durability:
 
     async def drain(self) -> None:
         """After the store closed: let the last batches' answers go out."""
-        await asyncio.gather(*self._resolvers, return_exceptions=True)
+        if self._resolver is not None:
+            await asyncio.gather(self._resolver, return_exceptions=True)
+
+
+def _fail_all(waiting: Waiting, error: BaseException) -> None:
+    for future, _ in waiting:
+        if not future.done():
+            future.set_exception(error)

@@ -9,7 +9,8 @@ older one, so a damaged newest snapshot still leaves the older one + the log.
 
 A failure loses nothing (the log has it all) but is never silent: the child prints its traceback
 to stderr before it exits 1, and the loop logs each failure with its cause and backs off
-(1 s, 2 s, 4 s ... SNAPSHOT_RETRY_INTERVAL_S_MAX) instead of retrying every second forever.
+(2 s, 4 s, 8 s ... SNAPSHOT_RETRY_INTERVAL_S_MAX: twice the poll interval, doubled each failure,
+engine/core/backoff.py) instead of retrying every second forever.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 import wal
+from engine.core.backoff import backoff
 from engine.core.codec import encode_state
 from engine.core.state import LedgerState
 
@@ -63,15 +65,17 @@ class Snapshotter:
     async def run(self) -> None:
         """The background loop: poll, take one when due, back off after failures."""
         retry_s = SNAPSHOT_POLL_INTERVAL_S
+        failures = 0
         while True:
             await asyncio.sleep(retry_s)
             if not self._due():
                 continue
             try:
                 await self.take()
-                retry_s = SNAPSHOT_POLL_INTERVAL_S
+                retry_s, failures = SNAPSHOT_POLL_INTERVAL_S, 0
             except Exception:  # a failed snapshot loses nothing: the log has it all
-                retry_s = min(retry_s * 2, SNAPSHOT_RETRY_INTERVAL_S_MAX)
+                failures += 1
+                retry_s = backoff(failures, 2 * SNAPSHOT_POLL_INTERVAL_S, SNAPSHOT_RETRY_INTERVAL_S_MAX)
                 log.exception("snapshot failed; next attempt in %.0f s", retry_s)
 
     def _due(self) -> bool:

@@ -145,3 +145,33 @@ def test_7_9_bad_limit_or_operation_type_is_400_not_a_crash():
     for limit, op, code in ((0, None, "invalid_limit"), (101, None, "invalid_limit"), (5, "DEPOSIT", "invalid_operation_type")):
         r = ledger_page(d.state, P, "c", limit=limit, cursor=None, operation_type=op, transaction_id=None)
         assert isinstance(r, Rejected) and (status_of(r.code), r.code) == (400, code)
+
+
+def test_restored_state_rebuilds_owners_and_shares_strings() -> None:
+    """decode_state (issue 14, restart time): the bucket-owner index is rebuilt in lsn order from
+    customers whose buckets interleave, a keyed deposit replays (and conflicts) as before, and
+    equal wallet / source strings are one object across customers after a restore."""
+    state = LedgerState()
+    owners = {}
+    for round_ in range(3):
+        for name in ("b", "a", "c"):  # customers interleave: owners are not in customer order
+            lsn = state.last_lsn + 1
+            command = Deposit(at_ms=T0_MS + lsn, project=P, customer_id=name, amount=5 + round_,
+                              wallet="credits", source="promo", idempotency_key=f"{name}-{round_}")
+            assert apply(state, lsn, command).logged
+            owners[lsn] = name
+    restored = decode_state(encode_state(state))
+    assert digest(restored) == digest(state)
+    project = restored.projects[P]
+    assert list(project.bucket_lsns) == sorted(owners)
+    assert project.bucket_customers == [owners[lsn] for lsn in sorted(owners)]
+    assert [project.bucket_owner(lsn) for lsn in sorted(owners)] == [owners[lsn] for lsn in sorted(owners)]
+    wallets = {id(b.wallet) for c in project.customers.values() for b in c.buckets}
+    wallets |= {id(e.wallet) for c in project.customers.values() for e in c.entries}
+    assert len(wallets) == 1
+    replay = Deposit(at_ms=T0_MS + 100, project=P, customer_id="a", amount=6, wallet="credits", source="promo",
+                     idempotency_key="a-1")
+    assert apply(restored, restored.last_lsn + 1, replay).logged is False
+    stolen = msgspec.structs.replace(replay, customer_id="b")
+    result = apply(restored, restored.last_lsn + 1, stolen)
+    assert isinstance(result, Rejected) and result.details["field"] == "customer_id", result
