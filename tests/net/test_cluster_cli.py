@@ -26,6 +26,8 @@ BAD = [
     (["--log-store", DSN], {"TALLY_NODE_ID": "-bad"}, "TALLY_NODE_ID: must be 1..64"),
     (["--log-store", DSN, "--node-id", "n1"], {"TALLY_LEASE_MS": "0"}, "TALLY_LEASE_MS: must be 100..600000"),
     ([], {"TALLY_LOG_STORE": DSN}, "--log-store needs --node-id"),
+    (["--log-store", DSN, "--node-id", "n1", "--workers", "2"], {}, "--workers must be 1 with --log-store"),
+    (["--log-store", DSN, "--node-id", "n1"], {"TALLY_WORKERS": "2"}, "not 2 (from TALLY_WORKERS)"),
 ]
 
 
