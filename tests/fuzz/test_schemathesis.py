@@ -79,6 +79,11 @@ SEEDED_KEY_IDS: list[str] = []
 # Webhooks (CONTRACT §11) made by each _reseed on loopback: positive delete and deliveries cases are
 # pointed at them, so those answer 200 too (a random webhook id is always 404).
 SEEDED_WEBHOOK_IDS: list[str] = []
+# A slot pool per seeded customer (CONTRACT §8) and, renewed by each _reseed, one holding in it:
+# positive claims and releases are pointed at them, so those reach 200 whatever the seed draws (a
+# random wallet names no pool: 404 slot_pool_not_found).
+SEEDED_POOL_WALLET = "fuzz_slots"
+SEEDED_HOLDINGS: list[str] = []
 # Codes a schema-valid request may get: business rules, existence, conflicts, and the cross-field
 # rules the document can only state in prose (net/openapi.py module doc).
 POSITIVE_REFUSALS = frozenset(
@@ -185,6 +190,13 @@ def _point_at_seeded(case: Any, pick: int) -> None:
             body["transaction_id"] = SEEDED_CHARGES[pick % len(SEEDED_CHARGES)] if "refund_id" in body else transaction
         if "account_id" in body and pick % 4 != 1:
             body["account_id"] = SEEDED_ACCOUNTS[pick % len(SEEDED_ACCOUNTS)]
+        if "resource_id" in body and pick % 4 != 1:  # a slot claim or release
+            body["wallet"] = SEEDED_POOL_WALLET
+            body.pop("source", None)
+            if "amount" not in body or pick % 2 == 0:  # a release, or a claim of what the pool holds
+                body["resource_id"] = SEEDED_HOLDINGS[pick % len(SEEDED_HOLDINGS)]
+                if "amount" in body:
+                    body["amount"] = 1
         case.body = body
 
 
@@ -259,6 +271,10 @@ def _seed(server: Server) -> None:
         reply = request(port, "POST", "/admin/v1/keys", key=ADMIN_KEY, body={"project": f"fuzz_project_{i}", "label": "fuzz"})
         assert reply.status == 200, reply.body
         SEEDED_KEY_IDS.append(reply.json()["key_id"])
+    for customer in SEEDED_CUSTOMERS:
+        body = {"customer_id": customer, "wallet": SEEDED_POOL_WALLET, "amount": 1_000_000}
+        reply = request(port, "POST", "/v1/slot/grant", body=body)
+        assert reply.status == 200, reply.body
     _reseed(server, 0)
 
 
@@ -272,6 +288,11 @@ def _reseed(server: Server, round_: int) -> None:
     SEEDED_CHARGES[:] = [f"fuzz_r{round_}_d{i}" for i in range(len(SEEDED_CUSTOMERS))]
     for customer, charge in zip(SEEDED_CUSTOMERS, SEEDED_CHARGES):
         reply = request(port, "POST", "/v1/billing/deduct", body={"customer_id": customer, "amount": 1, "transaction_id": charge})
+        assert reply.status == 200, reply.body
+    SEEDED_HOLDINGS[:] = [f"fuzz_r{round_}_h{i}" for i in range(len(SEEDED_CUSTOMERS))]
+    for customer, holding in zip(SEEDED_CUSTOMERS, SEEDED_HOLDINGS):
+        body = {"customer_id": customer, "wallet": SEEDED_POOL_WALLET, "resource_id": holding, "amount": 1}
+        reply = request(port, "POST", "/v1/slot/claim", body=body)
         assert reply.status == 200, reply.body
     SEEDED_TRANSACTIONS[:] = [f"fuzz_r{round_}_t{i}" for i in range(SEEDED_FREEZES)]
     for i, transaction in enumerate(SEEDED_TRANSACTIONS):
