@@ -15,7 +15,7 @@ from typing import Any, Final, Protocol
 
 import msgspec
 
-from engine.core import freeze_queries
+from engine.core.reads import OpenFreezes
 from engine.core.limits import EVENT_PAGE_SIZE_DEFAULT, EVENT_PAGE_SIZE_MAX
 from engine.core.results import FreezePage, Rejected
 from engine.core.state import LedgerState
@@ -48,9 +48,6 @@ def parse_freezes_query(raw_query: str) -> FreezesQuery:
 async def get_freezes(runtime: Reader, project: str, customer_id: str, raw_query: str) -> FreezePage | Rejected:
     """The page, or the engine's refusal. Raises ClientError (400) for a bad query."""
     query = parse_freezes_query(raw_query)
-
-    def view(state: LedgerState, now_ms: int) -> FreezePage | Rejected:
-        return freeze_queries.open_freezes(state, project, customer_id, limit=query.limit, cursor=query.cursor)
-
+    view = OpenFreezes(project, customer_id, limit=query.limit, cursor=query.cursor)  # named: crosses to the ledger process
     result: FreezePage | Rejected = await runtime.read(project, customer_id, view)
     return result

@@ -9,6 +9,7 @@ it can cross a process boundary (net/ipc.py: a front asks the ledger process for
     EntitlementList    GET /v1/entitlement/{id}           -> EntitlementListResponse
     EntitlementEvents  GET /v1/entitlement/{id}/events    -> EntitlementEventPage | Rejected
     EntitlementGet     GET /v1/entitlement/{id}/{key}     -> EntitlementGetResponse
+    OpenFreezes        GET /v1/customers/{id}/freezes     -> FreezePage | Rejected (beyond the record)
 Times are UTC ms; `limit` / `cursor` as the query modules take them.
 """
 
@@ -16,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from engine.core import entitlement_queries, slot_queries
+from engine.core import entitlement_queries, freeze_queries, slot_queries
 from engine.core.state import LedgerState
 
 
@@ -88,4 +89,12 @@ class EntitlementGet(NamedRead, tag="entitlement_get", frozen=True):
         return entitlement_queries.entitlement_get(state, self.project, self.customer_id, self.feature_key)
 
 
-AnyRead = SlotPools | SlotEvents | EntitlementList | EntitlementEvents | EntitlementGet
+class OpenFreezes(NamedRead, tag="open_freezes", frozen=True):
+    limit: int
+    cursor: str | None
+
+    def __call__(self, state: LedgerState, now_ms: int) -> Any:
+        return freeze_queries.open_freezes(state, self.project, self.customer_id, limit=self.limit, cursor=self.cursor)
+
+
+AnyRead = SlotPools | SlotEvents | EntitlementList | EntitlementEvents | EntitlementGet | OpenFreezes
