@@ -153,7 +153,9 @@ async def send(session: aiohttp.ClientSession, base_url: str, op: Op, history: H
         return status, None
     if status >= 500:
         code = body.get("error", {}).get("code") if isinstance(body, dict) else None
-        if status != 503 or code not in ("storage_unavailable", "overloaded", "not_leader"):  # not_leader: §12.3
+        # not_leader: §12.3; shutting_down: with --workers N a front still holding a request when the
+        # ledger process is SIGKILLed answers it so (retryable, outcome unknown) before it dies too.
+        if status != 503 or code not in ("storage_unavailable", "overloaded", "not_leader", "shutting_down"):
             history.server_errors.append(f"{op.describe()}: {status} {body}")
         elif body["error"].get("retryable") is not True:
             history.violations.append(f"{op.describe()}: 503 not retryable: {body}")
