@@ -146,7 +146,8 @@ def test_alerts_signed_delivery_redelivery_and_sigkill(tmp_path: Path) -> None:
         assert balance_events(later) == [("balance.below_threshold", 500, 50), ("balance.below_threshold", 100, 50)]
         lsn = pending_id.split("_")[1]
         assert [b["id"] for b in later] == [f"evt_{lsn}_0", f"evt_{lsn}_1"]
-        assert admin(port, "GET", "/admin/v1/webhooks")["items"][0]["pending"] == 0
+        # The receiver sees a POST before the server has logged (and fsync'd) its outcome.
+        wait_for(lambda: admin(port, "GET", "/admin/v1/webhooks")["items"][0]["pending"] == 0, "the outcome logged")
         time.sleep(0.3)  # a short settle so a wrongly invented event would have arrived (not a timing assert)
         assert len(receiver.delivered()) == 6 and all(ok for _, _, _, ok in receiver.seen)
     finally:
