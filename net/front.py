@@ -95,7 +95,7 @@ async def run_front(spec: FrontSpec) -> int:
     client = LedgerClient(reader, writer, spec.index, on_open=lambda: open_app(app, client), on_records=on_records,
                           counters=lambda: counters_of(observer))  # fmt: skip
     app[METRICS_SOURCE] = client.metrics_text
-    runner = TallyRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    runner = TallyRunner(app, observer=observer, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     await runner.setup()
     site = web.TCPSite(runner, spec.host, spec.port, backlog=2048, reuse_port=True)
     await site.start()

@@ -80,7 +80,7 @@ async def _serve(config: ServerConfig, runtime_config: RuntimeConfig, bootstrap_
     ProcessCollector(registry=registry)
     observer = Observer(registry, request_log)
     app = create_app(config, None, observer=observer)
-    runner = TallyRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    runner = TallyRunner(app, observer=observer, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, backlog=2048)
     await site.start()
