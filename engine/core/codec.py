@@ -20,6 +20,7 @@ from engine.core.state import (
     STATE_VERSION,
     ApiKey,
     Bucket,
+    CustomerExtras,
     CustomerState,
     DeductRecord,
     DepositRecord,
@@ -174,7 +175,7 @@ def _customer_snap(c: CustomerState) -> CustomerSnap:
     core = (
         c.customer_id, c.created_at_ms, c.name, c.email, c.metadata, c.last_lsn, c.buckets, c.entries,
         [*(c.txns or {}).values(), *(c.refunds or {}).values(), *(c.voids or {}).values()],
-        c.deposits or [],
+        list(c.deposits),
     )  # fmt: skip
     if not (c.slot_pools or c.slot_events or c.slot_keys or c.entitlements or c.entitlement_events):
         return CustomerCoreSnap(*core)  # type: ignore[return-value]  # encodes as the original layout
@@ -236,15 +237,20 @@ def _customer_from_snap(cs: CustomerSnap, strings: dict[str, str]) -> CustomerSt
         buckets=cs.buckets,
         entries=cs.entries,
         txns={r.transaction_id: r for r in cs.txns if isinstance(r, (FreezeRecord, DeductRecord))} or None,
-        refunds={r.refund_id: r for r in cs.txns if isinstance(r, RefundRecord)} or None,
-        voids={r.void_id: r for r in cs.txns if isinstance(r, VoidRecord)} or None,
-        deposits=cs.deposits or None,
-        slot_pools=cs.slot_pools,
-        slot_events=cs.slot_events,
-        slot_keys=None if cs.slot_keys is None else {r.idempotency_key: r for r in cs.slot_keys},
-        entitlements=None if cs.entitlements is None else {e.feature_key: e for e in cs.entitlements},
-        entitlement_events=cs.entitlement_events,
+        keyed_deposits=(cs.deposits[0] if len(cs.deposits) == 1 else cs.deposits) if cs.deposits else None,
     )
+    refunds = {r.refund_id: r for r in cs.txns if isinstance(r, RefundRecord)} or None
+    voids = {r.void_id: r for r in cs.txns if isinstance(r, VoidRecord)} or None
+    if refunds or voids or cs.slot_pools or cs.slot_events or cs.slot_keys or cs.entitlements or cs.entitlement_events:
+        customer.extras = CustomerExtras(
+            refunds=refunds,
+            voids=voids,
+            slot_pools=cs.slot_pools,
+            slot_events=cs.slot_events,
+            slot_keys=None if cs.slot_keys is None else {r.idempotency_key: r for r in cs.slot_keys},
+            entitlements=None if cs.entitlements is None else {e.feature_key: e for e in cs.entitlements},
+            entitlement_events=cs.entitlement_events,
+        )
     # Decoding made a fresh copy of every string; share one object per distinct wallet, source
     # and op (a dict lookup each, cheaper than finding the entry's bucket: issue 14, restart
     # time), so a restored customer costs what a live one does, or less.
@@ -256,7 +262,7 @@ def _customer_from_snap(cs: CustomerSnap, strings: dict[str, str]) -> CustomerSt
         entry.wallet = intern(entry.wallet, entry.wallet)
         entry.source = intern(entry.source, entry.source)
         entry.op = _OPS.get(entry.op) or intern(entry.op, entry.op)
-    for record in customer.deposits or ():
+    for record in customer.deposits:
         record.wallet = intern(record.wallet, record.wallet)
         record.source = intern(record.source, record.source)
     return customer

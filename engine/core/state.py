@@ -22,7 +22,8 @@ from __future__ import annotations
 import heapq
 from array import array
 from bisect import bisect_left, insort
-from typing import Any, Final
+from collections.abc import Sequence
+from typing import Any, Final, Generic, TypeVar, overload
 
 import msgspec
 from sortedcontainers import SortedList
@@ -331,8 +332,65 @@ def allocation_key(bucket: Bucket) -> tuple[int, int, int]:
     return (0, bucket.expires_at_ms, bucket.lsn)
 
 
+class CustomerExtras(msgspec.Struct, gc=False):
+    """The parts of a customer most customers never use (refunds and voids, alert rules, slots,
+    entitlements): one object, None on `CustomerState.extras` until the first of them is set, so
+    an idle customer carries one pointer for all twelve (8 bytes each, issue 14). Read and written
+    through the same-named attributes of CustomerState (`_Extra`); nothing here points back."""
+
+    refunds: dict[str, RefundRecord] | None = None  # by refund_id (CONTRACT §10.1)
+    voids: dict[str, VoidRecord] | None = None  # by void_id (CONTRACT §10.2)
+    refunded: dict[str, int] | None = None  # derived: transaction_id -> refunded so far
+    voided: dict[int, str] | None = None  # derived: bucket_lsn -> void_id
+    refund_lsns: dict[int, str] | None = None  # derived: lsn of a refund -> refund_id
+    # CONTRACT §11 alert rules, customer level first; persisted in the snapshot's hooks section
+    alerts: list[AlertRule] | None = None
+    # Slots and entitlements (CONTRACT §8)
+    slot_pools: list[SlotPool] | None = None  # creation order; a customer has few pools
+    slot_events: list[SlotEvent] | None = None  # lsn order
+    slot_keys: dict[str, SlotKeyRecord] | None = None  # grant/revoke idempotency keys
+    entitlements: dict[str, Entitlement] | None = None  # by feature_key, first-set order
+    entitlement_events: list[EntitlementEvent] | None = None  # lsn order
+    holding_index: dict[int, tuple[SlotPool, str]] | None = None  # derived: claim lsn -> (pool, resource)
+
+
+_T = TypeVar("_T")
+
+
+class _Extra(Generic[_T]):
+    """`customer.<name>` reads `customer.extras.<name>` (None while `extras` is None); setting a
+    value other than None creates `extras` on first use. Setting None never creates it."""
+
+    __slots__ = ("name",)
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        assert name in CustomerExtras.__struct_fields__, name
+        self.name = name
+
+    @overload
+    def __get__(self, customer: None, owner: type) -> _Extra[_T]: ...
+    @overload
+    def __get__(self, customer: CustomerState, owner: type) -> _T | None: ...
+    def __get__(self, customer: CustomerState | None, owner: type) -> _Extra[_T] | _T | None:
+        if customer is None:
+            return self
+        extras = customer.extras
+        return None if extras is None else getattr(extras, self.name)
+
+    def __set__(self, customer: CustomerState, value: _T | None) -> None:
+        extras = customer.extras
+        if extras is None:
+            if value is None:
+                return
+            extras = customer.extras = CustomerExtras()
+        setattr(extras, self.name, value)
+
+
 class CustomerState(msgspec.Struct, gc=False):
-    """One customer. gc=False: nothing inside points back to it (no cycle is possible)."""
+    """One customer. gc=False: nothing inside points back to it (no cycle is possible).
+
+    Issue 14 (an idle customer with one bucket near 1 KiB): 16 fields (144 bytes); what most
+    customers never use lives in `extras`, one keyed deposit is held without a list."""
 
     customer_id: str
     created_at_ms: int
@@ -343,9 +401,10 @@ class CustomerState(msgspec.Struct, gc=False):
     buckets: list[Bucket] = msgspec.field(default_factory=list)  # every bucket, lsn order
     entries: list[LedgerEntry] = msgspec.field(default_factory=list)  # (lsn, i) order
     txns: dict[str, FreezeRecord | DeductRecord] | None = None  # by transaction_id
-    # first-use order; found by key through ProjectState.deposit_records (a list of one record
-    # costs 64 bytes, a dict of one 184: most customers have one keyed deposit, issue 14)
-    deposits: list[DepositRecord] | None = None
+    # The deposits made with an idempotency key, first-use order: None, the one record itself, or
+    # a list of two or more (a list of one costs 72 bytes and most customers have one keyed
+    # deposit, issue 14). Read through `deposits`; found by key via ProjectState.deposit_records.
+    keyed_deposits: DepositRecord | list[DepositRecord] | None = None
     # derived: open buckets still holding available or frozen credit, §3.6 order. Open buckets
     # holding none (spent) are in `spent` instead (engine/core/spent.py, CONTRACT §7.11).
     live: list[Bucket] = msgspec.field(default_factory=list)
@@ -354,22 +413,42 @@ class CustomerState(msgspec.Struct, gc=False):
     # one object built past INDEX_ENTRIES_MIN entries: one field here, not four (8 bytes each on
     # every customer, issue 14). Read through the properties below.
     entry_index: EntryIndex | None = None
-    refunds: dict[str, RefundRecord] | None = None  # by refund_id (CONTRACT §10.1)
-    voids: dict[str, VoidRecord] | None = None  # by void_id (CONTRACT §10.2)
-    refunded: dict[str, int] | None = None  # derived: transaction_id -> refunded so far
-    voided: dict[int, str] | None = None  # derived: bucket_lsn -> void_id
-    refund_lsns: dict[int, str] | None = None  # derived: lsn of a refund -> refund_id
     spent: SpentIndex | None = None  # derived: open buckets holding no credit (§7.11)
     open_total: int = 0  # derived: sum of the totals of open buckets (the §3.1 customer bound)
-    # CONTRACT §11 alert rules, customer level first; persisted in the snapshot's hooks section
-    alerts: list[AlertRule] | None = None
-    # Slots and entitlements (CONTRACT §8): None until first used, so an idle customer stays small.
-    slot_pools: list[SlotPool] | None = None  # creation order; a customer has few pools
-    slot_events: list[SlotEvent] | None = None  # lsn order
-    slot_keys: dict[str, SlotKeyRecord] | None = None  # grant/revoke idempotency keys
-    entitlements: dict[str, Entitlement] | None = None  # by feature_key, first-set order
-    entitlement_events: list[EntitlementEvent] | None = None  # lsn order
-    holding_index: dict[int, tuple[SlotPool, str]] | None = None  # derived: claim lsn -> (pool, resource)
+    extras: CustomerExtras | None = None  # refunds, voids, alerts, slots, entitlements (above)
+
+    # The fields of CustomerExtras, read and written as if they were this struct's own.
+    refunds = _Extra[dict[str, RefundRecord]]()
+    voids = _Extra[dict[str, VoidRecord]]()
+    refunded = _Extra[dict[str, int]]()
+    voided = _Extra[dict[int, str]]()
+    refund_lsns = _Extra[dict[int, str]]()
+    alerts = _Extra[list[AlertRule]]()
+    slot_pools = _Extra[list[SlotPool]]()
+    slot_events = _Extra[list[SlotEvent]]()
+    slot_keys = _Extra[dict[str, SlotKeyRecord]]()
+    entitlements = _Extra[dict[str, Entitlement]]()
+    entitlement_events = _Extra[list[EntitlementEvent]]()
+    holding_index = _Extra[dict[int, tuple[SlotPool, str]]]()
+
+    @property
+    def deposits(self) -> Sequence[DepositRecord]:
+        """The keyed deposits, first-use order (empty when none)."""
+        keyed = self.keyed_deposits
+        if keyed is None:
+            return ()
+        if isinstance(keyed, DepositRecord):
+            return (keyed,)
+        return keyed
+
+    def add_deposit(self, record: DepositRecord) -> None:
+        keyed = self.keyed_deposits
+        if keyed is None:
+            self.keyed_deposits = record
+        elif isinstance(keyed, DepositRecord):
+            self.keyed_deposits = [keyed, record]
+        else:
+            keyed.append(record)
 
     @property
     def op_positions(self) -> dict[str, list[int]] | None:
@@ -599,7 +678,7 @@ def rebuild_derived(state: LedgerState) -> None:
                     frozen.append(txn)
             for freeze in sorted(frozen, key=_record_lsn):
                 project.open_freeze(customer.customer_id, freeze)
-            for deposit in customer.deposits or ():
+            for deposit in customer.deposits:
                 project.deposit_records[deposit.idempotency_key] = deposit
             for refund_id in customer.refunds or ():
                 project.refund_owner[refund_id] = customer.customer_id
