@@ -398,8 +398,11 @@ class CustomerState(msgspec.Struct, gc=False):
     email: str | None = None
     metadata: dict[str, Any] | None = None
     last_lsn: int = 0
-    buckets: list[Bucket] = msgspec.field(default_factory=list)  # every bucket, lsn order
-    entries: list[LedgerEntry] = msgspec.field(default_factory=list)  # (lsn, i) order
+    # Every bucket in lsn order and every entry in (lsn, i) order: a tuple while there is exactly
+    # one (48 bytes, a list of one 72: issue 14), else a list. Appended only by add_bucket and
+    # add_entry.
+    buckets: list[Bucket] | tuple[Bucket] = msgspec.field(default_factory=list)
+    entries: list[LedgerEntry] | tuple[LedgerEntry] = msgspec.field(default_factory=list)
     txns: dict[str, FreezeRecord | DeductRecord] | None = None  # by transaction_id
     # The deposits made with an idempotency key, first-use order: None, the one record itself, or
     # a list of two or more (a list of one costs 72 bytes and most customers have one keyed
@@ -478,13 +481,16 @@ class CustomerState(msgspec.Struct, gc=False):
         return bucket
 
     def add_bucket(self, bucket: Bucket) -> None:
-        # A first element gets a list of exactly one slot (64 bytes); append() on an empty list
-        # reserves four (88 bytes). Three such lists per idle customer: issue 14's memory bound.
-        if self.buckets:
-            assert self.buckets[-1].lsn < bucket.lsn
-            self.buckets.append(bucket)
+        # A first bucket is held in a tuple of one (48 bytes; a list of one costs 72, and append()
+        # on an empty list reserves four slots: 88). The second makes it a list (issue 14).
+        buckets = self.buckets
+        assert not buckets or buckets[-1].lsn < bucket.lsn
+        if not isinstance(buckets, list):
+            self.buckets = [*buckets, bucket]
+        elif buckets:
+            buckets.append(bucket)
         else:
-            self.buckets = [bucket]
+            self.buckets = (bucket,)
         if not bucket.is_expired:
             assert bucket.total > 0  # a new bucket holds credit: it starts in `live`
             if self.live:
@@ -497,11 +503,14 @@ class CustomerState(msgspec.Struct, gc=False):
     def add_entry(self, entry: LedgerEntry) -> None:
         """Append one entry and keep the position indexes (if built) in step."""
         assert entry.amount > 0, entry  # CONTRACT §3.12: zero-amount entries are never written
-        position = len(self.entries)
-        if position:
-            self.entries.append(entry)
+        entries = self.entries
+        position = len(entries)
+        if not isinstance(entries, list):  # one entry so far, held as in add_bucket
+            self.entries = [*entries, entry]
+        elif position:
+            entries.append(entry)
         else:
-            self.entries = [entry]  # one slot, as in add_bucket
+            self.entries = (entry,)
         if self.entry_index is not None:
             _index_entry(self, entry, position)
         elif position + 1 > INDEX_ENTRIES_MIN:
@@ -680,18 +689,23 @@ def rebuild_derived(state: LedgerState) -> None:
                 project.open_freeze(customer.customer_id, freeze)
             for deposit in customer.deposits:
                 project.deposit_records[deposit.idempotency_key] = deposit
-            for refund_id in customer.refunds or ():
-                project.refund_owner[refund_id] = customer.customer_id
-            for void_id in customer.voids or ():
-                project.void_owner[void_id] = customer.customer_id
-            for key in customer.slot_keys or ():
-                project.slot_key_owner[key] = customer.customer_id
+            if customer.extras is not None:  # refunds, voids, slots (CustomerExtras)
+                _rebuild_extra_owners(project, customer, customer.extras)
             for due in customer.due or ():
                 state.due_heap.append((due[0], project.name, customer.customer_id))
             lsns.extend([bucket.lsn for bucket in customer.buckets])
             owners.extend([customer.customer_id] * len(customer.buckets))
         project.bucket_lsns, project.bucket_customers = _sorted_owners(lsns, owners)
     heapq.heapify(state.due_heap)
+
+
+def _rebuild_extra_owners(project: ProjectState, customer: CustomerState, extras: CustomerExtras) -> None:
+    for refund_id in extras.refunds or ():
+        project.refund_owner[refund_id] = customer.customer_id
+    for void_id in extras.voids or ():
+        project.void_owner[void_id] = customer.customer_id
+    for key in extras.slot_keys or ():
+        project.slot_key_owner[key] = customer.customer_id
 
 
 def _record_lsn(record: FreezeRecord) -> int:
@@ -736,16 +750,17 @@ def _rebuild_customer(customer: CustomerState) -> None:
             due_ms = record.unfreeze_after_ms if record.unfreeze_after_ms is not None else record.consume_after_ms
             if due_ms is not None:
                 customer.push_due((due_ms, DUE_SETTLE, record.lsn, record.transaction_id))
-    customer.holding_index = None
-    for pool in customer.slot_pools or ():
-        for resource_id, holding in (pool.holdings or {}).items():
-            index_holding(customer, pool, resource_id, holding.lsn)
-            if holding.due_ms is not None:
-                customer.push_due((holding.due_ms, DUE_SLOT_RELEASE, holding.lsn, None))
+    if customer.extras is not None:  # slots, refunds, voids (CustomerExtras)
+        customer.holding_index = None
+        for pool in customer.slot_pools or ():
+            for resource_id, holding in (pool.holdings or {}).items():
+                index_holding(customer, pool, resource_id, holding.lsn)
+                if holding.due_ms is not None:
+                    customer.push_due((holding.due_ms, DUE_SLOT_RELEASE, holding.lsn, None))
+        rebuild_corrections(customer)
     customer.entry_index = None
     if len(customer.entries) > INDEX_ENTRIES_MIN:
         build_entry_indexes(customer)
-    rebuild_corrections(customer)
 
 
 def rebuild_corrections(customer: CustomerState) -> None:
