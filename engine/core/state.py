@@ -409,8 +409,9 @@ class CustomerState(msgspec.Struct, gc=False):
     # deposit, issue 14). Read through `deposits`; found by key via ProjectState.deposit_records.
     keyed_deposits: DepositRecord | list[DepositRecord] | None = None
     # derived: open buckets still holding available or frozen credit, §3.6 order. Open buckets
-    # holding none (spent) are in `spent` instead (engine/core/spent.py, CONTRACT §7.11).
-    live: list[Bucket] = msgspec.field(default_factory=list)
+    # holding none (spent) are in `spent` instead (engine/core/spent.py, CONTRACT §7.11). A tuple
+    # of one when add_bucket put the first bucket in (as `buckets`); changed via live_list().
+    live: list[Bucket] | tuple[Bucket] = msgspec.field(default_factory=list)
     due: list[tuple[int, int, int, str | None]] | None = None  # derived: (due_ms, kind, lsn, txn)
     # derived: the ledger position indexes (op, transaction_id, wallet / business type, time),
     # one object built past INDEX_ENTRIES_MIN entries: one field here, not four (8 bytes each on
@@ -494,11 +495,19 @@ class CustomerState(msgspec.Struct, gc=False):
         if not bucket.is_expired:
             assert bucket.total > 0  # a new bucket holds credit: it starts in `live`
             if self.live:
-                insort(self.live, bucket, key=allocation_key)
+                insort(self.live_list(), bucket, key=allocation_key)
             else:
-                self.live = [bucket]
+                self.live = (bucket,)
             # 0 + total would be a new int object (28 bytes) equal to the bucket's: share it.
             self.open_total = self.open_total + bucket.total if self.open_total else bucket.total
+
+    def live_list(self) -> list[Bucket]:
+        """`live`, to be changed in place: a tuple of one becomes a list first."""
+        live = self.live
+        if isinstance(live, list):
+            return live
+        self.live = changeable = list(live)
+        return changeable
 
     def add_entry(self, entry: LedgerEntry) -> None:
         """Append one entry and keep the position indexes (if built) in step."""
