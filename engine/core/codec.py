@@ -268,7 +268,7 @@ def _customer_from_snap(cs: CustomerSnap, strings: dict[str, str]) -> CustomerSt
         entry.wallet = intern(entry.wallet, entry.wallet)
         entry.source = intern(entry.source, entry.source)
         entry.op = _OPS.get(entry.op) or intern(entry.op, entry.op)
-    for record in customer.deposits:
+    for record in cs.deposits:
         record.wallet = intern(record.wallet, record.wallet)
         record.source = intern(record.source, record.source)
     return customer

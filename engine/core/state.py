@@ -9,12 +9,16 @@ Two kinds of fields live here:
 - **derived** fields (marked `# derived`) are indexes and heaps rebuilt from the persistent ones
   by `rebuild_derived` (after a snapshot load). They are never encoded or hashed.
 
-Memory (an idle customer with one bucket and one GRANT entry should stay near 1 KiB): every
-Struct that can never be part of a reference cycle is `gc=False` (no GC header, never scanned);
-containers a quiet customer does not need are None until first used; bucket `account_id` and entry
-`id` are derived from LSNs instead of stored; entries reference the bucket's `wallet` / `source`
-strings instead of copying them. Ledger position indexes only exist once a customer has more than
-`INDEX_ENTRIES_MIN` entries (below that a scan is as fast as a bisect).
+Memory (an idle customer with one bucket and one GRANT entry should stay under 1 KiB, issue 14;
+`python -m bench.memory_probe` measures it in seconds): every Struct that can never be part of a
+reference cycle is `gc=False` (no GC header, never scanned); containers a quiet customer does not
+need are None until first used, and what most customers never use (refunds, voids, alert rules,
+slots, entitlements) sits behind one pointer (`CustomerExtras`); a customer's only bucket, entry
+and live bucket are held in tuples of one (48 bytes, a list of one is 72) and its only keyed
+deposit as the record itself; bucket `account_id` and entry `id` are derived from LSNs instead of
+stored; entries reference the bucket's `wallet` / `source` strings instead of copying them. Ledger
+position indexes only exist once a customer has more than `INDEX_ENTRIES_MIN` entries (below that
+a scan is as fast as a bisect).
 """
 
 from __future__ import annotations
@@ -696,8 +700,12 @@ def rebuild_derived(state: LedgerState) -> None:
                     frozen.append(txn)
             for freeze in sorted(frozen, key=_record_lsn):
                 project.open_freeze(customer.customer_id, freeze)
-            for deposit in customer.deposits:
-                project.deposit_records[deposit.idempotency_key] = deposit
+            keyed = customer.keyed_deposits  # None, one record, or a list (no tuple built here)
+            if isinstance(keyed, DepositRecord):
+                project.deposit_records[keyed.idempotency_key] = keyed
+            elif keyed is not None:
+                for deposit in keyed:
+                    project.deposit_records[deposit.idempotency_key] = deposit
             if customer.extras is not None:  # refunds, voids, slots (CustomerExtras)
                 _rebuild_extra_owners(project, customer, customer.extras)
             for due in customer.due or ():
