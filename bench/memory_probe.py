@@ -6,8 +6,9 @@ Builds a LedgerState the way bench/run.py's memory row fills a server (bench/lua
 deposit of 1000 per customer `m-<n>` with the idempotency key `fund-0-m-<n>`, each request body
 parsed by net/schemas.py (fresh strings and ints, as decoded off the wire), stamped, then applied
 through `engine.core.ledger.apply`. It prints the RSS growth per customer (this process, before
-and after; the HTTP server's figure adds what the runtime keeps) and, with `--breakdown`, the
-`sys.getsizeof` of each object one customer owns. No server, no disk: a quick loop for layout
+and after; the HTTP server's figure adds what the runtime keeps), with `--restored` the growth of
+the same state decoded from its snapshot, and with `--breakdown` the `sys.getsizeof` of each
+object one customer owns. No server, no disk: a quick loop for layout
 changes; `python -m bench.run` stays the measurement of record.
 """
 
@@ -21,6 +22,7 @@ from typing import Any
 
 import msgspec
 
+from engine.core.codec import decode_state, encode_state
 from engine.core.ledger import apply
 from engine.core.results import Applied
 from engine.core.state import LedgerState
@@ -74,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=200_000)
     parser.add_argument("--breakdown", action="store_true", help="sizes of one customer's objects")
+    parser.add_argument("--restored", action="store_true",
+                        help="also the RSS growth of decode_state(encode_state(state)): a restart from a snapshot")
     args = parser.parse_args(argv)
     if args.customers < 1000:
         print("--customers must be at least 1000", file=sys.stderr)
@@ -87,6 +91,16 @@ def main(argv: list[str] | None = None) -> int:
     grown = rss_bytes() - before
     print(f"{args.customers - 1000:,} customers: RSS +{grown / 2**20:,.1f} MiB, "
           f"{grown / (args.customers - 1000):,.0f} B/customer")
+    if args.restored:
+        data = encode_state(state)
+        del state
+        gc.collect()
+        before = rss_bytes()
+        state = decode_state(data)
+        gc.collect()
+        grown = rss_bytes() - before
+        print(f"restored from a {len(data) / 2**20:,.1f} MiB snapshot: RSS +{grown / 2**20:,.1f} MiB, "
+              f"{grown / args.customers:,.0f} B/customer (what the decode freed and the allocator kept included)")
     if args.breakdown:
         project = state.projects["default"]
         customer = project.customers["m-500"]
