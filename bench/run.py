@@ -164,14 +164,14 @@ class Server:
         return [sys.executable, "-m", "net.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
                 "--data-dir", str(self.data_dir), *workers, *self.extra_args]
 
-    def start(self) -> float:
-        """Start and wait until /health answers 200; return the seconds that took."""
+    def start(self, timeout_s: float = STARTUP_TIMEOUT_S) -> float:
+        """Start and wait (at most timeout_s) until /health answers 200; return the seconds."""
         assert self.proc is None
         env = dict(os.environ, TALLY_BOOTSTRAP_KEY=self.api_key)
         started = time.monotonic()
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-        deadline = started + STARTUP_TIMEOUT_S
+        deadline = started + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.kind} exited with {self.proc.returncode}:\n{self.log_tail()}")
@@ -179,7 +179,7 @@ class Server:
                 return time.monotonic() - started
             time.sleep(0.02)
         self.stop()
-        raise RuntimeError(f"{self.kind} not healthy after {STARTUP_TIMEOUT_S}s:\n{self.log_tail()}")
+        raise RuntimeError(f"{self.kind} not healthy after {timeout_s}s:\n{self.log_tail()}")
 
     def stop(self) -> float:
         """SIGTERM our own PID and wait (SIGKILL after STOP_TIMEOUT_S); return the seconds."""

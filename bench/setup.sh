@@ -2,7 +2,8 @@
 # Benchmark suite setup: installs wrk (the load generator) from Debian if it is missing,
 # and py-spy (the profiler) into the project venv. Safe to run repeatedly; CI calls it.
 #   bash bench/setup.sh            # wrk only
-#   bash bench/setup.sh --profiler # also pip-install the `bench` extra (py-spy)
+#   bash bench/setup.sh --profiler # also pip-install the `bench` extra (py-spy) and, from Debian,
+#                                  # valgrind (bench/instructions.py: instructions per request)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,4 +24,8 @@ wrk --version 2>&1 | head -1 || true
 
 if [ "${1:-}" = "--profiler" ]; then
     .venv/bin/pip install -q -e '.[bench]'
+    if ! command -v valgrind >/dev/null 2>&1; then
+        [ "$(id -u)" = "0" ] && SUDO="" || SUDO="sudo -n"
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq valgrind
+    fi
 fi
