@@ -126,7 +126,7 @@ SMOKE = Plan(True, duration_s=1, warmup_s=0, connections=(64,), spread_customers
              hooks_customers=5)
 
 # Rows that are not wrk scenarios: their own drivers (bench/many_buckets.py, bench/hooks_bench.py).
-EXTRA_ROWS = ("many_buckets", "hooks")
+EXTRA_ROWS = ("many_buckets", "hooks", "instructions")
 ROW_NAMES = SCENARIO_NAMES + EXTRA_ROWS
 
 
@@ -619,7 +619,7 @@ def run_extra_rows(plan: Plan, names: tuple[str, ...], work_dir: Path, api_key: 
     """The many_buckets and hooks rows (each starts and stops its own servers, by PID)."""
     import asyncio
 
-    from bench import hooks_bench, many_buckets  # not at import: many_buckets imports this module
+    from bench import hooks_bench, instructions, many_buckets  # not at import: they import this module
 
     extras: dict[str, Any] = {}
     if "many_buckets" in names:
@@ -632,6 +632,11 @@ def run_extra_rows(plan: Plan, names: tuple[str, ...], work_dir: Path, api_key: 
                                                           plan.hooks_customers))
         for row in extras["hooks"]:
             print(f"  hooks: {row['kind']:5s} {row['writes_per_s']:8,.0f} writes/s p99 {row['p99_ms']:.1f} ms", flush=True)
+    # Not in --smoke: python under valgrind starts in ~40 s, past the smoke budget.
+    if "instructions" in names and not plan.smoke and shutil.which("valgrind") and shutil.which("callgrind_control"):
+        extras["instructions"] = instructions.run(1000, 16)
+        print(f"  instructions: bare {extras['instructions']['bare']:,.0f}, tally {extras['instructions']['tally']:,.0f} "
+              f"per request ({extras['instructions']['ratio']:.2f}x)", flush=True)
     return extras
 
 
@@ -665,6 +670,11 @@ def render_extra_rows(extras: dict[str, Any]) -> list[str]:
                 f"{_opt_ratio(statistics.median(bystander), many.get('hammer_p50_ms'))} |",
                 "", f"- {many['samples']} samples each; GET hot-0 body {many['get_bytes']:,} bytes; "
                 f"building the spent buckets took {many['build_s']:.1f} s (bench/many_buckets.py)."]
+    counted = extras.get("instructions")
+    if counted:
+        from bench.instructions import report
+
+        out += ["", "## Instructions per request (callgrind): hot deduct vs the bare handler", "", *report(counted)]
     hooks = extras.get("hooks")
     if hooks:
         out += ["", "## Webhooks (CONTRACT §11.3): deduct + deposit with a dead or hanging receiver", "",

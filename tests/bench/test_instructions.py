@@ -1,0 +1,33 @@
+"""bench/instructions.py reads callgrind's totals and reports the ratio bare / Tally.
+
+What: the dump parsing takes the largest total among the dump files of one server (the dump
+after the counted requests; callgrind also writes one at exit), and the report's ratio.
+How it could fail: a changed dump format read as 0 or the startup total, or the ratio inverted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.instructions import CallgrindServer, report
+
+
+def test_dumped_instructions_takes_the_largest_total(tmp_path: Path) -> None:
+    server = CallgrindServer("tally", tmp_path, "key")
+    for suffix, total in ((".123", 1_000), (".123.1", 52_000_000), (".123.2", 7)):
+        Path(str(server.out_prefix) + suffix).write_text(f"version: 1\ncreator: callgrind-3.19.0\nsummary: {total}\n")
+    assert server.dumped_instructions() == 52_000_000
+    assert server.command()[:2] == ["valgrind", "--tool=callgrind"]
+
+
+def test_no_dump_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="no callgrind dump"):
+        CallgrindServer("baseline", tmp_path, "key").dumped_instructions()
+
+
+def test_report_ratio() -> None:
+    lines = report({"requests": 1000, "connections": 16, "bare": 200_000.0, "tally": 400_000.0, "ratio": 0.5})
+    assert lines[2] == "| bare aiohttp POST | 200,000 | — |"
+    assert lines[3] == "| Tally deduct, hot, --workers 1 (durable) | 400,000 | 0.50× |"
