@@ -219,6 +219,10 @@ class LedgerServer:
             self.push_status()  # e.g. the WAL failed: /health turns 503 on every front first
             front.outbox.send(ipc.Reply(call.id, ipc.UNAVAILABLE, code=error.code, message=error.message))
             return True
+        except Exception as error:  # a bug: this call answers 500 internal_error, the rest go on
+            log.exception("call %s failed", type(op).__name__)
+            front.outbox.send(ipc.Reply(call.id, ipc.FAILED, message=repr(error)))
+            return True
         if done is None:
             return False
         result, wait_lsn = done

@@ -1,0 +1,116 @@
+"""The ledger process answers a frame's writes as one batch (net/ledger_server.py, issue 14).
+
+What: one frame from a front holding deposits, deducts (one refused), a read and a key create, on
+a real Runtime in this process over a socket pair: every call gets its own exact reply; the plain
+writes are applied in frame order as the frame is read, and none of their replies leaves before
+the fdatasync of the log that holds them (CONTRACT §4); a key create still takes the slow path
+(the front must ack the key table first) and is answered.
+How it could fail: replies sent on apply instead of on durability, a reply lost or given another
+call's id, writes reordered, or the key create answered without reaching the key table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from prometheus_client import CollectorRegistry
+
+from engine.core.commands import CreateApiKey, Deduct, Deposit
+from engine.runtime import Runtime, RuntimeConfig
+from net import ipc
+from net.ledger_server import LedgerServer
+from net.observe import Observer
+from tests.engine.test_runtime_durability import LOOP_TURNS, T0_MS, WAIT_S, Gate
+
+P = "proj"
+
+
+class FakeFront:
+    """The front's end of the socket pair: says hello, sends frames, collects replies and acks
+    every key-table change (as a front does, so a key create can be answered)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.encoder = msgspec.msgpack.Encoder()
+        self.replies: dict[int, ipc.Reply] = {}
+        self.task = asyncio.get_running_loop().create_task(self._read())
+        self.send([ipc.Hello(0)])
+
+    def send(self, messages: list[Any]) -> None:
+        self.writer.write(ipc.frame(self.encoder, messages))
+
+    async def _read(self) -> None:
+        decoder = msgspec.msgpack.Decoder(list[ipc.LedgerMsg])
+        while (payload := await ipc.read_frame(self.reader)) is not None:
+            for message in decoder.decode(payload):
+                if type(message) is ipc.Reply:
+                    self.replies[message.id] = message
+                elif type(message) is ipc.Keys:
+                    self.send([ipc.KeysAck(message.seq)])
+
+    async def until_replies(self, count: int) -> None:
+        for _ in range(int(WAIT_S / 0.01)):
+            if len(self.replies) >= count:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"{len(self.replies)} of {count} replies")
+
+
+async def _front(server: LedgerServer) -> tuple[FakeFront, asyncio.Task[None]]:
+    ours, theirs = socket.socketpair()
+    server_reader, server_writer = await asyncio.open_unix_connection(sock=ours)
+    served = server.attach(0, server_reader, server_writer)
+    return FakeFront(*await asyncio.open_unix_connection(sock=theirs)), served
+
+
+async def test_a_frame_of_writes_is_one_batch_answered_after_its_fsync(tmp_path: Path) -> None:
+    gate = Gate()
+    config = RuntimeConfig(data_dir=tmp_path, snapshot_interval_records=0, snapshot_interval_s=0)
+    runtime = await Runtime.open(config, clock=lambda: T0_MS, log_file_factory=gate.factory)
+    server = LedgerServer(1, Observer(CollectorRegistry(), None), kill_front=lambda index: None)
+    front, served = await _front(server)
+    try:
+        await server.open(runtime)
+        gate.close()
+        calls = [
+            ipc.Call(1, ipc.Submit(Deposit(at_ms=0, project=P, customer_id="c1", amount=100))),
+            ipc.Call(2, ipc.Submit(Deduct(at_ms=0, project=P, customer_id="c1", amount=30, transaction_id="t1"))),
+            ipc.Call(3, ipc.Submit(Deduct(at_ms=0, project=P, customer_id="c1", amount=1000, transaction_id="t2"))),
+            ipc.Call(4, ipc.GetCustomer(P, "c1")),
+            ipc.Call(5, ipc.Submit(CreateApiKey(at_ms=0, project=P, key_id="k2", key_hash="h" * 64))),
+        ]
+        last_lsn = runtime.state.last_lsn
+        front.send(calls)
+        for _ in range(LOOP_TURNS):
+            await asyncio.sleep(0)
+        assert runtime.state.last_lsn == last_lsn + 3  # deposit, deduct, key: applied, not durable
+        assert runtime.durable_lsn == last_lsn
+        assert front.replies == {}, "a reply left before the fsync of what it shows"
+        gate.open()
+        await front.until_replies(len(calls))
+        assert runtime.durable_lsn == runtime.state.last_lsn
+    finally:
+        gate.open()
+        front.writer.close()
+        await front.writer.wait_closed()
+        await asyncio.gather(served, front.task)  # both end at the closed connection
+        server.close()
+        await runtime.close()
+    _check(front.replies)
+
+
+def _check(replies: dict[int, ipc.Reply]) -> None:
+    assert {i: r.kind for i, r in replies.items()} == {1: ipc.OK, 2: ipc.OK, 3: ipc.REJECTED, 4: ipc.OK, 5: ipc.OK}
+    assert json.loads(replies[1].body)["total_amount"] == 100
+    deducted = json.loads(replies[2].body)
+    assert (deducted["transaction_id"], deducted["deducted_amount"]) == ("t1", 30)
+    assert (replies[3].code, replies[3].details) == (
+        "insufficient_balance", {"wallet": None, "requested": 1000, "available": 70})
+    balance = json.loads(replies[4].body)["balance"]
+    assert (balance["total"], balance["used"], balance["available"]) == (100, 30, 70)
+    assert json.loads(replies[5].body)["key_id"] == "k2"
