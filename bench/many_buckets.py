@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import secrets
 import statistics
 import subprocess
@@ -73,14 +74,23 @@ async def _measure(server: Server, spent: int, samples: int, hammer_s: int) -> d
             get_bytes = len(await response.read())
         wrk = subprocess.Popen(["wrk", f"-t{WRK_THREADS}", "-c64", f"-d{hammer_s}s", "-s", str(LUA_DIR / "load.lua"),
                                 server.url, "--", "deduct", "1", "h" + secrets.token_hex(4), server.api_key],
-                               stdout=subprocess.DEVNULL, cwd=ROOT)  # fmt: skip
+                               stdout=subprocess.PIPE, text=True, cwd=ROOT)  # fmt: skip
         try:
             await asyncio.sleep(min(0.5, hammer_s / 4))
             bystander = await _latencies_ms(session, "c-1", samples)
         finally:
-            wrk.wait(timeout=hammer_s + 60)
+            out, _ = wrk.communicate(timeout=hammer_s + 60)
     return {"spent": spent, "samples": samples, "build_s": build_s, "hot_ms": hot, "fresh_ms": fresh,
-            "bystander_ms": bystander, "get_bytes": get_bytes}
+            "bystander_ms": bystander, "get_bytes": get_bytes, "hammer_p50_ms": _wrk_p50_ms(out)}
+
+
+def _wrk_p50_ms(stdout: str) -> float | None:
+    """The hammering connections' own p50 (load.lua's BENCH_JSON line), None if wrk gave none."""
+    lines = [line for line in stdout.splitlines() if line.startswith("BENCH_JSON ")]
+    if not lines:
+        return None
+    p50_us: float = json.loads(lines[-1].removeprefix("BENCH_JSON "))["p50_us"]
+    return p50_us / 1000
 
 
 def run(work_dir: Path, api_key: str, *, spent: int, samples: int, hammer_s: int) -> dict[str, Any]:
@@ -103,7 +113,8 @@ def report(result: dict[str, Any]) -> list[str]:
             f"deduct hot-0 ({result['spent']:,} spent): {_fmt(hot)}; fresh c-1: {_fmt(fresh)}; "
             f"ratio p50 {statistics.median(hot) / statistics.median(fresh):.2f}x",
             f"GET hot-0 body: {result['get_bytes']:,} bytes",
-            f"bystander c-1 while hot-0 is hammered (64 conns): {_fmt(bystander)}"]
+            f"bystander c-1 while hot-0 is hammered (64 conns): {_fmt(bystander)}; "
+            f"the hammering connections' own p50: {result['hammer_p50_ms']} ms"]
 
 
 def main() -> int:

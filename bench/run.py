@@ -665,6 +665,16 @@ def run_extra_rows(plan: Plan, names: tuple[str, ...], work_dir: Path, api_key: 
     return extras
 
 
+def _opt_ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def _opt_ratio(value: float, base: float | None) -> str:
+    """value / base as "0.97×", or "n/a" without a base. A bystander served like any other
+    connection (its CPU share, FIFO) is near 1×; a hot customer that slowed others is far above."""
+    return "n/a" if not base else f"{value / base:.2f}×"
+
+
 def render_extra_rows(extras: dict[str, Any]) -> list[str]:
     import statistics
 
@@ -680,7 +690,9 @@ def render_extra_rows(extras: dict[str, Any]) -> list[str]:
                 f"{p99(hot):.2f} | ratio to a fresh customer (p50): {statistics.median(hot) / statistics.median(fresh):.2f}× |",
                 f"| deduct on fresh c-1, sequential | {statistics.median(fresh):.2f} | {p99(fresh):.2f} | |",
                 f"| bystander c-1 while wrk hammers hot-0 (64 conns) | {statistics.median(bystander):.2f} | "
-                f"{p99(bystander):.2f} | ratio to idle (p50): {statistics.median(bystander) / statistics.median(fresh):.2f}× |",
+                f"{p99(bystander):.2f} | ratio to idle (p50): {statistics.median(bystander) / statistics.median(fresh):.2f}×; "
+                f"to the hammering connections' own p50 ({_opt_ms(many.get('hammer_p50_ms'))} ms): "
+                f"{_opt_ratio(statistics.median(bystander), many.get('hammer_p50_ms'))} |",
                 "", f"- {many['samples']} samples each; GET hot-0 body {many['get_bytes']:,} bytes; "
                 f"building the spent buckets took {many['build_s']:.1f} s (bench/many_buckets.py)."]
     hooks = extras.get("hooks")

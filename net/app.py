@@ -1,8 +1,8 @@
 """create_app(config, runtime): the aiohttp Application and its one route table (CONTRACT §2).
 
-The app holds no loop-bound state of its own; net/server.py runs it (AppRunner(access_log=None)).
-Middlewares, outermost first: net/observe.py's (readiness gate, metrics, request log line), then
-net/errors.py's (request id, the §3.14 envelope). `tally serve` builds the app with runtime=None
+The app holds no loop-bound state of its own and no middleware; net/transport.py's TallyRunner
+serves it with its Observer (app[OBSERVER]) around it: the readiness gate, then the request id and
+the §3.14 envelope (net/errors.py), then metrics and the request log line (net/observe.py). `tally serve` builds the app with runtime=None
 and an Observer so it can listen while recovering (§9.5), then calls `open_app` once ready.
 `client_max_size` is the request body limit (413 `request_too_large`); handler cancellation stays
 off (aiohttp's default), so a client that hangs up never cancels a write half-way.
@@ -65,10 +65,7 @@ def create_app(config: ServerConfig, runtime: Runtime | None, *, observer: Obser
         observer = Observer(CollectorRegistry(), None)
     if runtime is not None:
         observer.open(runtime)
-    app = web.Application(
-        client_max_size=config.request_size_max,
-        middlewares=[observer.middleware],  # it runs net.errors.handle_errors inside (one layer)
-    )
+    app = web.Application(client_max_size=config.request_size_max)  # TallyRunner adds app[OBSERVER]
     handlers = Handlers(NOT_READY if runtime is None else runtime)
     admin = AdminHandlers(NOT_READY if runtime is None else runtime)
     dashboard = DashboardHandlers(NOT_READY if runtime is None else runtime)

@@ -53,7 +53,7 @@ async def serve_cluster(config: ServerConfig, runtime_config: RuntimeConfig, log
     node = ClusterNode(runtime_config, log_store, on_leader=on_leader, on_standby=on_standby,
                        on_wal_batch=observer.on_wal_batch)  # fmt: skip
     observer.cluster = node
-    runner = TallyRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    runner = TallyRunner(app, observer=observer, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, backlog=2048)
     await site.start()

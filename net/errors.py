@@ -1,4 +1,4 @@
-"""The error envelope (CONTRACT §3.14), request ids, and the middleware that applies both.
+"""The error envelope (CONTRACT §3.14), request ids, and `handle_errors`, which applies both.
 
     HttpError                     an answer with a registered code (status from engine/core/codes.py)
       ClientError                 4xx: auth (401), shape (400, net/schemas), engine Rejected
@@ -201,9 +201,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def handle_errors(request: web.Request, handler: Handler, request_id: str | None = None) -> web.StreamResponse:
     """Stamp a request id on every response; turn every exception into the error envelope.
 
-    A plain coroutine, not a middleware: net/observe.py's one middleware awaits it, so a request
-    crosses one aiohttp middleware layer, not two (issue 14: the layer is on the hot path). The
-    middleware passes the `request_id` it logs (None: a new one)."""
+    A plain coroutine, not a middleware: net/observe.py's request handler awaits it around the
+    app, so a request crosses no aiohttp middleware layer (issue 14: the layer is on the hot
+    path). The observer passes the `request_id` it logs (None: a new one)."""
     if request_id is None:
         request_id = new_request_id()
     try:
@@ -226,9 +226,3 @@ async def handle_errors(request: web.Request, handler: Handler, request_id: str 
         return error_response("server_error", "internal server error", None, request_id)
     response.headers[REQUEST_ID_HEADER] = request_id
     return response
-
-
-# The same as a middleware of its own, for an app built without the observer (tests, tools).
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    return await handle_errors(request, handler)

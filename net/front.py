@@ -35,6 +35,7 @@ from net.config import ServerConfig
 from net.ledger_client import LedgerClient
 from net.logs import RequestLog, configure_logging
 from net.observe import METRICS_SOURCE, Observer
+from net.server import raise_gc_gen0_threshold
 from net.transport import TallyRunner
 
 log = logging.getLogger("tally.front")
@@ -79,6 +80,7 @@ def counters_of(observer: Observer) -> ipc.FrontCounters:
 async def run_front(spec: FrontSpec) -> int:
     """Serve until SIGTERM (returns 0) or the ledger goes away (exits EXIT_LEDGER_GONE)."""
     loop = asyncio.get_running_loop()
+    raise_gc_gen0_threshold()  # a front holds no ledger: request garbage only
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
     request_log = RequestLog(spec.log_format) if spec.log_requests else None
@@ -93,7 +95,7 @@ async def run_front(spec: FrontSpec) -> int:
     client = LedgerClient(reader, writer, spec.index, on_open=lambda: open_app(app, client), on_records=on_records,
                           counters=lambda: counters_of(observer))  # fmt: skip
     app[METRICS_SOURCE] = client.metrics_text
-    runner = TallyRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    runner = TallyRunner(app, observer=observer, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     await runner.setup()
     site = web.TCPSite(runner, spec.host, spec.port, backlog=2048, reuse_port=True)
     await site.start()

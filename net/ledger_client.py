@@ -1,6 +1,6 @@
 """LedgerClient: net/handlers.py's Runtime protocol in a front process, over net/ipc.py (issue 14).
 
-The front runs the very same aiohttp app as `tally serve --workers 1` (handlers, middleware,
+The front runs the very same aiohttp app as `tally serve --workers 1` (handlers, observer,
 envelope, OpenAPI); every Runtime call becomes one Call message to the ledger process, batched per
 loop turn (net/ipc.py Outbox), and its Reply resolves the caller's future. What crosses:
 

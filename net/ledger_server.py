@@ -1,9 +1,14 @@
 """LedgerServer: the ledger process's side of net/ipc.py (issue 14, `tally serve --workers N`).
 
-One connection per front. A frame's calls are dispatched concurrently on the one real
-engine.runtime.Runtime (the single writer: it stamps, applies in LSN order and group-commits),
-and each answer goes back, batched per loop turn, only once Runtime says it may: after the log is
-durable to what it shows (CONTRACT §4, §6). Response bodies are encoded to JSON here, once.
+One connection per front. A frame's calls run on the one real engine.runtime.Runtime (the single
+writer: it stamps, applies in LSN order and group-commits), and each answer goes back, batched per
+loop turn, only once Runtime says it may: after the log is durable to what it shows (CONTRACT §4,
+§6). Response bodies are encoded to JSON here, once.
+
+A frame is a batch (TigerBeetle's shape): its plain writes are applied at once, one after the
+other, as the frame is read (Runtime.try_apply), and their answers wait together for ONE
+durability wait (the largest LSN they rest on). Only what cannot go that way (reads, key
+changes, a write whose shard has work queued) gets a task of its own.
 
 Keys (CONTRACT §9.1-§9.2): a front authenticates from its KeyReplica. When a key create or revoke
 is applied and durable, the changed record goes to every front and the answer waits for all their
@@ -47,6 +52,20 @@ log = logging.getLogger("tally.ledger")
 KEYS_ACK_TIMEOUT_S: Final = 5.0
 METRICS_WAIT_S: Final = 2.0
 STATUS_INTERVAL_S: Final = 0.25  # readiness and recovery progress reach the fronts this often
+
+
+# Commands whose answer waits for every front's KeysAck (_publish_key): never on the fast path.
+_KEY_COMMANDS: Final = (CreateApiKey, RevokeApiKey)
+
+
+class _Applied:
+    """The writes of one frame applied at once: their replies and the LSN they all rest on."""
+
+    __slots__ = ("replies", "wait_lsn")
+
+    def __init__(self) -> None:
+        self.replies: list[ipc.Reply] = []
+        self.wait_lsn = 0
 
 
 class _Front:
@@ -138,8 +157,12 @@ class LedgerServer:
         decoder = msgspec.msgpack.Decoder(list[ipc.FrontMsg])
         try:
             while (payload := await ipc.read_frame(reader)) is not None:
+                applied = _Applied()
                 for message in decoder.decode(payload):
-                    self._handle(front, message)
+                    if type(message) is not ipc.Call or not self._apply_now(front, message, applied):
+                        self._handle(front, message)
+                if applied.replies:
+                    self._answer_when_durable(front, applied)
         except (ConnectionError, asyncio.IncompleteReadError, ipc.FrameError, msgspec.DecodeError) as error:
             log.warning("front %d connection broken: %r", front.index, error)
         finally:
@@ -183,6 +206,54 @@ class LedgerServer:
 
     # -- calls ------------------------------------------------------------------------------------
 
+    def _apply_now(self, front: _Front, call: ipc.Call, applied: _Applied) -> bool:
+        """A plain write (not a key change) applied now; its reply joins `applied`. False: it
+        must take the slow path (`_answer`: reads, key changes, a shard with work queued)."""
+        op = call.op
+        runtime = self._runtime
+        if type(op) is not ipc.Submit or runtime is None or not self._open or type(op.command) in _KEY_COMMANDS:
+            return False
+        try:
+            done = runtime.try_apply(op.command)
+        except Unavailable as error:
+            self.push_status()  # e.g. the WAL failed: /health turns 503 on every front first
+            front.outbox.send(ipc.Reply(call.id, ipc.UNAVAILABLE, code=error.code, message=error.message))
+            return True
+        if done is None:
+            return False
+        result, wait_lsn = done
+        applied.replies.append(self._reply_of(call.id, result))
+        applied.wait_lsn = max(applied.wait_lsn, wait_lsn)
+        return True
+
+    def _answer_when_durable(self, front: _Front, applied: _Applied) -> None:
+        """Send `applied`'s replies once the log is durable to its wait_lsn (503 if it fails)."""
+        runtime = self._runtime
+        assert runtime is not None
+        if applied.wait_lsn <= runtime.durable_lsn:
+            for reply in applied.replies:
+                front.outbox.send(reply)
+            return
+
+        async def answer() -> None:
+            try:
+                await runtime.wait_durable(applied.wait_lsn)
+            except Unavailable as error:
+                self.push_status()
+                for reply in applied.replies:
+                    front.outbox.send(ipc.Reply(reply.id, ipc.UNAVAILABLE, code=error.code, message=error.message))
+                return
+            for reply in applied.replies:
+                front.outbox.send(reply)
+
+        asyncio.get_running_loop().create_task(answer())
+
+    def _reply_of(self, call_id: int, result: Applied | Rejected) -> ipc.Reply:
+        if type(result) is Rejected:
+            return ipc.Reply(call_id, ipc.REJECTED, code=result.code, message=result.message, details=result.details)
+        assert type(result) is Applied
+        return ipc.Reply(call_id, ipc.OK, body=self._encoder.encode(result.body))
+
     async def _answer(self, front: _Front, call: ipc.Call) -> None:
         try:
             reply = await self._reply(call)
@@ -199,12 +270,10 @@ class LedgerServer:
         if type(op) is ipc.Metrics:
             return ipc.Reply(call.id, ipc.OK, body=await self._metrics_text())
         result = await self._run(op)
-        if type(result) is Rejected:
-            return ipc.Reply(call.id, ipc.REJECTED, code=result.code, message=result.message, details=result.details)
-        if type(result) is Applied:
-            if isinstance(op, ipc.Submit) and isinstance(op.command, (CreateApiKey, RevokeApiKey)):
-                await self._publish_key(op.command)
-            result = result.body
+        if type(result) is Applied and isinstance(op, ipc.Submit) and isinstance(op.command, _KEY_COMMANDS):
+            await self._publish_key(op.command)
+        if type(result) is Rejected or type(result) is Applied:
+            return self._reply_of(call.id, result)
         return ipc.Reply(call.id, ipc.OK, body=self._encoder.encode(result))
 
     async def _run(self, op: ipc.AnyOp) -> Any:

@@ -1,9 +1,10 @@
 """What an operator sees of a live server (CONTRACT §9.4, §9.5): metrics, request logs, readiness.
 
     Observer(registry, request_log)   one per server; no global state (the registry is passed in)
-      .middleware                      the one aiohttp middleware: readiness gate, then the
-                                       handler inside net.errors.handle_errors (one layer, not
-                                       two: issue 14), then one metrics update + one request log line
+      .request_handler(dispatch, router)  the server's request handler around the app: readiness
+                                       gate, then the app inside net.errors.handle_errors, then
+                                       one metrics update + one request log line (no aiohttp
+                                       middleware layer: issue 14)
       .on_record(lsn)                  recovery progress (called from the recovery thread)
       .on_wal_batch(records, fsync_s)  one durable WAL group commit (called on the loop)
       .open(runtime)                   recovery done, keys bootstrapped: serve every route
@@ -30,7 +31,6 @@ from typing import Any, Final
 
 import msgspec
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -52,6 +52,7 @@ FSYNC_BOUNDS_S: Final = (0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.00
 BATCH_BOUNDS: Final = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+RequestHandler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]  # what a web.Server calls
 
 
 class _Histogram:
@@ -139,7 +140,6 @@ class Observer:
         self.batch = _Histogram(BATCH_BOUNDS)
         self.registry = registry
         registry.register(_Collector(self))
-        self.middleware: Middleware = self._make_middleware()
 
     def on_record(self, _lsn: int) -> None:
         """Recovery replayed one more record (from the recovery thread)."""
@@ -170,7 +170,14 @@ class Observer:
             cell = self._cells[(route, method)] = _Cell(self.requests, route, method, histogram)
         return cell
 
-    def _make_middleware(self) -> Middleware:
+    def request_handler(self, dispatch: Handler, router: web.UrlDispatcher) -> RequestHandler:
+        """The server's request handler (net/transport.py TallyRunner passes the app's own
+        `dispatch`, which routes and runs the endpoint): the readiness gate, then `dispatch`
+        inside net.errors.handle_errors, then one metrics update and one request log line.
+
+        It wraps the app from outside rather than as an aiohttp middleware, so a request crosses
+        no middleware layer (issue 14: aiohttp adds a coroutine and a current-app switch per
+        middleware per request). `router` labels the requests the gate answers unrouted."""
         # Per request the hot path does: one clock read before and after, one cached route label
         # (per aiohttp resource), one cached cell (per label pair), an int bump, a histogram
         # bucket, and the request line only when request lines are on (issue 14: no per-request
@@ -179,24 +186,22 @@ class Observer:
         cell_of = self._cell
         perf_counter = time.perf_counter
 
-        async def observe_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        async def observed(request: web.BaseRequest) -> web.StreamResponse:
+            assert isinstance(request, web.Request)  # the app's request factory makes these
             started = perf_counter()
             request_id = new_request_id()
-            cluster = self.cluster
-            if cluster is not None and request.path == HEALTH_PATH and cluster.role == "leader":
-                response: web.StreamResponse = self._cluster_health(request, cluster, request_id)
-            elif cluster is not None and cluster.role != "leader" and request.path not in STATIC_PATHS:
-                response = self._standby(request, cluster, request_id)
-            elif self.runtime is None and request.path not in STATIC_PATHS:
-                response = self._not_ready(request, request_id)
+            response = self._gate(request, request_id)
+            if response is None:
+                response = await handle_errors(request, dispatch, request_id)  # dispatch routed it
+                match_info = request.match_info
             else:
-                response = await handle_errors(request, handler, request_id)  # the error layer, inlined
+                match_info = await router.resolve(request)
             duration_s = perf_counter() - started
             method = request.method
-            key = (request.match_info.route.resource, method if method in METHODS else "OTHER")
+            key = (match_info.route.resource, method if method in METHODS else "OTHER")
             cell = cells.get(key)
             if cell is None:
-                cell = cell_of(route_label(request), method)
+                cell = cell_of(route_label(match_info, request.raw_path), method)
                 if not cell.route.startswith(CUSTOMER_LABEL_PREFIX):  # that label depends on the path
                     cells[key] = cell  # bounded: the app's resources (and None) x METHODS + OTHER
             route = cell.route
@@ -208,7 +213,19 @@ class Observer:
                 request_log.line(request_id, method, route, status, code, duration_s)
             return response
 
-        return web.middleware(observe_middleware)
+        return observed
+
+    def _gate(self, request: web.Request, request_id: str) -> web.StreamResponse | None:
+        """The answer of a server that does not serve this request (cluster standby, still
+        recovering), or None: serve it."""
+        cluster = self.cluster
+        if cluster is not None and request.path == HEALTH_PATH and cluster.role == "leader":
+            return self._cluster_health(request, cluster, request_id)
+        if cluster is not None and cluster.role != "leader" and request.path not in STATIC_PATHS:
+            return self._standby(request, cluster, request_id)
+        if self.runtime is None and request.path not in STATIC_PATHS:
+            return self._not_ready(request, request_id)
+        return None
 
     def _not_ready(self, request: web.Request, request_id: str) -> web.StreamResponse:
         """Before `open` (CONTRACT §9.5): /health says how far recovery is; /metrics answers;
@@ -249,15 +266,15 @@ class Observer:
         return response
 
 
-def route_label(request: web.Request) -> str:
+def route_label(match_info: web.UrlMappingMatchInfo, raw_path: str) -> str:
     """The route template of a request (never its raw path): "/v1/billing/deduct",
     "/v1/customers/{customer_id}", "/v1/customers/{customer_id}/ledger", or "unmatched"."""
-    resource = request.match_info.route.resource
+    resource = match_info.route.resource
     if resource is None:
         return UNMATCHED_ROUTE
     route = resource.canonical
     if route == CUSTOMER_ROUTE:
-        path = request.raw_path.partition("?")[0]
+        path = raw_path.partition("?")[0]
         return "/v1/customers/{customer_id}/ledger" if path.endswith("/ledger") else "/v1/customers/{customer_id}"
     return route
 

@@ -23,6 +23,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from net.errors import new_request_id, refusal_response, unreadable_message
+from net.observe import Observer
 
 log = logging.getLogger("tally.server")
 
@@ -42,7 +43,7 @@ class _Connection(web.RequestHandler):
         self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
     ) -> web.StreamResponse:
         """aiohttp's answer to a request it could not parse (status 400, `exc` the parser's error)
-        or whose handler raised past the middleware (500: a bug). Ours: the §3.14 envelope."""
+        or whose handler raised past net.errors.handle_errors (500: a bug). Ours: the §3.14 envelope."""
         if request.writer.output_size > 0:  # as aiohttp: a started answer cannot be replaced
             raise ConnectionError("response already started; cannot send the error envelope")
         request_id = new_request_id()
@@ -134,17 +135,24 @@ class _Server(web.Server):
 
 
 class TallyRunner(web.AppRunner):
-    """web.AppRunner serving through `_Server`. aiohttp has no public hook for the protocol
-    class, so this rebuilds the Server the app made with the same arguments; the assert fails
-    loudly if a future aiohttp makes that Server something else."""
+    """web.AppRunner serving through `_Server`, whose request handler is `observer`'s around the
+    app's own (net/observe.py: the gate, the error envelope, metrics and the request log, with
+    no aiohttp middleware layer). aiohttp has no public hook for the protocol class, so this
+    rebuilds the Server the app made with the same arguments; the asserts fail loudly if a
+    future aiohttp makes that Server something else."""
+
+    def __init__(self, app: web.Application, *, observer: Observer, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._observer = observer
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         assert type(server) is web.Server, type(server)
         # CONTRACT §7.12 + §4: a client that hangs up never cancels a write half-way.
         assert not server.handler_cancellation
+        assert not self.app.middlewares, "the observer is the one layer around the app"
         return _Server(
-            server.request_handler,
+            self._observer.request_handler(server.request_handler, self.app.router),
             request_factory=server.request_factory,
             handler_cancellation=False,
             loop=server._loop,

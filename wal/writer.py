@@ -35,8 +35,6 @@ pass a file that fails the Nth write or fdatasync, or tears a write.
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 import os
 import queue
 import threading
@@ -60,6 +58,7 @@ from wal.frame import (
     list_segments,
     segment_name,
 )
+from wal.waiters import DurableWaiters
 
 __all__ = ["LogFile", "OsLogFile", "WalStats", "WalWriter"]
 
@@ -132,9 +131,7 @@ class WalWriter:
         self._buffer = bytearray()  # pending frames, back to back
         self._buffer_base = 0  # bytes taken from the buffer so far
         self._frame_ends: deque[int] = deque()  # end of each pending frame, counted from _buffer_base 0
-        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # heap by lsn
-        self._waiter_serial = itertools.count()
-        self._room_waiters: list[asyncio.Future[None]] = []
+        self._waiters = DurableWaiters()  # parked on durability and on queue room
         self._failure: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # set by start(): the flusher wakes it
         self._thread: threading.Thread | None = None
@@ -245,9 +242,7 @@ class WalWriter:
         while self.room() < records:
             if self._failure is not None:
                 raise self._failed_error()
-            room = asyncio.get_running_loop().create_future()
-            self._room_waiters.append(room)
-            await room
+            await self._waiters.room()
             waited = True
         if self._failure is not None:
             raise self._failed_error()
@@ -261,9 +256,7 @@ class WalWriter:
         if self._failure is not None:
             raise self._failed_error()
         assert lsn <= self._appended_lsn, f"wait for lsn {lsn}, appended only {self._appended_lsn}"
-        waiter = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiters, (lsn, next(self._waiter_serial), waiter))
-        await waiter
+        await self._waiters.durable(lsn)
 
     async def start(self) -> None:
         """Start the flusher thread; frames appended before start form its first batch."""
@@ -422,28 +415,13 @@ class WalWriter:
             self.fsync_latency_us.append(latency_us)
         if self.on_batch is not None:
             self.on_batch(records, None if latency_us is None else latency_us / 1e6)
-        waiters = self._waiters
-        while waiters and waiters[0][0] <= lsn_last:
-            waiter = heapq.heappop(waiters)[2]
-            if not waiter.done():
-                waiter.set_result(None)
-        self._wake_room_waiters()
-
-    def _wake_room_waiters(self) -> None:
-        room_waiters, self._room_waiters = self._room_waiters, []
-        for room in room_waiters:
-            if not room.done():
-                room.set_result(None)
+        self._waiters.release(lsn_last)
 
     def _fail(self, error: BaseException) -> None:
         if self._failure is None:
             self._failure = error
         self._closing = True
-        waiters, self._waiters = self._waiters, []
-        for _, _, waiter in waiters:
-            if not waiter.done():
-                waiter.set_exception(self._failed_error())
-        self._wake_room_waiters()  # they re-check and raise
+        self._waiters.fail(self._failed_error)  # room waiters wake, re-check and raise
 
     def _failed_error(self) -> WalFailed:
         failed = WalFailed(f"the log writer stopped after an I/O error at lsn {self._durable_lsn + 1}: {self._failure!r}")

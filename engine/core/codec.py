@@ -9,7 +9,7 @@ on decode, so `digest(decode_state(encode_state(s))) == digest(s)`. The snapshot
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
@@ -20,6 +20,7 @@ from engine.core.state import (
     STATE_VERSION,
     ApiKey,
     Bucket,
+    CustomerExtras,
     CustomerState,
     DeductRecord,
     DepositRecord,
@@ -136,10 +137,10 @@ def hooks_snap(state: LedgerState, *, canonical: bool = False) -> HooksSnap | No
             queues.sort(key=lambda q: q.customer_id)
         webhooks.append(WebhookSnap(entry.webhook, queues, list(entry.attempts)))
     rules = [
-        RulesSnap(project.name, customer.customer_id, customer.alerts)
+        RulesSnap(project.name, customer.customer_id, customer.extras.alerts)
         for project in state.projects.values()
         for customer in project.customers.values()
-        if customer.alerts is not None
+        if customer.extras is not None and customer.extras.alerts is not None
     ]
     if canonical:
         rules.sort(key=lambda r: (r.project, r.customer_id))
@@ -171,20 +172,26 @@ def _project_snap(project: ProjectState, canonical: bool) -> ProjectSnap:
 
 
 def _customer_snap(c: CustomerState) -> CustomerSnap:
+    x = c.extras  # None for most customers: one test instead of seven (CustomerExtras)
+    txns: list[FreezeRecord | DeductRecord | RefundRecord | VoidRecord] = [*(c.txns or {}).values()]
+    if x is not None:
+        txns += [*(x.refunds or {}).values(), *(x.voids or {}).values()]
+    keyed = c.keyed_deposits
     core = (
-        c.customer_id, c.created_at_ms, c.name, c.email, c.metadata, c.last_lsn, c.buckets, c.entries,
-        [*(c.txns or {}).values(), *(c.refunds or {}).values(), *(c.voids or {}).values()],
-        c.deposits or [],
+        c.customer_id, c.created_at_ms, c.name, c.email, c.metadata, c.last_lsn,
+        cast("list[Bucket]", c.buckets), cast("list[LedgerEntry]", c.entries),  # a tuple encodes as a list
+        txns,
+        [] if keyed is None else [keyed] if isinstance(keyed, DepositRecord) else keyed,
     )  # fmt: skip
-    if not (c.slot_pools or c.slot_events or c.slot_keys or c.entitlements or c.entitlement_events):
+    if x is None or not (x.slot_pools or x.slot_events or x.slot_keys or x.entitlements or x.entitlement_events):
         return CustomerCoreSnap(*core)  # type: ignore[return-value]  # encodes as the original layout
     return CustomerSnap(
         *core,
-        slot_pools=c.slot_pools or None,
-        slot_events=c.slot_events or None,
-        slot_keys=list(c.slot_keys.values()) if c.slot_keys else None,
-        entitlements=list(c.entitlements.values()) if c.entitlements else None,
-        entitlement_events=c.entitlement_events or None,
+        slot_pools=x.slot_pools or None,
+        slot_events=x.slot_events or None,
+        slot_keys=list(x.slot_keys.values()) if x.slot_keys else None,
+        entitlements=list(x.entitlements.values()) if x.entitlements else None,
+        entitlement_events=x.entitlement_events or None,
     )
 
 
@@ -237,20 +244,25 @@ def _customer_from_snap(cs: CustomerSnap, strings: dict[str, str]) -> CustomerSt
         buckets=cs.buckets,
         entries=cs.entries,
         txns={r.transaction_id: r for r in txns if isinstance(r, (FreezeRecord, DeductRecord))} or None if txns else None,
-        refunds={r.refund_id: r for r in txns if isinstance(r, RefundRecord)} or None if txns else None,
-        voids={r.void_id: r for r in txns if isinstance(r, VoidRecord)} or None if txns else None,
-        deposits=cs.deposits or None,
-        slot_pools=cs.slot_pools,
-        slot_events=cs.slot_events,
-        slot_keys=None if cs.slot_keys is None else {r.idempotency_key: r for r in cs.slot_keys},
-        entitlements=None if cs.entitlements is None else {e.feature_key: e for e in cs.entitlements},
-        entitlement_events=cs.entitlement_events,
+        keyed_deposits=(cs.deposits[0] if len(cs.deposits) == 1 else cs.deposits) if cs.deposits else None,
     )
-    _share_strings(customer, strings)
+    refunds = {r.refund_id: r for r in txns if isinstance(r, RefundRecord)} or None if txns else None
+    voids = {r.void_id: r for r in txns if isinstance(r, VoidRecord)} or None if txns else None
+    if refunds or voids or cs.slot_pools or cs.slot_events or cs.slot_keys or cs.entitlements or cs.entitlement_events:
+        customer.extras = CustomerExtras(
+            refunds=refunds,
+            voids=voids,
+            slot_pools=cs.slot_pools,
+            slot_events=cs.slot_events,
+            slot_keys=None if cs.slot_keys is None else {r.idempotency_key: r for r in cs.slot_keys},
+            entitlements=None if cs.entitlements is None else {e.feature_key: e for e in cs.entitlements},
+            entitlement_events=cs.entitlement_events,
+        )
+    _share_strings(customer, cs.deposits, strings)
     return customer
 
 
-def _share_strings(customer: CustomerState, strings: dict[str, str]) -> None:
+def _share_strings(customer: CustomerState, deposits: list[DepositRecord], strings: dict[str, str]) -> None:
     """Decoding made a fresh copy of every string; share one object per distinct wallet, source
     and op, so a restored customer costs what a live one does, or less. A customer's records
     mostly repeat one wallet and one source: comparing with the previous one first skips most
@@ -274,7 +286,7 @@ def _share_strings(customer: CustomerState, strings: dict[str, str]) -> None:
         if (text := entry.op) != op:
             op = _OPS.get(text) or intern(text, text)
         entry.op = op
-    for record in customer.deposits or ():
+    for record in deposits:
         if (text := record.wallet) != wallet:
             wallet = intern(text, text)
         record.wallet = wallet

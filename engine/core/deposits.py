@@ -149,10 +149,7 @@ def _deposit_write(
         command.expires_at_ms, wallet_total,
     )  # fmt: skip
     if key is not None:
-        if customer.deposits is None:
-            customer.deposits = [record]
-        else:
-            customer.deposits.append(record)
+        customer.add_deposit(record)
         project.deposit_records[key] = record
     commit(state, customer, lsn)
     return Applied(deposit_response(customer.customer_id, record, False), True)

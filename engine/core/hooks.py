@@ -226,15 +226,17 @@ def derive_events(state: LedgerState, hooks: HooksState, lsn: int, command: Any)
     webhook that wants them. Order: credits.expired (entry order), freeze.auto_settled, then the
     threshold crossings, customer level first."""
     customer = find_customer(state, command.project, command.customer_id)
-    if customer is None or (customer.alerts is None and type(command) in _QUIET):
+    if customer is None:
         return
-    if command.project not in hooks.by_project and customer.alerts is None:
+    extras = customer.extras  # read once: `customer.alerts` is a descriptor (CustomerExtras)
+    alerts = None if extras is None else extras.alerts
+    if alerts is None and (type(command) in _QUIET or command.project not in hooks.by_project):
         return
     events: list[Event] = []
     _expiry_events(customer, lsn, command, events)
     if type(command) is AutoSettle:
         _settle_event(customer, lsn, command, events)
-    if customer.alerts is not None:
+    if alerts is not None:
         _threshold_events(customer, lsn, command, events)
     if events:
         _enqueue(hooks, events)

@@ -22,6 +22,7 @@ Returns a list of human-readable problems (empty when sound). Pure: reads the st
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import defaultdict
 
 from engine.core.limits import AMOUNT_MAX
@@ -42,6 +43,8 @@ from engine.core.state import (
     DeductRecord,
     FreezeRecord,
     LedgerState,
+    ProjectState,
+    account_id,
     entry_id,
     pool_id,
 )
@@ -54,6 +57,7 @@ def check_invariants(state: LedgerState) -> list[str]:
             problems.append(f"project={project.name!r} customer index != its customers")
         if not set(project.open_freezes) <= set(project.customers):
             problems.append(f"project={project.name!r} open-freeze index names an unknown customer")
+        problems.extend(f"project={project.name!r} {p}" for p in _check_deposit_index(project))
         for customer in project.customers.values():
             where = f"project={project.name!r} customer={customer.customer_id!r}"
             problems.extend(f"{where} {p}" for p in _check_customer(customer))
@@ -101,6 +105,33 @@ def _check_customer(customer: CustomerState) -> list[str]:
     problems.extend(_check_corrections(customer))
     problems.extend(check_bucket_index(customer))
     return problems
+
+
+def _check_deposit_index(project: ProjectState) -> list[str]:
+    """The derived idempotency index (ProjectState.deposit_records, CONTRACT §3.9) holds exactly
+    the customers' keyed deposits (the same objects), each naming a bucket of its customer with
+    the deposit's amount; a customer's keyed deposits are in first-use (lsn) order."""
+    problems = []
+    count = 0
+    for customer in project.customers.values():
+        records = customer.deposits
+        count += len(records)
+        if any(a.lsn >= b.lsn for a, b in zip(records, records[1:])):
+            problems.append(f"customer={customer.customer_id!r} keyed deposits out of lsn order")
+        for record in records:
+            if project.deposit_records.get(record.idempotency_key) is not record:
+                problems.append(f"deposit index lacks the key {record.idempotency_key!r}")
+            elif project.bucket_owner(record.lsn) != customer.customer_id or not _has_bucket(customer, record.lsn, record.amount):
+                problems.append(f"deposit {record.idempotency_key!r} does not match its bucket {account_id(record.lsn)}")
+    if count != len(project.deposit_records):
+        problems.append(f"deposit index holds {len(project.deposit_records)} keys, the customers {count}")
+    return problems
+
+
+def _has_bucket(customer: CustomerState, lsn: int, total: int) -> bool:
+    buckets = customer.buckets
+    i = bisect_left(buckets, lsn, key=lambda bucket: bucket.lsn)
+    return i < len(buckets) and buckets[i].lsn == lsn and buckets[i].total == total
 
 
 def _check_open_freezes(index: dict[str, FreezeRecord] | None, customer: CustomerState) -> list[str]:

@@ -143,9 +143,9 @@ def reindex(customer: CustomerState, bucket: Bucket) -> None:
     i, present = _live_position(customer, bucket)
     if holds and not present:
         remove(customer, bucket)  # a refund gave credit back to a spent bucket
-        customer.live.insert(i, bucket)
+        customer.live_list().insert(i, bucket)
     elif not holds and present:
-        del customer.live[i]
+        del customer.live_list()[i]
         add(customer, bucket)
 
 
@@ -154,7 +154,7 @@ def close(customer: CustomerState, bucket: Bucket) -> None:
     assert bucket.is_expired
     i, present = _live_position(customer, bucket)
     if present:
-        del customer.live[i]
+        del customer.live_list()[i]
     else:
         remove(customer, bucket)
     customer.open_total -= bucket.total

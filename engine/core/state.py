@@ -9,12 +9,16 @@ Two kinds of fields live here:
 - **derived** fields (marked `# derived`) are indexes and heaps rebuilt from the persistent ones
   by `rebuild_derived` (after a snapshot load). They are never encoded or hashed.
 
-Memory (an idle customer with one bucket and one GRANT entry should stay near 1 KiB): every
-Struct that can never be part of a reference cycle is `gc=False` (no GC header, never scanned);
-containers a quiet customer does not need are None until first used; bucket `account_id` and entry
-`id` are derived from LSNs instead of stored; entries reference the bucket's `wallet` / `source`
-strings instead of copying them. Ledger position indexes only exist once a customer has more than
-`INDEX_ENTRIES_MIN` entries (below that a scan is as fast as a bisect).
+Memory (an idle customer with one bucket and one GRANT entry should stay under 1 KiB, issue 14;
+`python -m bench.memory_probe` measures it in seconds): every Struct that can never be part of a
+reference cycle is `gc=False` (no GC header, never scanned); containers a quiet customer does not
+need are None until first used, and what most customers never use (refunds, voids, alert rules,
+slots, entitlements) sits behind one pointer (`CustomerExtras`); a customer's only bucket, entry
+and live bucket are held in tuples of one (48 bytes, a list of one is 72) and its only keyed
+deposit as the record itself; bucket `account_id` and entry `id` are derived from LSNs instead of
+stored; entries reference the bucket's `wallet` / `source` strings instead of copying them. Ledger
+position indexes only exist once a customer has more than `INDEX_ENTRIES_MIN` entries (below that
+a scan is as fast as a bisect).
 """
 
 from __future__ import annotations
@@ -23,9 +27,10 @@ import heapq
 from array import array
 from bisect import bisect_left, insort
 from collections import deque
+from collections.abc import Sequence
 from itertools import compress, repeat
 from operator import attrgetter, is_not
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar, overload
 
 import msgspec
 from sortedcontainers import SortedList
@@ -334,8 +339,65 @@ def allocation_key(bucket: Bucket) -> tuple[int, int, int]:
     return (0, bucket.expires_at_ms, bucket.lsn)
 
 
+class CustomerExtras(msgspec.Struct, gc=False):
+    """The parts of a customer most customers never use (refunds and voids, alert rules, slots,
+    entitlements): one object, None on `CustomerState.extras` until the first of them is set, so
+    an idle customer carries one pointer for all twelve (8 bytes each, issue 14). Read and written
+    through the same-named attributes of CustomerState (`_Extra`); nothing here points back."""
+
+    refunds: dict[str, RefundRecord] | None = None  # by refund_id (CONTRACT §10.1)
+    voids: dict[str, VoidRecord] | None = None  # by void_id (CONTRACT §10.2)
+    refunded: dict[str, int] | None = None  # derived: transaction_id -> refunded so far
+    voided: dict[int, str] | None = None  # derived: bucket_lsn -> void_id
+    refund_lsns: dict[int, str] | None = None  # derived: lsn of a refund -> refund_id
+    # CONTRACT §11 alert rules, customer level first; persisted in the snapshot's hooks section
+    alerts: list[AlertRule] | None = None
+    # Slots and entitlements (CONTRACT §8)
+    slot_pools: list[SlotPool] | None = None  # creation order; a customer has few pools
+    slot_events: list[SlotEvent] | None = None  # lsn order
+    slot_keys: dict[str, SlotKeyRecord] | None = None  # grant/revoke idempotency keys
+    entitlements: dict[str, Entitlement] | None = None  # by feature_key, first-set order
+    entitlement_events: list[EntitlementEvent] | None = None  # lsn order
+    holding_index: dict[int, tuple[SlotPool, str]] | None = None  # derived: claim lsn -> (pool, resource)
+
+
+_T = TypeVar("_T")
+
+
+class _Extra(Generic[_T]):
+    """`customer.<name>` reads `customer.extras.<name>` (None while `extras` is None); setting a
+    value other than None creates `extras` on first use. Setting None never creates it."""
+
+    __slots__ = ("name",)
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        assert name in CustomerExtras.__struct_fields__, name
+        self.name = name
+
+    @overload
+    def __get__(self, customer: None, owner: type) -> _Extra[_T]: ...
+    @overload
+    def __get__(self, customer: CustomerState, owner: type) -> _T | None: ...
+    def __get__(self, customer: CustomerState | None, owner: type) -> _Extra[_T] | _T | None:
+        if customer is None:
+            return self
+        extras = customer.extras
+        return None if extras is None else getattr(extras, self.name)
+
+    def __set__(self, customer: CustomerState, value: _T | None) -> None:
+        extras = customer.extras
+        if extras is None:
+            if value is None:
+                return
+            extras = customer.extras = CustomerExtras()
+        setattr(extras, self.name, value)
+
+
 class CustomerState(msgspec.Struct, gc=False):
-    """One customer. gc=False: nothing inside points back to it (no cycle is possible)."""
+    """One customer. gc=False: nothing inside points back to it (no cycle is possible).
+
+    Issue 14 (an idle customer with one bucket near 1 KiB): 16 fields (144 bytes); what most
+    customers never use lives in `extras`, one keyed deposit is held without a list."""
 
     customer_id: str
     created_at_ms: int
@@ -343,36 +405,61 @@ class CustomerState(msgspec.Struct, gc=False):
     email: str | None = None
     metadata: dict[str, Any] | None = None
     last_lsn: int = 0
-    buckets: list[Bucket] = msgspec.field(default_factory=list)  # every bucket, lsn order
-    entries: list[LedgerEntry] = msgspec.field(default_factory=list)  # (lsn, i) order
+    # Every bucket in lsn order and every entry in (lsn, i) order: a tuple while there is exactly
+    # one (48 bytes, a list of one 72: issue 14), else a list. Appended only by add_bucket and
+    # add_entry.
+    buckets: list[Bucket] | tuple[Bucket] = msgspec.field(default_factory=list)
+    entries: list[LedgerEntry] | tuple[LedgerEntry] = msgspec.field(default_factory=list)
     txns: dict[str, FreezeRecord | DeductRecord] | None = None  # by transaction_id
-    # first-use order; found by key through ProjectState.deposit_records (a list of one record
-    # costs 64 bytes, a dict of one 184: most customers have one keyed deposit, issue 14)
-    deposits: list[DepositRecord] | None = None
+    # The deposits made with an idempotency key, first-use order: None, the one record itself, or
+    # a list of two or more (a list of one costs 72 bytes and most customers have one keyed
+    # deposit, issue 14). Read through `deposits`; found by key via ProjectState.deposit_records.
+    keyed_deposits: DepositRecord | list[DepositRecord] | None = None
     # derived: open buckets still holding available or frozen credit, §3.6 order. Open buckets
-    # holding none (spent) are in `spent` instead (engine/core/spent.py, CONTRACT §7.11).
-    live: list[Bucket] = msgspec.field(default_factory=list)
+    # holding none (spent) are in `spent` instead (engine/core/spent.py, CONTRACT §7.11). A tuple
+    # of one when add_bucket put the first bucket in (as `buckets`); changed via live_list().
+    live: list[Bucket] | tuple[Bucket] = msgspec.field(default_factory=list)
     due: list[tuple[int, int, int, str | None]] | None = None  # derived: (due_ms, kind, lsn, txn)
     # derived: the ledger position indexes (op, transaction_id, wallet / business type, time),
     # one object built past INDEX_ENTRIES_MIN entries: one field here, not four (8 bytes each on
     # every customer, issue 14). Read through the properties below.
     entry_index: EntryIndex | None = None
-    refunds: dict[str, RefundRecord] | None = None  # by refund_id (CONTRACT §10.1)
-    voids: dict[str, VoidRecord] | None = None  # by void_id (CONTRACT §10.2)
-    refunded: dict[str, int] | None = None  # derived: transaction_id -> refunded so far
-    voided: dict[int, str] | None = None  # derived: bucket_lsn -> void_id
-    refund_lsns: dict[int, str] | None = None  # derived: lsn of a refund -> refund_id
     spent: SpentIndex | None = None  # derived: open buckets holding no credit (§7.11)
     open_total: int = 0  # derived: sum of the totals of open buckets (the §3.1 customer bound)
-    # CONTRACT §11 alert rules, customer level first; persisted in the snapshot's hooks section
-    alerts: list[AlertRule] | None = None
-    # Slots and entitlements (CONTRACT §8): None until first used, so an idle customer stays small.
-    slot_pools: list[SlotPool] | None = None  # creation order; a customer has few pools
-    slot_events: list[SlotEvent] | None = None  # lsn order
-    slot_keys: dict[str, SlotKeyRecord] | None = None  # grant/revoke idempotency keys
-    entitlements: dict[str, Entitlement] | None = None  # by feature_key, first-set order
-    entitlement_events: list[EntitlementEvent] | None = None  # lsn order
-    holding_index: dict[int, tuple[SlotPool, str]] | None = None  # derived: claim lsn -> (pool, resource)
+    extras: CustomerExtras | None = None  # refunds, voids, alerts, slots, entitlements (above)
+
+    # The fields of CustomerExtras, read and written as if they were this struct's own.
+    refunds = _Extra[dict[str, RefundRecord]]()
+    voids = _Extra[dict[str, VoidRecord]]()
+    refunded = _Extra[dict[str, int]]()
+    voided = _Extra[dict[int, str]]()
+    refund_lsns = _Extra[dict[int, str]]()
+    alerts = _Extra[list[AlertRule]]()
+    slot_pools = _Extra[list[SlotPool]]()
+    slot_events = _Extra[list[SlotEvent]]()
+    slot_keys = _Extra[dict[str, SlotKeyRecord]]()
+    entitlements = _Extra[dict[str, Entitlement]]()
+    entitlement_events = _Extra[list[EntitlementEvent]]()
+    holding_index = _Extra[dict[int, tuple[SlotPool, str]]]()
+
+    @property
+    def deposits(self) -> Sequence[DepositRecord]:
+        """The keyed deposits, first-use order (empty when none)."""
+        keyed = self.keyed_deposits
+        if keyed is None:
+            return ()
+        if isinstance(keyed, DepositRecord):
+            return (keyed,)
+        return keyed
+
+    def add_deposit(self, record: DepositRecord) -> None:
+        keyed = self.keyed_deposits
+        if keyed is None:
+            self.keyed_deposits = record
+        elif isinstance(keyed, DepositRecord):
+            self.keyed_deposits = [keyed, record]
+        else:
+            keyed.append(record)
 
     @property
     def op_positions(self) -> dict[str, list[int]] | None:
@@ -402,30 +489,44 @@ class CustomerState(msgspec.Struct, gc=False):
         return bucket
 
     def add_bucket(self, bucket: Bucket) -> None:
-        # A first element gets a list of exactly one slot (64 bytes); append() on an empty list
-        # reserves four (88 bytes). Three such lists per idle customer: issue 14's memory bound.
-        if self.buckets:
-            assert self.buckets[-1].lsn < bucket.lsn
-            self.buckets.append(bucket)
+        # A first bucket is held in a tuple of one (48 bytes; a list of one costs 72, and append()
+        # on an empty list reserves four slots: 88). The second makes it a list (issue 14).
+        buckets = self.buckets
+        assert not buckets or buckets[-1].lsn < bucket.lsn
+        if not isinstance(buckets, list):
+            self.buckets = [*buckets, bucket]
+        elif buckets:
+            buckets.append(bucket)
         else:
-            self.buckets = [bucket]
+            self.buckets = (bucket,)
         if not bucket.is_expired:
             assert bucket.total > 0  # a new bucket holds credit: it starts in `live`
             if self.live:
-                insort(self.live, bucket, key=allocation_key)
+                insort(self.live_list(), bucket, key=allocation_key)
             else:
-                self.live = [bucket]
+                self.live = (bucket,)
             # 0 + total would be a new int object (28 bytes) equal to the bucket's: share it.
             self.open_total = self.open_total + bucket.total if self.open_total else bucket.total
+
+    def live_list(self) -> list[Bucket]:
+        """`live`, to be changed in place: a tuple of one becomes a list first."""
+        live = self.live
+        if isinstance(live, list):
+            return live
+        self.live = changeable = list(live)
+        return changeable
 
     def add_entry(self, entry: LedgerEntry) -> None:
         """Append one entry and keep the position indexes (if built) in step."""
         assert entry.amount > 0, entry  # CONTRACT §3.12: zero-amount entries are never written
-        position = len(self.entries)
-        if position:
-            self.entries.append(entry)
+        entries = self.entries
+        position = len(entries)
+        if not isinstance(entries, list):  # one entry so far, held as in add_bucket
+            self.entries = [*entries, entry]
+        elif position:
+            entries.append(entry)
         else:
-            self.entries = [entry]  # one slot, as in add_bucket
+            self.entries = (entry,)
         if self.entry_index is not None:
             _index_entry(self, entry, position)
         elif position + 1 > INDEX_ENTRIES_MIN:
@@ -599,14 +700,13 @@ def rebuild_derived(state: LedgerState) -> None:
             _rebuild_customer(customer)
             if customer.txns:
                 _rebuild_txn_owners(project, customer)
-            if customer.deposits:
-                deposits += customer.deposits
-            for refund_id in customer.refunds or ():
-                project.refund_owner[refund_id] = customer.customer_id
-            for void_id in customer.voids or ():
-                project.void_owner[void_id] = customer.customer_id
-            for key in customer.slot_keys or ():
-                project.slot_key_owner[key] = customer.customer_id
+            keyed = customer.keyed_deposits  # None, one record, or a list (no tuple built here)
+            if isinstance(keyed, DepositRecord):
+                deposits.append(keyed)
+            elif keyed is not None:
+                deposits += keyed
+            if customer.extras is not None:  # refunds, voids, slots (CustomerExtras)
+                _rebuild_extra_owners(project, customer, customer.extras)
             for due in customer.due or ():
                 state.due_heap.append((due[0], project.name, customer.customer_id))
             buckets += customer.buckets
@@ -624,6 +724,15 @@ def _rebuild_txn_owners(project: ProjectState, customer: CustomerState) -> None:
             frozen.append(txn)
     for freeze in sorted(frozen, key=_record_lsn):
         project.open_freeze(customer.customer_id, freeze)
+
+
+def _rebuild_extra_owners(project: ProjectState, customer: CustomerState, extras: CustomerExtras) -> None:
+    for refund_id in extras.refunds or ():
+        project.refund_owner[refund_id] = customer.customer_id
+    for void_id in extras.voids or ():
+        project.void_owner[void_id] = customer.customer_id
+    for key in extras.slot_keys or ():
+        project.slot_key_owner[key] = customer.customer_id
 
 
 def _record_lsn(record: FreezeRecord) -> int:
@@ -685,16 +794,17 @@ def _rebuild_customer(customer: CustomerState) -> None:
             due_ms = record.unfreeze_after_ms if record.unfreeze_after_ms is not None else record.consume_after_ms
             if due_ms is not None:
                 customer.push_due((due_ms, DUE_SETTLE, record.lsn, record.transaction_id))
-    customer.holding_index = None
-    for pool in customer.slot_pools or ():
-        for resource_id, holding in (pool.holdings or {}).items():
-            index_holding(customer, pool, resource_id, holding.lsn)
-            if holding.due_ms is not None:
-                customer.push_due((holding.due_ms, DUE_SLOT_RELEASE, holding.lsn, None))
+    if customer.extras is not None:  # slots, refunds, voids (CustomerExtras)
+        customer.holding_index = None
+        for pool in customer.slot_pools or ():
+            for resource_id, holding in (pool.holdings or {}).items():
+                index_holding(customer, pool, resource_id, holding.lsn)
+                if holding.due_ms is not None:
+                    customer.push_due((holding.due_ms, DUE_SLOT_RELEASE, holding.lsn, None))
+        rebuild_corrections(customer)
     customer.entry_index = None
     if len(customer.entries) > INDEX_ENTRIES_MIN:
         build_entry_indexes(customer)
-    rebuild_corrections(customer)
 
 
 def rebuild_corrections(customer: CustomerState) -> None:

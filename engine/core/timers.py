@@ -61,7 +61,8 @@ def apply_expire_buckets(state: LedgerState, lsn: int, command: ExpireBuckets) -
             customer.add_entry(entry(lsn, i, EXPIRE, bucket, remainder, None, "UNDEFINED", None, bucket.expires_at_ms))
             i += 1
         customer.open_total -= bucket.total
-    del live[:count]
+    if count:
+        del customer.live_list()[:count]
     for bucket in spent_due:  # lsn order among equal expiry: no entries, so order is moot
         bucket.is_expired = True
         spent.close(customer, bucket)

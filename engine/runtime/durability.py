@@ -72,6 +72,10 @@ class Durability:
         finally:
             self._resolver = None
 
+    def has_log_room(self, items: int) -> bool:
+        """The log's queue takes `items` more now (a shard may apply them without waiting)."""
+        return self._store.room() >= items + LOG_ROOM_PER_ITEM_MIN
+
     async def wait_for_log_room(self, items: int) -> None:
         """Before a shard applies `items` more: keep the log's queue bounded (backpressure)."""
         needed = items + LOG_ROOM_PER_ITEM_MIN

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import zlib
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Final, TypeVar, cast
 
@@ -274,6 +275,30 @@ class Runtime:
 
         The command's `at_ms` is replaced by the stamp taken on its shard, where it gets its LSN.
         """
+        shard, work = self._route(command)
+        done = shard.run_now(work)  # the fast path: nothing queued ahead, room in the log
+        if done is None:
+            return await shard.submit(work)
+        result, wait_lsn = done
+        await self._durability.wait_durable(wait_lsn)
+        return result
+
+    def try_apply(self, command: Command) -> tuple[Applied | Rejected, int] | None:
+        """Apply `command` now, without waiting: (result, wait_lsn), whose answer may leave once
+        `wait_durable(wait_lsn)` returned (CONTRACT §4). None when its shard has work queued or
+        the log is full: use `submit`, which queues. Raises Unavailable. What a batch of calls
+        uses (net/ledger_server.py): apply them all, then wait once for the largest wait_lsn."""
+        shard, work = self._route(command)
+        return shard.run_now(work)
+
+    async def wait_durable(self, lsn: int) -> None:
+        """Return once the log is durable up to `lsn`; Unavailable(storage_unavailable) if the
+        log failed first (the outcome of what waited is unknown)."""
+        await self._durability.wait_durable(lsn)
+
+    def _route(self, command: Command) -> tuple[Shard, Callable[[], tuple[Applied | Rejected, int]]]:
+        """The shard of `command`'s customer and the work to run there. A consume, unfreeze or
+        refund names no customer: its transaction's owner does (a void: its bucket's owner)."""
         self._check_writable()
         project: str = getattr(command, "project", "")
         customer_id: str | None = getattr(command, "customer_id", None)
@@ -285,10 +310,9 @@ class Runtime:
             customer_id = queries.bucket_owner(self.state, project, command.account_id)
             if customer_id is not None:
                 command = msgspec.structs.replace(command, customer_id=customer_id)
-        shard = self._shard_for(project, customer_id)
         # Every Command subclass is a member of AnyCommand (asserted in engine/core/commands.py).
         any_command = cast(AnyCommand, command)
-        return await shard.submit(lambda: self._apply_write(any_command, customer_id))
+        return self._shard_for(project, customer_id), partial(self._apply_write, any_command, customer_id)
 
     async def get_customer(self, project: str, customer_id: str) -> CustomerResponse | Rejected:
         def view(now_ms: int) -> CustomerResponse | Rejected:

@@ -10,6 +10,13 @@ state a crash could lose.
 Why a queue per shard when everything runs on one event loop: the queue is the bound (a full
 queue is 503 `overloaded`, not unbounded memory) and the batch is the unit of work: one wake-up
 applies up to `batch_size_max` items in a straight loop.
+
+`run_now` is the fast path (issue 14): with nothing queued ahead and room in the log, the item is
+applied at once in the caller's task, which then waits for durability itself. That is the same
+single writer (one thread; the apply is synchronous, so nothing interleaves with it) and the same
+order (nothing was queued), without a queue entry, a future and a shard wake-up per request. The
+queue's bound holds for both paths: at most `queue_depth_max` fast-path answers wait for the log
+at once, then work queues, and a full queue is 503 `overloaded`.
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ class ShardHost(Protocol):
 
     async def wait_for_log_room(self, items: int) -> None: ...
 
+    def has_log_room(self, items: int) -> bool: ...
+
     def resolve_when_durable(self, lsn: int, waiting: list[tuple[asyncio.Future[Any], Any]]) -> None: ...
 
 
@@ -51,6 +60,8 @@ class Shard:
         self._queue_depth_max = queue_depth_max
         self._batch_size_max = batch_size_max
         self._items: collections.deque[tuple[WorkFn, asyncio.Future[Any]]] = collections.deque()
+        # wait_lsn of each answer `run_now` gave out, ascending, until the log is durable to it
+        self._waiting_lsns: collections.deque[int] = collections.deque()
         self._wakeup: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -69,6 +80,25 @@ class Shard:
         if self._wakeup is not None and not self._wakeup.done():
             self._wakeup.set_result(None)
         return future
+
+    def run_now(self, work: Callable[[], tuple[T, int]]) -> tuple[T, int] | None:
+        """Apply `work` now, in the caller's task: (result, wait_lsn), the caller waits until the
+        log is durable to wait_lsn. None when it must queue instead (items are queued ahead of
+        it, or the log has no room: `submit`). Raises Unavailable."""
+        if self._items or self._stopping or not self._host.has_log_room(1):
+            return None
+        # The queue's bound covers these too: at most queue_depth_max answers applied here may
+        # wait for the log at once; past that, work queues (and a full queue is `overloaded`).
+        waiting = self._waiting_lsns
+        durable_lsn = self._host.durable_lsn
+        while waiting and waiting[0] <= durable_lsn:
+            waiting.popleft()
+        if len(waiting) >= self._queue_depth_max:
+            return None
+        result, wait_lsn = self._run_one(work)
+        if wait_lsn > durable_lsn:
+            waiting.append(wait_lsn)
+        return result, wait_lsn
 
     async def stop(self) -> None:
         """Finish every queued item, then end the task."""
@@ -100,15 +130,10 @@ class Shard:
         for _ in range(min(len(items), self._batch_size_max)):
             work, future = items.popleft()
             try:
-                result, wait_lsn = work()
+                result, wait_lsn = self._run_one(work)
             except Unavailable as error:
                 if not future.done():
                     future.set_exception(error)
-                continue
-            except Exception as error:  # a broken invariant: stop all writes (fail-stop)
-                self._on_failure(error)
-                if not future.done():
-                    future.set_exception(Unavailable("storage_unavailable", "internal invariant failed"))
                 continue
             if wait_lsn <= durable_lsn:
                 if not future.done():
@@ -118,3 +143,14 @@ class Shard:
                 wait_lsn_max = max(wait_lsn_max, wait_lsn)
         if waiting:
             self._host.resolve_when_durable(wait_lsn_max, waiting)
+
+    def _run_one(self, work: Callable[[], tuple[T, int]]) -> tuple[T, int]:
+        """One item: its (result, wait_lsn), or Unavailable. Any other exception is a broken
+        invariant: every later write is refused (fail-stop) and this one gets a 503."""
+        try:
+            return work()
+        except Unavailable:
+            raise
+        except Exception as error:
+            self._on_failure(error)
+            raise Unavailable("storage_unavailable", "internal invariant failed") from None

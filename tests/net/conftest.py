@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from engine.core.commands import Command, Consume, Deduct, Deposit, Freeze, Unfreeze
 from engine.core.queries import LedgerFilters
@@ -32,6 +32,7 @@ from engine.core.results import (
 from engine.runtime import ADMIN, Admin
 from net.app import create_app
 from net.config import ServerConfig
+from tests.app_server import TallyTestServer
 
 GOOD_KEY = "vb_test_good_key"
 OTHER_KEY = "vb_test_other_key"
@@ -198,7 +199,7 @@ def fake() -> FakeRuntime:
 @pytest.fixture
 async def client(fake: FakeRuntime) -> AsyncIterator[TestClient]:
     app = create_app(ServerConfig(port=0), fake)
-    async with TestClient(TestServer(app, host="127.0.0.1")) as test_client:
+    async with TestClient(TallyTestServer(app, host="127.0.0.1")) as test_client:
         yield test_client
 
 

@@ -9,17 +9,18 @@ large ledger recovers) or letting a keyed route reach the half-built runtime.
 
 from __future__ import annotations
 
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from net.app import create_app, open_app
 from net.config import ServerConfig
 from net.dashboard import ASSETS, SESSION_PATH
+from tests.app_server import TallyTestServer
 from tests.net.conftest import GOOD_KEY, PROJECT, FakeRuntime
 
 
 async def test_static_files_are_served_while_recovering_and_the_probe_is_gated() -> None:
     app = create_app(ServerConfig(), None)
-    async with TestClient(TestServer(app)) as client:
+    async with TestClient(TallyTestServer(app)) as client:
         for path in ASSETS:
             response = await client.get(path)
             assert response.status == 200, path

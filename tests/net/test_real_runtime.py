@@ -12,11 +12,12 @@ from urllib.parse import quote
 
 import msgspec
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from engine.runtime import Runtime, RuntimeConfig
 from net.app import create_app
 from net.config import ServerConfig
+from tests.app_server import TallyTestServer
 from tests.net.conftest import expect_error
 
 KEY = "vb_test_real_runtime_key"
@@ -31,7 +32,7 @@ async def real(tmp_path: Path) -> AsyncIterator[TestClient]:
         await runtime.create_api_key("proj_a", KEY, "key_a")
         await runtime.create_api_key("proj_b", OTHER_KEY, "key_b")
         app = create_app(ServerConfig(port=0), runtime)
-        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        async with TestClient(TallyTestServer(app, host="127.0.0.1")) as client:
             yield client
     finally:
         await runtime.close()

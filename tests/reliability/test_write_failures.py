@@ -27,11 +27,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 
 from engine.runtime import Runtime, RuntimeConfig
 from net.app import create_app
 from net.config import ServerConfig
+from tests.app_server import TallyTestServer
 from tests.reliability.harness import (
     ACKED,
     API_KEY,
@@ -139,7 +139,7 @@ async def _in_process(data_dir: Path, plan: FaultPlan, rng: random.Random) -> No
     config = RuntimeConfig(data_dir=data_dir, snapshot_interval_records=0, snapshot_interval_s=0)
     runtime = await Runtime.open(config, log_file_factory=plan.factory)
     await runtime.create_api_key("default", API_KEY, "key_reliability")
-    server = TestServer(create_app(ServerConfig(port=0), runtime), host="127.0.0.1")
+    server = TallyTestServer(create_app(ServerConfig(port=0), runtime), host="127.0.0.1")
     await server.start_server()
     base_url = str(server.make_url("")).rstrip("/")
     try:
@@ -158,7 +158,7 @@ async def _in_process(data_dir: Path, plan: FaultPlan, rng: random.Random) -> No
 
     # Reopen with a sound file: nothing acknowledged is lost; the unanswered ops resolve.
     runtime = await Runtime.open(config)
-    server = TestServer(create_app(ServerConfig(port=0), runtime), host="127.0.0.1")
+    server = TallyTestServer(create_app(ServerConfig(port=0), runtime), host="127.0.0.1")
     await server.start_server()
     try:
         async with aiohttp.ClientSession() as session:

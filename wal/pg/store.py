@@ -27,12 +27,11 @@ node re-opens as a standby, so applied-but-unacknowledged commands vanish with i
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 from collections.abc import Callable
 
 from wal.errors import WalError, WalFailed, WalFull
 from wal.pg.port import Fenced, LogPort, PortUnavailable, Row, encode_batch
+from wal.waiters import DurableWaiters
 
 __all__ = ["LeaseHeld", "LogBehind", "PgLogStore", "LEASE_TRUST"]
 
@@ -72,9 +71,7 @@ class PgLogStore:
         self._appended_lsn = next_lsn - 1
         self._durable_lsn = next_lsn - 1
         self._pending: list[tuple[int, bytes]] = []
-        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
-        self._serial = itertools.count()
-        self._room_waiters: list[asyncio.Future[None]] = []
+        self._waiters = DurableWaiters()  # parked on durability and on queue room
         self._idle: asyncio.Future[None] | None = None
         self._failure: BaseException | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -110,9 +107,7 @@ class PgLogStore:
         """Return once room() >= records; WalFailed on failure. Yields at least once."""
         waited = False
         while self.room() < records and self._failure is None:
-            room = asyncio.get_running_loop().create_future()
-            self._room_waiters.append(room)
-            await room
+            await self._waiters.room()
             waited = True
         if self._failure is not None:
             raise self._failed_error()
@@ -125,9 +120,7 @@ class PgLogStore:
         if self._failure is not None:
             raise self._failed_error()
         assert lsn <= self._appended_lsn, f"wait for lsn {lsn}, appended only {self._appended_lsn}"
-        waiter = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiters, (lsn, next(self._serial), waiter))
-        await waiter
+        await self._waiters.durable(lsn)
 
     async def start(self) -> None:
         """Take over the log (see the module docstring). Idempotent. Raises LeaseHeld, LogBehind,
@@ -178,11 +171,7 @@ class PgLogStore:
         """Stop for good: every waiter and every later append gets WalFailed."""
         if self._failure is None:
             self._failure = Fenced(reason)
-        waiters, self._waiters = self._waiters, []
-        for _, _, waiter in waiters:
-            if not waiter.done():
-                waiter.set_exception(self._failed_error())
-        self._wake_room_waiters()
+        self._waiters.fail(self._failed_error)  # room waiters wake, re-check and raise
         self._wake()
 
     # -- the flusher and the lease keeper -----------------------------------------------------
@@ -272,23 +261,12 @@ class PgLogStore:
         self.batches += 1
         if self.on_batch is not None:
             self.on_batch(records, seconds)
-        waiters = self._waiters
-        while waiters and waiters[0][0] <= lsn_last:
-            waiter = heapq.heappop(waiters)[2]
-            if not waiter.done():
-                waiter.set_result(None)
-        self._wake_room_waiters()
+        self._waiters.release(lsn_last)
 
     def _wake(self) -> None:
         idle, self._idle = self._idle, None
         if idle is not None and not idle.done():
             idle.set_result(None)
-
-    def _wake_room_waiters(self) -> None:
-        room_waiters, self._room_waiters = self._room_waiters, []
-        for room in room_waiters:
-            if not room.done():
-                room.set_result(None)
 
     def _failed_error(self) -> WalFailed:
         return WalFailed(f"not the leader any more (epoch {self.epoch}): {self._failure}")
