@@ -89,7 +89,7 @@ def test_snapshot_plus_tail_equals_full_read_even_after_pruning(tmp_path):
     assert len(list_segments(tmp_path)) == len(segments_before) - len(removed)
     snapshot = load_newest_snapshot(tmp_path)
     tail = list(read_log(tmp_path, after_lsn=snapshot.lsn))
-    assert snapshot.payload + b"".join(p for _, p in tail) == b"".join(p for _, p in full)
+    assert bytes(snapshot.payload) + b"".join(p for _, p in tail) == b"".join(p for _, p in full)
     assert tail == full[snapshot_lsn:]
     with pytest.raises(WalCorrupt):  # the pruned records are gone for a full read
         list(read_log(tmp_path))
