@@ -32,7 +32,6 @@ import heapq
 import json
 import math
 import random
-from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any

@@ -12,12 +12,14 @@ from typing import Final
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
+from prometheus_client.process_collector import ProcessCollector
 
 from net.admin import AdminHandlers, admin_routes
 from net.config import ServerConfig
 from net.dashboard import DashboardHandlers, dashboard_routes
 from net.entitlements_api import EntitlementHandlers, entitlement_routes
 from net.handlers import NOT_READY, Handlers, Runtime
+from net.logs import RequestLog
 from net.observe import METRICS_PATH, REGISTRY, Observer, metrics
 from net.slots_api import SlotHandlers, slot_routes
 from net.openapi import OPENAPI_PATH, openapi_json
@@ -84,6 +86,15 @@ def create_app(config: ServerConfig, runtime: Runtime | None, *, observer: Obser
     app.add_routes(slot_routes(slots))
     app.add_routes(entitlement_routes(entitlements))
     return app
+
+
+def create_server_app(config: ServerConfig, request_log: RequestLog | None) -> tuple[Observer, web.Application]:
+    """A listening process's app, still recovering (runtime None), and its Observer with the
+    process's own metrics registry (never prometheus_client's global one) and process collector."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    observer = Observer(registry, request_log)
+    return observer, create_app(config, None, observer=observer)
 
 
 def open_app(app: web.Application, runtime: Runtime) -> None:

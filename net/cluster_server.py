@@ -15,32 +15,24 @@ import asyncio
 import logging
 import signal
 
-from aiohttp import web
-from prometheus_client import CollectorRegistry
-from prometheus_client.process_collector import ProcessCollector
 
 from engine.runtime import Runtime, RuntimeConfig
 from engine.runtime.cluster import ClusterNode
-from net.app import create_app, open_app
+from net.app import create_server_app, open_app
 from net.bootstrap import bootstrap_keys
 from net.config import ServerConfig
 from net.logs import RequestLog
-from net.observe import Observer
-from net.transport import TallyRunner
+from net.transport import listen
 from wal.pg import PgLog
 
 log = logging.getLogger("tally.server")
 
-SHUTDOWN_TIMEOUT_S = 10.0
 
 
 async def serve_cluster(config: ServerConfig, runtime_config: RuntimeConfig, log_store: PgLog,
                         bootstrap_key: str | None, admin_key: str | None, request_log: RequestLog | None) -> int:  # fmt: skip
     """Run one cluster node until a signal; the exit code (1 when the node stopped on an error)."""
-    registry = CollectorRegistry()
-    ProcessCollector(registry=registry)
-    observer = Observer(registry, request_log)
-    app = create_app(config, None, observer=observer)
+    observer, app = create_server_app(config, request_log)
 
     async def on_leader(runtime: Runtime) -> None:
         await bootstrap_keys(runtime, runtime_config.data_dir, bootstrap_key, admin_key)
@@ -53,10 +45,7 @@ async def serve_cluster(config: ServerConfig, runtime_config: RuntimeConfig, log
     node = ClusterNode(runtime_config, log_store, on_leader=on_leader, on_standby=on_standby,
                        on_wal_batch=observer.on_wal_batch)  # fmt: skip
     observer.cluster = node
-    runner = TallyRunner(app, observer=observer, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
-    await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port, backlog=2048)
-    await site.start()
+    runner = await listen(app, observer, config.host, config.port)
     print(f"tally: listening on http://{config.host}:{config.port} node-id={log_store.node_id} (standby)", flush=True)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

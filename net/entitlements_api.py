@@ -23,7 +23,7 @@ invalid_limit, invalid_cursor, invalid_event_type, invalid_from_at, invalid_to_a
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final
+from typing import Annotated, Final
 
 import msgspec
 from aiohttp import web

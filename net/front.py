@@ -25,23 +25,19 @@ from typing import Final
 
 import msgspec
 import uvloop
-from aiohttp import web
-from prometheus_client import CollectorRegistry
-from prometheus_client.process_collector import ProcessCollector
 
 from net import ipc
-from net.app import create_app, open_app
+from net.app import create_server_app, open_app
 from net.config import ServerConfig
 from net.ledger_client import LedgerClient
 from net.logs import RequestLog, configure_logging
 from net.observe import METRICS_SOURCE, Observer
 from net.server import raise_gc_gen0_threshold
-from net.transport import TallyRunner
+from net.transport import listen
 
 log = logging.getLogger("tally.front")
 
 PR_SET_PDEATHSIG: Final = 1
-SHUTDOWN_TIMEOUT_S: Final = 10.0
 EXIT_LEDGER_GONE: Final = 1
 
 
@@ -81,12 +77,9 @@ async def run_front(spec: FrontSpec) -> int:
     """Serve until SIGTERM (returns 0) or the ledger goes away (exits EXIT_LEDGER_GONE)."""
     loop = asyncio.get_running_loop()
     raise_gc_gen0_threshold()  # a front holds no ledger: request garbage only
-    registry = CollectorRegistry()
-    ProcessCollector(registry=registry)
     request_log = RequestLog(spec.log_format) if spec.log_requests else None
-    observer = Observer(registry, request_log)
     config = ServerConfig(host=spec.host, port=spec.port, request_size_max=spec.request_size_max)
-    app = create_app(config, None, observer=observer)
+    observer, app = create_server_app(config, request_log)
     reader, writer = await asyncio.open_unix_connection(sock=socket.socket(fileno=spec.fd))
 
     def on_records(records: int) -> None:
@@ -95,10 +88,7 @@ async def run_front(spec: FrontSpec) -> int:
     client = LedgerClient(reader, writer, spec.index, on_open=lambda: open_app(app, client), on_records=on_records,
                           counters=lambda: counters_of(observer))  # fmt: skip
     app[METRICS_SOURCE] = client.metrics_text
-    runner = TallyRunner(app, observer=observer, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
-    await runner.setup()
-    site = web.TCPSite(runner, spec.host, spec.port, backlog=2048, reuse_port=True)
-    await site.start()
+    runner = await listen(app, observer, spec.host, spec.port, reuse_port=True)
     connection = loop.create_task(client.run(), name="tally-ledger-connection")
     stop: asyncio.Future[None] = loop.create_future()
     loop.add_signal_handler(signal.SIGTERM, lambda: None if stop.done() else stop.set_result(None))

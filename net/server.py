@@ -22,24 +22,20 @@ import time
 from typing import TYPE_CHECKING, Final
 
 import uvloop
-from aiohttp import web
-from prometheus_client import CollectorRegistry
-from prometheus_client.process_collector import ProcessCollector
 
 from engine.runtime import Runtime, RuntimeConfig
-from net.app import create_app, open_app
+from net.app import create_server_app, open_app
 from net.bootstrap import bootstrap_keys
 from net.config import ServerConfig
 from net.logs import RequestLog
 from net.observe import Observer
-from net.transport import TallyRunner
+from net.transport import listen
 
 if TYPE_CHECKING:
     from wal.pg import PgLog
 
 log = logging.getLogger("tally.server")
 
-SHUTDOWN_TIMEOUT_S = 10.0
 GC_FREEZE_INTERVAL_S = 1.0
 GC_FULL_INTERVAL_S = 600.0
 # CPython collects generation 0 after 700 net allocations of container objects: every few requests
@@ -76,14 +72,8 @@ def serve(config: ServerConfig, runtime_config: RuntimeConfig, *, bootstrap_key:
 
 async def _serve(config: ServerConfig, runtime_config: RuntimeConfig, bootstrap_key: str | None,
                  admin_key: str | None, request_log: RequestLog | None) -> int:  # fmt: skip
-    registry = CollectorRegistry()  # this server's own: never prometheus_client's global REGISTRY
-    ProcessCollector(registry=registry)
-    observer = Observer(registry, request_log)
-    app = create_app(config, None, observer=observer)
-    runner = TallyRunner(app, observer=observer, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
-    await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port, backlog=2048)
-    await site.start()
+    observer, app = create_server_app(config, request_log)
+    runner = await listen(app, observer, config.host, config.port)
     print(f"tally: listening on http://{config.host}:{config.port} (recovering {runtime_config.data_dir})", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

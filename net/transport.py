@@ -30,6 +30,8 @@ log = logging.getLogger("tally.server")
 # CONTRACT §7.12: on SIGTERM a request whose headers arrived may send the rest of its body for
 # this long; a client still mid-body then is cut. Polled: shutdown only, BODY_WAIT_S / POLL checks.
 BODY_WAIT_S: Final = 2.0
+SHUTDOWN_TIMEOUT_S: Final = 10.0  # aiohttp's drain of answers still being written, at shutdown
+LISTEN_BACKLOG: Final = 2048
 BODY_POLL_S: Final = 0.02
 
 # Client mistakes aiohttp may log through log_exception: one line each, never a traceback.
@@ -158,3 +160,12 @@ class TallyRunner(web.AppRunner):
             loop=server._loop,
             **server._kwargs,
         )
+
+
+async def listen(app: web.Application, observer: Observer, host: str, port: int, *, reuse_port: bool = False) -> TallyRunner:
+    """Serve `app`, with `observer` around it, on host:port (SO_REUSEPORT for the fronts of
+    `--workers N`); returns the runner, whose cleanup() stops it. Raises OSError (port in use)."""
+    runner = TallyRunner(app, observer=observer, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    await runner.setup()
+    await web.TCPSite(runner, host, port, backlog=LISTEN_BACKLOG, reuse_port=reuse_port or None).start()
+    return runner

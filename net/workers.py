@@ -40,7 +40,8 @@ from net.config import WORKERS_MAX, ServerConfig
 from net.front import FrontSpec
 from net.ledger_server import LedgerServer
 from net.observe import Observer
-from net.server import SHUTDOWN_TIMEOUT_S, _exit_while_recovering, _keep_old_objects_frozen, _open_runtime
+from net.server import _exit_while_recovering, _keep_old_objects_frozen, _open_runtime
+from net.transport import SHUTDOWN_TIMEOUT_S
 
 log = logging.getLogger("tally.server")
 
