@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
@@ -32,6 +31,7 @@ from tests.api.harness import (
     full_ledger,
     request,
 )
+from tests.waiting import wait_for
 
 TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 POLL_S = 5.0
@@ -64,14 +64,7 @@ def times_of(body: dict[str, Any], *fields: str) -> dict[str, Any]:
 
 
 def poll(condition: Callable[[], Any]) -> Any:
-    deadline = time.monotonic() + POLL_S
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:  # a bounded wait, not a timing assertion
-            pytest.fail("condition not reached within the bounded wait")
-        time.sleep(0.05)
+    return wait_for(condition, what="the polled condition", within_s=POLL_S)
 
 
 def iso(moment: datetime) -> str:

@@ -24,6 +24,7 @@ import aiohttp
 import pytest
 
 from tests.api.harness import API_KEY, Server, deposit, replay, request, tally
+from tests.waiting import wait_for
 
 POLL_S = 10.0
 CID = "slot/cust é"  # any character, `/` included (CONTRACT §3.2)
@@ -58,14 +59,7 @@ def code(result: tuple[int, dict[str, Any]]) -> tuple[int, str, dict[str, Any]]:
 
 
 def poll(condition: Callable[[], Any]) -> Any:
-    deadline = time.monotonic() + POLL_S
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:  # a bounded wait, not a timing assertion
-            pytest.fail("condition not reached within the bounded wait")
-        time.sleep(0.05)
+    return wait_for(condition, what="the polled condition", within_s=POLL_S)
 
 
 def pool(pool_id: str, capacity: int, in_use: int, wallet: str = "gpu", source: str = "default", **extra: Any) -> dict[str, Any]:

@@ -16,11 +16,12 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from engine.core.signing import verify
 from tests.api.harness import ADMIN_KEY, Server, replay, request
 from tests.system.server import free_port
+from tests.waiting import wait_for
 
 WAIT_S = 40
 
@@ -74,15 +75,6 @@ class Receiver:
             return list(first.values())
 
 
-def wait_for(check: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"not within {WAIT_S}s: {what}")
-
-
 def admin(port: int, method: str, target: str, body: Any = None) -> Any:
     reply = request(port, method, target, key=ADMIN_KEY, body=body)
     assert reply.status == 200, (target, reply.status, reply.body)
@@ -118,7 +110,7 @@ def test_alerts_signed_delivery_redelivery_and_sigkill(tmp_path: Path) -> None:
         write(port, "/v1/billing/deduct", {"customer_id": "c1", "amount": 600, "transaction_id": "t1"})
         write(port, "/v1/billing/deduct", {"customer_id": "c1", "amount": 350, "transaction_id": "t2"})
         write(port, "/v1/customers/deposit", {"customer_id": "c1", "amount": 1000})
-        wait_for(lambda: len(receiver.delivered()) == 4, "four events delivered")
+        wait_for(lambda: len(receiver.delivered()) == 4, what="four events delivered", within_s=WAIT_S)
         bodies = receiver.delivered()
         assert balance_events(bodies) == [
             ("balance.below_threshold", 500, 400), ("balance.below_threshold", 100, 50),
@@ -136,18 +128,19 @@ def test_alerts_signed_delivery_redelivery_and_sigkill(tmp_path: Path) -> None:
         receiver.close()
         write(port, "/v1/billing/deduct", {"customer_id": "c1", "amount": 1000, "transaction_id": "t3"})
         wait_for(lambda: any(i["status"] == 0 for i in admin(port, "GET", f"/admin/v1/webhooks/{wid}/deliveries")["items"]),
-                 "a refused attempt logged")  # fmt: skip
+                 what="a refused attempt logged", within_s=WAIT_S)  # fmt: skip
         pending_id = admin(port, "GET", f"/admin/v1/webhooks/{wid}/deliveries")["items"][0]["event_id"]
         server.kill()
         receiver.open()
         server.start()
-        wait_for(lambda: len(receiver.delivered()) == 6, "the two waiting events delivered after restart")
+        wait_for(lambda: len(receiver.delivered()) == 6, what="the two waiting events delivered after restart", within_s=WAIT_S)
         later = receiver.delivered()[4:]
         assert balance_events(later) == [("balance.below_threshold", 500, 50), ("balance.below_threshold", 100, 50)]
         lsn = pending_id.split("_")[1]
         assert [b["id"] for b in later] == [f"evt_{lsn}_0", f"evt_{lsn}_1"]
         # The receiver sees a POST before the server has logged (and fsync'd) its outcome.
-        wait_for(lambda: admin(port, "GET", "/admin/v1/webhooks")["items"][0]["pending"] == 0, "the outcome logged")
+        wait_for(lambda: admin(port, "GET", "/admin/v1/webhooks")["items"][0]["pending"] == 0, what="the outcome logged",
+                 within_s=WAIT_S)  # fmt: skip
         time.sleep(0.3)  # a short settle so a wrongly invented event would have arrived (not a timing assert)
         assert len(receiver.delivered()) == 6 and all(ok for _, _, _, ok in receiver.seen)
     finally:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
-from bench.cluster_bench import ROW_SIZES, FULL, commit_latency, render
+import pytest
+
+from bench.cluster_bench import ROW_SIZES, commit_latency
 from tests.cluster.pg import PostgresServer
 from wal.pg.asyncpg_port import AsyncpgPort
 from wal.pg.port import decode_batch
@@ -14,19 +16,19 @@ from wal.pg.port import decode_batch
 def test_commit_latency_appends_real_rows(postgres: PostgresServer, pg_db: str) -> None:
     figures = asyncio.run(commit_latency(pg_db, 10))
     assert sorted(figures) == list(ROW_SIZES)
-    for size, row in figures.items():
-        assert 0 < row["p50_ms"] <= row["p99_ms"] < 10_000, (size, row)
-        assert row["commands_per_s"] > 0 and row["row_bytes"] > 50 * size
 
-    async def read_back() -> list[int]:
+    async def read_back() -> list[tuple[int, int]]:
         port = AsyncpgPort(pg_db, timeout_s=10.0)
         try:
             rows = await port.rows_after_lsn(0, 1000)
         finally:
             await port.close()
-        return [len(decode_batch(row)) for row in rows]
+        return [(len(decode_batch(row)), len(row.payload)) for row in rows]
 
-    sizes = asyncio.run(read_back())
-    assert sizes == [size for size in ROW_SIZES for _ in range(15)]  # 5 warm-up rows + 10 timed, per size
-    text = render(FULL, {"commit": figures, "flush_ms": 1.0, "loadavg": 0.5, "deducts": {}, "failover_s": [1.0, 2.0]})
-    assert "| 128 |" in text and "p50 1.50 s, max 2.00 s" in text
+    rows = asyncio.run(read_back())
+    assert [count for count, _ in rows] == [size for size in ROW_SIZES for _ in range(15)]  # 5 warm-up + 10 timed
+    for index, (size, row) in enumerate(figures.items()):
+        assert set(row) == {"p50_ms", "p99_ms", "mean_ms", "commands_per_s", "row_bytes"}
+        # the figures are derived from the same samples (their values are the bench's report, not asserted)
+        assert row["commands_per_s"] == pytest.approx(size / (row["mean_ms"] / 1000))
+        assert row["row_bytes"] == rows[15 * index + 14][1]  # the last row timed for this size, as stored

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import wal
 from tests.cluster.nodes import Cluster, ClusterNode, cluster_cli, get_health, replay_log_store
 from tests.cluster.pg import PostgresServer
 from tests.system.server import TallyProcess, replay_json
+from tests.waiting import wait_for
 from wal.pg import PgLog, PgLogStore, PortUnavailable, Row, decode_batch
 
 API_KEY = "vb_live_pgcore_key_0123456789abcdef"
@@ -43,11 +43,16 @@ def _deposit(node: TallyProcess, customer: str, key: str, amount: int = 10) -> t
     return _request(node, "POST", "/v1/customers/deposit", {"customer_id": customer, "amount": amount, "idempotency_key": key})
 
 
-def _wait_leader(node: ClusterNode, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while get_health(node.base_url) != (200, {"status": "ok", "role": "leader", "node_id": node.node_id}):
-        assert time.monotonic() < deadline, get_health(node.base_url)
-        time.sleep(0.02)
+def _wait_leader(node: ClusterNode, within_s: float = 30.0) -> None:
+    leader = (200, {"status": "ok", "role": "leader", "node_id": node.node_id})
+    wait_for(lambda: get_health(node.base_url), what=f"{node.node_id} leader", within_s=within_s,
+             until=lambda health: health == leader)  # fmt: skip
+
+
+def _wait_standby(node: ClusterNode, leader: ClusterNode) -> None:
+    standby = (503, {"status": "standby", "role": "standby", "node_id": node.node_id, "leader": leader.node_id})
+    wait_for(lambda: get_health(node.base_url), what=f"{node.node_id} a standby of {leader.node_id}", within_s=10,
+             until=lambda health: health == standby)  # fmt: skip
 
 
 def _grants(node: TallyProcess, customer: str) -> list[str]:
@@ -136,23 +141,16 @@ def test_two_nodes_roles_not_leader_standby_current_and_failover(tmp_path: Path,
             status, body = _deposit(leader, "alice", f"k{i}")
             assert status == 200, body
             acked.append(f"k{i}")
-        deadline = time.monotonic() + 10
-        while get_health(standby.base_url) != (503, {"status": "standby", "role": "standby", "node_id": standby.node_id,
-                                                     "leader": leader.node_id}):  # fmt: skip
-            assert time.monotonic() < deadline, get_health(standby.base_url)
-            time.sleep(0.05)
+        _wait_standby(standby, leader)
         status, body = _deposit(standby, "alice", "refused")
         assert status == 503 and body["error"]["code"] == "not_leader" and body["error"]["retryable"] is True
         assert body["error"]["details"] == {"leader": leader.node_id}
         status, body = _request(standby, "GET", "/admin/v1/projects")
         assert status == 503 and body["error"]["code"] == "not_leader"
-        # SIGKILL of the leader: the standby takes over within the lease + catch-up.
-        killed_at = time.monotonic()
+        # SIGKILL of the leader: the standby takes over (how fast: bench/cluster_bench.py).
         leader.kill()
         new_leader = cluster.leader(timeout=30)
-        took_s = time.monotonic() - killed_at
         assert new_leader is standby
-        assert took_s < 15, took_s
         grants = _grants(new_leader, "alice")
         assert sorted(grants) == sorted(acked), "every acknowledged deposit exactly once"
         # Retrying with the same ids is safe: a replay, nothing new.
@@ -162,14 +160,9 @@ def test_two_nodes_roles_not_leader_standby_current_and_failover(tmp_path: Path,
         assert body["balance"]["total"] == 300
         # The old leader comes back as a standby of the new one.
         leader.start()
-        deadline = time.monotonic() + 10
-        while get_health(leader.base_url) != (503, {"status": "standby", "role": "standby", "node_id": leader.node_id,
-                                                    "leader": standby.node_id}):  # fmt: skip
-            assert time.monotonic() < deadline, get_health(leader.base_url)
-            time.sleep(0.05)
+        _wait_standby(leader, standby)
         status, body = _deposit(leader, "alice", "again")
         assert status == 503 and body["error"]["details"] == {"leader": standby.node_id}
-        print(f"\nfailover took {took_s:.2f} s with lease {LEASE_MS} ms")
     finally:
         cluster.close()
 
@@ -186,14 +179,14 @@ def test_postgresql_stopped_under_a_leader_then_back(tmp_path: Path, pg_db: str,
             assert status == 503 and body["error"]["code"] in ("storage_unavailable", "not_leader"), body
         finally:
             postgres.start()
-        deadline = time.monotonic() + 30
-        while True:
+
+        def retried() -> tuple[int, dict[str, Any]]:
             status, body = _deposit(node, "bob", "during")  # the same id: safe whatever happened
-            if status == 200:
-                break
-            assert status == 503 and body["error"]["retryable"], body
-            assert time.monotonic() < deadline, body
-            time.sleep(0.1)
+            assert status in (200, 503) and (status == 200 or body["error"]["retryable"]), body
+            return status, body
+
+        wait_for(retried, what="the deposit accepted once PostgreSQL is back", within_s=30,
+                 until=lambda answer: answer[0] == 200)  # fmt: skip
         assert sorted(_grants(node, "bob")) == ["before", "during"]
         assert get_health(node.base_url) == (200, {"status": "ok", "role": "leader", "node_id": "n1"})
     finally:

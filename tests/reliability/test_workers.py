@@ -18,14 +18,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
 from collections import Counter
 from pathlib import Path
 
 import aiohttp
 
 from tests.api.harness import ADMIN_KEY, API_KEY, Server, full_ledger, request
-from tests.system.server import TallyProcess
+from tests.waiting import wait_for
 
 WORKERS_ARGS = ("--workers", "2")
 WAIT_S = 90.0  # bound on waiting for a process to appear or vanish (not a timing assertion; a loaded box is slow)
@@ -57,13 +56,6 @@ def alive(pid: int) -> bool:
             return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
     except OSError:
         return False
-
-
-def wait_for(condition, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting ({WAIT_S} s) for {what}"
-        time.sleep(0.05)
 
 
 def front_of(reply_headers: dict[str, str]) -> str:
@@ -102,17 +94,18 @@ async def _kill_a_front_under_load(server: Server) -> tuple[list[str], int, set[
     acked: list[str] = []
     stop = asyncio.Event()
     load = asyncio.get_running_loop().create_task(_deduct_load(server.port, acked, stop))
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, wait_for, lambda: len(acked) >= ACKED_BEFORE_KILL, "acked deducts")
+    await asyncio.to_thread(wait_for, lambda: len(acked) >= ACKED_BEFORE_KILL, what="acked deducts", within_s=WAIT_S)
     fronts = children_of(main_pid)
     assert len(fronts) == 2, fronts
     victim = min(fronts)
     os.kill(victim, signal.SIGKILL)
-    await loop.run_in_executor(None, wait_for, lambda: not alive(victim), "the killed front to vanish")
-    await loop.run_in_executor(None, wait_for, lambda: len(children_of(main_pid) - {victim}) == 2, "a new front")
+    await asyncio.to_thread(wait_for, lambda: not alive(victim), what="the killed front to vanish", within_s=WAIT_S)
+    await asyncio.to_thread(wait_for, lambda: len(children_of(main_pid) - {victim}) == 2, what="a new front",
+                            within_s=WAIT_S)
     replaced = children_of(main_pid)
     before = len(acked)
-    await loop.run_in_executor(None, wait_for, lambda: len(acked) >= before + ACKED_AFTER_RESTART, "acks after the restart")
+    await asyncio.to_thread(wait_for, lambda: len(acked) >= before + ACKED_AFTER_RESTART, what="acks after the restart",
+                            within_s=WAIT_S)
     stop.set()
     await load
     return acked, victim, replaced
@@ -150,7 +143,8 @@ def test_sigkill_of_main_leaves_no_front_and_restart_works_at_once(tmp_path: Pat
         fronts = children_of(server.proc.pid)
         assert len(fronts) == 2, fronts
         assert server.kill() == -signal.SIGKILL
-        wait_for(lambda: not any(alive(pid) for pid in fronts), "the fronts to die with the main process")
+        wait_for(lambda: not any(alive(pid) for pid in fronts), what="the fronts to die with the main process",
+                 within_s=WAIT_S)  # fmt: skip
         server.start()  # same port, same data dir: healthy (the start waits for /health 200)
         assert server.proc is not None and len(children_of(server.proc.pid)) == 2
         assert request(server.port, "GET", "/v1/customers/k").json()["balance"]["available"] == 7
