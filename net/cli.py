@@ -490,15 +490,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         return cluster_cli.replay(args)
     _readable_data_dir(args.data_dir)
     recovered = _recover_with_progress(args.data_dir)
-    state = recovered.state
-    print(json.dumps({
-        "records": recovered.records_replayed,
-        "last_lsn": state.last_lsn,
-        "snapshot_lsn": recovered.snapshot_lsn,
-        "customers": queries.customer_count(state),
-        "digest": digest(state),
-        "torn_tail": _torn_json(recovered.torn),
-    }))
+    print(json.dumps({**recovered.summary(), "torn_tail": _torn_json(recovered.torn)}))
     return EXIT_OK
 
 

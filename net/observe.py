@@ -155,9 +155,6 @@ class Observer:
         """Recovery and bootstrap are done: every route is served from now on."""
         self.runtime = runtime
 
-    def observe(self, route: str, method: str, status: int, duration_s: float) -> None:
-        self._cell(route, method).observe(status, duration_s)
-
     def _cell(self, route: str, method: str) -> _Cell:
         """The counters of one (route template, method) label pair, made on first use. Closed
         sets: route templates and METHODS (else "OTHER"), so the map stays small."""

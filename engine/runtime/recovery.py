@@ -21,6 +21,8 @@ from engine.core.codec import decode_state
 from engine.core.commands import AutoSettle, ExpireBuckets, decode_command
 from engine.core.ledger import apply
 from engine.core.results import Applied
+from engine.core.digest import digest
+from engine.core.queries import customer_count
 from engine.core.state import LedgerState
 
 
@@ -40,6 +42,12 @@ class Recovered:
     records_replayed: int  # WAL records applied after the snapshot
     torn: object | None  # a torn final record that was found (and cut, when asked): wal.TornTail locally
     snapshots_skipped: tuple[wal.WalCorrupt, ...]  # damaged snapshots passed over (an older one was used)
+
+    def summary(self) -> dict[str, int | str]:
+        """What `tally replay` prints of it (with the torn tail, which each log store words its
+        own way): records replayed, last and snapshot LSN, customers, the state's digest."""
+        return {"records": self.records_replayed, "last_lsn": self.state.last_lsn, "snapshot_lsn": self.snapshot_lsn,
+                "customers": customer_count(self.state), "digest": digest(self.state)}  # fmt: skip
 
 
 def recover(

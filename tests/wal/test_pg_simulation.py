@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 
-import pytest
 
 from tests.wal.pg_sim import Outcome, simulate
 from wal.pg import decode_batch
