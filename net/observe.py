@@ -1,7 +1,7 @@
 """What an operator sees of a live server (CONTRACT §9.4, §9.5): metrics, request logs, readiness.
 
     Observer(registry, request_log)   one per server; no global state (the registry is passed in)
-      .request_handler(dispatch, router)  the server's request handler around the app: readiness
+      .request_handler(handler_of, router)  the server's request handler around the app: readiness
                                        gate, then the app inside net.errors.handle_errors, then
                                        one metrics update + one request log line (no aiohttp
                                        middleware layer: issue 14)
@@ -167,10 +167,11 @@ class Observer:
             cell = self._cells[(route, method)] = _Cell(self.requests, route, method, histogram)
         return cell
 
-    def request_handler(self, dispatch: Handler, router: web.UrlDispatcher) -> RequestHandler:
-        """The server's request handler (net/transport.py TallyRunner passes the app's own
-        `dispatch`, which routes and runs the endpoint): the readiness gate, then `dispatch`
-        inside net.errors.handle_errors, then one metrics update and one request log line.
+    def request_handler(self, handler_of: Callable[[web.Request], Handler], router: web.UrlDispatcher) -> RequestHandler:
+        """The server's request handler (net/transport.py TallyRunner passes net/dispatch.py's
+        `handler_of`, which routes a request and names the coroutine that answers it): the
+        readiness gate, then that handler inside net.errors.handle_errors, then one metrics
+        update and one request log line.
 
         It wraps the app from outside rather than as an aiohttp middleware, so a request crosses
         no middleware layer (issue 14: aiohttp adds a coroutine and a current-app switch per
@@ -189,7 +190,7 @@ class Observer:
             request_id = new_request_id()
             response = self._gate(request, request_id)
             if response is None:
-                response = await handle_errors(request, dispatch, request_id)  # dispatch routed it
+                response = await handle_errors(request, handler_of(request), request_id)  # routes it
                 match_info = request.match_info
             else:
                 match_info = await router.resolve(request)

@@ -22,6 +22,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
+from net.dispatch import Dispatch
 from net.errors import new_request_id, refusal_response, unreadable_message
 from net.observe import Observer
 
@@ -138,8 +139,8 @@ class _Server(web.Server):
 
 class TallyRunner(web.AppRunner):
     """web.AppRunner serving through `_Server`, whose request handler is `observer`'s around the
-    app's own (net/observe.py: the gate, the error envelope, metrics and the request log, with
-    no aiohttp middleware layer). aiohttp has no public hook for the protocol class, so this
+    app's routes (net/observe.py: the gate, the error envelope, metrics and the request log, with
+    no aiohttp middleware layer; net/dispatch.py: fixed routes without the router walk). aiohttp has no public hook for the protocol class, so this
     rebuilds the Server the app made with the same arguments; the asserts fail loudly if a
     future aiohttp makes that Server something else."""
 
@@ -154,7 +155,7 @@ class TallyRunner(web.AppRunner):
         assert not server.handler_cancellation
         assert not self.app.middlewares, "the observer is the one layer around the app"
         return _Server(
-            self._observer.request_handler(server.request_handler, self.app.router),
+            self._observer.request_handler(Dispatch(self.app).handler_of, self.app.router),
             request_factory=server.request_factory,
             handler_cancellation=False,
             loop=server._loop,
