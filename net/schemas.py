@@ -66,7 +66,8 @@ import datetime as _dt
 import re
 from decimal import Decimal
 from collections.abc import Mapping
-from typing import Annotated, Any, Final, Literal, NamedTuple, get_args
+from types import UnionType
+from typing import Annotated, Any, Final, Literal, NamedTuple, Union, get_args, get_origin
 from urllib.parse import unquote, unquote_plus, urlsplit
 
 import msgspec
@@ -290,13 +291,6 @@ REQUEST_STRUCTS: Final = (
 
 # -- decoding: the typed fast path, the lenient retry, msgspec's error -> the contract code --------
 
-_deposit_decoder = msgspec.json.Decoder(DepositRequest)
-_freeze_decoder = msgspec.json.Decoder(FreezeRequest)
-_deduct_decoder = msgspec.json.Decoder(DeductRequest)
-_consume_decoder = msgspec.json.Decoder(ConsumeRequest)
-_unfreeze_decoder = msgspec.json.Decoder(UnfreezeRequest)
-_refund_decoder = msgspec.json.Decoder(RefundRequest)
-_void_decoder = msgspec.json.Decoder(VoidRequest)
 _create_key_decoder = msgspec.json.Decoder(CreateKeyRequest)
 _create_webhook_decoder = msgspec.json.Decoder(CreateWebhookRequest)
 _set_alerts_decoder = msgspec.json.Decoder(SetAlertsRequest)
@@ -474,6 +468,106 @@ def _field_error(field: str, index: str | None, raw: msgspec.Raw, text: str, cod
     return ClientError(code, f"{field}: {text}", details)
 
 
+# -- identifiers checked by hand on the hot path (issue 14) ---------------------------------------
+
+
+class IdCheckedDecoder:
+    """A request Struct's decoder whose identifiers skip msgspec's per-field `re` call (~3k
+    instructions per identifier field): same accepted set, same codes, messages and precedence.
+
+    `decode(body)` first decodes into a twin Struct (`unpatterned`: every ID constraint without
+    its pattern, the lengths kept) and checks the identifiers itself (`_plain_id`: sound, so
+    True only where ID_PATTERN matches). Any refusal, of msgspec or of the check, decodes again
+    with the request Struct's own decoder (`strict`) through `decode_request`, so an error is
+    the one the strict decoder finds first and a value the check cannot vouch for (e.g. a lone
+    surrogate) is judged by ID_PATTERN. Returns the twin (same attributes) or the Struct; raises
+    ClientError as decode_request."""
+
+    __slots__ = ("strict", "_twin", "_ids", "_id_lists")
+
+    def __init__(self, request_type: type[msgspec.Struct]) -> None:
+        self.strict = msgspec.json.Decoder(request_type)
+        twin, self._ids, self._id_lists = unpatterned(request_type)
+        self._twin = msgspec.json.Decoder(twin)
+
+    def decode(self, body: bytes) -> Any:
+        try:
+            request = self._twin.decode(body)
+        except (msgspec.MsgspecError, RecursionError):
+            return decode_request(self.strict, body)
+        for name in self._ids:
+            value = getattr(request, name)
+            if value is not None and not _plain_id(value):
+                return decode_request(self.strict, body)
+        for name in self._id_lists:
+            values = getattr(request, name)
+            if values is not None and not all(map(_plain_id, values)):
+                return decode_request(self.strict, body)
+        return request
+
+
+def unpatterned(request_type: type[msgspec.Struct]) -> tuple[type[msgspec.Struct], tuple[str, ...], tuple[str, ...]]:
+    """(twin Struct, its identifier fields, its identifier-list fields): `request_type` with every
+    ID constraint replaced by its length bounds alone, same fields, defaults and options."""
+    config = request_type.__struct_config__
+    assert config.forbid_unknown_fields and not config.array_like, request_type
+    fields: list[tuple[str, Any, Any]] = []
+    ids: list[str] = []
+    id_lists: list[str] = []
+    for field in msgspec.structs.fields(request_type):
+        assert field.default_factory is msgspec.NODEFAULT and field.name == field.encode_name, field
+        kind, annotation = _without_id_pattern(field.type)
+        if kind == "id":
+            ids.append(field.name)
+        elif kind == "id_list":
+            id_lists.append(field.name)
+        fields.append((field.name, annotation, field.default))
+    twin = msgspec.defstruct(request_type.__name__ + "Unpatterned", fields, forbid_unknown_fields=True, gc=False)
+    return twin, tuple(ids), tuple(id_lists)
+
+
+_ID_LENGTHS: Final = Meta(min_length=1, max_length=ID_LENGTH_MAX)
+
+
+def _without_id_pattern(annotation: Any) -> tuple[str | None, Any]:
+    """("id" | "id_list" | None, `annotation` with ID's pattern dropped). Only the shapes the
+    request Structs use: Annotated, `X | None`, `X | UnsetType`, list[X]."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        base, *metas = get_args(annotation)
+        kind, base = _without_id_pattern(base)
+        is_id = any(isinstance(meta, Meta) and meta.pattern == ID_PATTERN for meta in metas)
+        metas = [_ID_LENGTHS if isinstance(meta, Meta) and meta.pattern == ID_PATTERN else meta for meta in metas]
+        return ("id" if is_id else kind), Annotated[(base, *metas)]  # type: ignore[valid-type]
+    if origin is Union or origin is UnionType:
+        parts = [_without_id_pattern(part) for part in get_args(annotation)]
+        kinds = {kind for kind, _ in parts if kind is not None}
+        assert len(kinds) <= 1, annotation
+        return (kinds.pop() if kinds else None), Union[tuple(part for _, part in parts)]
+    if origin is list:
+        kind, item = _without_id_pattern(get_args(annotation)[0])
+        assert kind in (None, "id"), annotation
+        return ("id_list" if kind == "id" else None), list[item]  # type: ignore[valid-type]
+    return None, annotation
+
+
+def _plain_id(value: str) -> bool:
+    """True only if `value` matches ID_PATTERN, lengths aside (checked by msgspec): no C0 control,
+    DEL or surrogate, and not all whitespace (tests/net/test_schemas.py: every code point)."""
+    if value.isascii():
+        return value.isprintable() and not value.isspace()  # ASCII printable: 0x20..0x7e
+    return not value.isspace() and _FORBIDDEN_CHARS.search(value) is None
+
+
+_deposit_decoder = IdCheckedDecoder(DepositRequest)
+_freeze_decoder = IdCheckedDecoder(FreezeRequest)
+_deduct_decoder = IdCheckedDecoder(DeductRequest)
+_consume_decoder = IdCheckedDecoder(ConsumeRequest)
+_unfreeze_decoder = IdCheckedDecoder(UnfreezeRequest)
+_refund_decoder = IdCheckedDecoder(RefundRequest)
+_void_decoder = IdCheckedDecoder(VoidRequest)
+
+
 # -- identifiers (outside JSON bodies: paths, queries, headers) ------------------------------------
 
 # C0 controls and DEL are refused (CONTRACT §7.7); surrogates only appear from an HTTP header
@@ -610,7 +704,7 @@ def _metadata_problem(root: dict[str, Any]) -> str | None:
 
 def parse_deposit(body: bytes, project: str, idempotency_header: str | None) -> Deposit:
     """POST /v1/customers/deposit (velobase-api §1A.1). Raises ClientError."""
-    req: DepositRequest = decode_request(_deposit_decoder, body)
+    req: DepositRequest = _deposit_decoder.decode(body)
     wallet = _deposit_wallet(req.wallet, req.credit_type)
     key = _deposit_key(req.idempotency_key, idempotency_header)
     starts_at_ms = parse_time_ms(req.starts_at, "starts_at")
@@ -674,7 +768,7 @@ def _check_debit(req: FreezeRequest | DeductRequest) -> None:
 
 def parse_freeze(body: bytes, project: str) -> Freeze:
     """POST /v1/billing/freeze (velobase-api §1A.4, CONTRACT §3.10). Raises ClientError."""
-    req: FreezeRequest = decode_request(_freeze_decoder, body)
+    req: FreezeRequest = _freeze_decoder.decode(body)
     _check_debit(req)
     if req.unfreeze_after_seconds is not None and req.consume_after_seconds is not None:
         raise ClientError("invalid_auto_settlement",
@@ -698,7 +792,7 @@ def parse_freeze(body: bytes, project: str) -> Freeze:
 
 def parse_deduct(body: bytes, project: str) -> Deduct:
     """POST /v1/billing/deduct (velobase-api §1A.7). Raises ClientError."""
-    req: DeductRequest = decode_request(_deduct_decoder, body)
+    req: DeductRequest = _deduct_decoder.decode(body)
     _check_debit(req)
     return Deduct(
         at_ms=0,  # stamped by the runtime on the command's shard
@@ -716,7 +810,7 @@ def parse_deduct(body: bytes, project: str) -> Deduct:
 def parse_consume(body: bytes, project: str) -> Consume:
     """POST /v1/billing/consume (velobase-api §1A.5). `customer_id` is left to the runtime;
     an absent `actual_amount` (never a null one) means the whole frozen amount."""
-    req: ConsumeRequest = decode_request(_consume_decoder, body)
+    req: ConsumeRequest = _consume_decoder.decode(body)
     return Consume(
         at_ms=0,  # stamped by the runtime on the command's shard
         project=project,
@@ -728,7 +822,7 @@ def parse_consume(body: bytes, project: str) -> Consume:
 
 def parse_unfreeze(body: bytes, project: str) -> Unfreeze:
     """POST /v1/billing/unfreeze (velobase-api §1A.6). `customer_id` is left to the runtime."""
-    req: UnfreezeRequest = decode_request(_unfreeze_decoder, body)
+    req: UnfreezeRequest = _unfreeze_decoder.decode(body)
     return Unfreeze(at_ms=0, project=project, customer_id=None, transaction_id=req.transaction_id)
 
 
@@ -737,7 +831,7 @@ def parse_refund(body: bytes, project: str) -> Refund:
     An absent `amount` means all that is refundable; a null one is 400 amount_must_be_positive.
     Raises ClientError (refund_id_required, transaction_id_required, invalid_identifier,
     amount_must_be_positive, amount_too_large, invalid_reason, invalid_json, unknown_field)."""
-    req: RefundRequest = decode_request(_refund_decoder, body)
+    req: RefundRequest = _refund_decoder.decode(body)
     return Refund(
         at_ms=0,  # stamped by the runtime on the command's shard
         project=project,
@@ -752,7 +846,7 @@ def parse_refund(body: bytes, project: str) -> Refund:
 def parse_void(body: bytes, project: str) -> Void:
     """POST /v1/billing/void (CONTRACT §10.2) -> Void (customer_id left to the runtime).
     Raises ClientError (void_id_required, account_id_required, invalid_identifier, invalid_reason)."""
-    req: VoidRequest = decode_request(_void_decoder, body)
+    req: VoidRequest = _void_decoder.decode(body)
     return Void(at_ms=0, project=project, customer_id=None, void_id=req.void_id, account_id=req.account_id, reason=req.reason)
 
 
