@@ -16,7 +16,7 @@ Keys are hashed and compared in constant time by the runtime (engine.core.keys);
 
 from typing import Final, Protocol
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from engine.core.limits import API_KEY_LENGTH_MAX
 from engine.core.results import Rejected
@@ -49,7 +49,7 @@ _MISSING: Final = ClientError("missing_api_key", "missing API key: send Authoriz
 
 def principal(request: web.Request, runtime: Authenticator) -> str | Admin:
     """The key's project id or ADMIN; raises ClientError(401) otherwise."""
-    token = bearer_token(request.headers.get("Authorization"))
+    token = bearer_token(request.headers.get(hdrs.AUTHORIZATION))  # istr: no case folding per request
     if token is None:
         raise ClientError(_MISSING.code, _MISSING.message)
     if len(token) > API_KEY_LENGTH_MAX or not (token.isascii() and token.isprintable()):

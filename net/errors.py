@@ -1,4 +1,4 @@
-"""The error envelope (CONTRACT §3.14), request ids, and `handle_errors`, which applies both.
+"""The error envelope (CONTRACT §3.14), request ids, and `exception_response`, which applies both.
 
     HttpError                     an answer with a registered code (status from engine/core/codes.py)
       ClientError                 4xx: auth (401), shape (400, net/schemas), engine Rejected
@@ -20,7 +20,6 @@ Every response, success or error, carries `X-Request-Id`; error bodies repeat it
 import itertools
 import logging
 import os
-from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import msgspec
@@ -195,34 +194,24 @@ def refusal_response(status: int, exc: BaseException | None, request_id: str) ->
     return response
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+def exception_response(exc: Exception, request: web.Request, request_id: str) -> web.Response:
+    """The §3.14 answer to what a handler raised (`request_id` its id, already stamped on it).
 
-
-async def handle_errors(request: web.Request, handler: Handler, request_id: str | None = None) -> web.StreamResponse:
-    """Stamp a request id on every response; turn every exception into the error envelope.
-
-    A plain coroutine, not a middleware: net/observe.py's request handler awaits it around the
-    app, so a request crosses no aiohttp middleware layer (issue 14: the layer is on the hot
-    path). The observer passes the `request_id` it logs (None: a new one)."""
-    if request_id is None:
-        request_id = new_request_id()
-    try:
-        response = await handler(request)
-    except HttpError as exc:
+    A plain function, not a middleware or a wrapping coroutine: net/observe.py's request handler
+    awaits the route's handler itself and calls this from its `except` (issue 14: each layer is on
+    the hot path)."""
+    if isinstance(exc, HttpError):
         return error_response(exc.code, exc.message, exc.details, request_id)
-    except Unavailable as exc:
+    if isinstance(exc, Unavailable):
         return error_response(exc.code, exc.message, None, request_id)
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         return _http_exception_response(exc, request_id)
-    except (HttpProcessingError, RequestPayloadError, ConnectionResetError) as exc:
+    if isinstance(exc, (HttpProcessingError, RequestPayloadError, ConnectionResetError)):
         # The body could not be read: bad chunking, gzip/deflate garbage, or the client left
         # (then nobody hears this answer; aiohttp drops it). Never a 500 (CONTRACT §7.12).
         logger.info("unreadable request body, request_id=%s: %s", request_id, unreadable_message(exc))
         return refusal_response(400, exc, request_id)
-    except Exception:
-        # A bug: no input may reach this branch (CONTRACT §3.14).
-        # No path: it may hold a customer id (an email, say); the request line has the route.
-        logger.exception("unhandled error, request_id=%s %s", request_id, request.method)
-        return error_response("server_error", "internal server error", None, request_id)
-    response.headers[REQUEST_ID_HEADER] = request_id
-    return response
+    # A bug: no input may reach this branch (CONTRACT §3.14).
+    # No path: it may hold a customer id (an email, say); the request line has the route.
+    logger.error("unhandled error, request_id=%s %s", request_id, request.method, exc_info=exc)
+    return error_response("server_error", "internal server error", None, request_id)

@@ -1,7 +1,7 @@
 """One small handler per endpoint: bytes -> Command -> Runtime -> response bytes (CONTRACT §2).
 
 Every /v1 handler: auth (401) -> read body -> parse (400) -> runtime (404/400/409 or 200). Errors
-are raised as HttpError and become the envelope in net.errors.handle_errors; Unavailable from
+are raised as HttpError and become the envelope in net.errors.exception_response; Unavailable from
 the runtime passes through to it too (503). Success is always 200 with the msgspec-encoded body.
 
 GET /v1/customers/{customer_id}[/ledger] is one catch-all route handled on the RAW path, because a
@@ -135,8 +135,6 @@ _HEALTH_OK: Final = b'{"status":"ok"}'
 
 _encoder = msgspec.json.Encoder()
 
-# net.schemas.parse_<op>(body, project) -> the command; raises ClientError (400) for a bad body.
-Parser = Callable[[bytes, str], Command]
 
 
 def _ok(body: Any) -> web.Response:
@@ -151,6 +149,28 @@ def _not_found() -> ClientError:
     return ClientError("not_found", "no such route")
 
 
+def _answer(result: Applied | Rejected) -> web.Response:
+    """A write's result: 200 with its body, or the Rejected's error (raised as HttpError)."""
+    if type(result) is Applied:
+        return _ok(result.body)
+    raise _rejected(result)  # type: ignore[arg-type]  # mypy does not narrow on `type(x) is`
+
+
+def body_received(request: web.Request) -> bytes:
+    """The request's whole body if it has all arrived and fits the size limit (the usual case
+    of a small JSON body: one packet with the headers), else b"": then `await request.read()`,
+    which waits for the rest, raises 413 or the body's error as before. Issue 14: the same bytes
+    without read()'s two readany coroutines and bytearray copy; read() returns them after."""
+    content = request.content
+    if request._read_bytes is not None or not content.is_eof() or content.exception() is not None:
+        return b""
+    if not 0 < content.total_bytes <= request._client_max_size:
+        return b""  # nothing (read() answers b"" too) or over the limit (read() raises 413)
+    body = bytes(content.read_nowait())  # bytes already (the parser feeds bytes): no copy
+    request._read_bytes = body
+    return body
+
+
 class Handlers:
     """The endpoint handlers, bound to one runtime (no per-request app lookups)."""
 
@@ -163,48 +183,56 @@ class Handlers:
         """Serve from `runtime` from the next request on (net/app.py open_app, after recovery)."""
         self._runtime = runtime
 
-    async def _submit(self, command: Command) -> web.Response:
-        result = await self._runtime.submit(command)
-        if type(result) is Applied:
-            return _ok(result.body)
-        raise _rejected(result)  # type: ignore[arg-type]  # mypy does not narrow on `type(x) is`
+    # Each write is one coroutine (issue 14: a coroutine per layer is ~1.5k instructions):
+    # auth (401) -> body -> parse (400) -> runtime -> _answer.
 
     async def deposit(self, request: web.Request) -> web.Response:
         runtime = self._runtime
         project = authenticate(request, runtime)
-        body = await request.read()
+        body = body_received(request) or await request.read()
         idempotency_headers = request.headers.getall("Idempotency-Key", ())
         if len(idempotency_headers) > 1:  # two keys for one deposit: refuse rather than guess
             raise ClientError("idempotency_key_mismatch", "more than one Idempotency-Key header")
         idempotency_header = idempotency_headers[0] if idempotency_headers else None
-        return await self._submit(schemas.parse_deposit(body, project, idempotency_header))
+        return _answer(await runtime.submit(schemas.parse_deposit(body, project, idempotency_header)))
 
     async def freeze(self, request: web.Request) -> web.Response:
-        return await self._write(request, schemas.parse_freeze)
+        runtime = self._runtime
+        project = authenticate(request, runtime)
+        body = body_received(request) or await request.read()
+        return _answer(await runtime.submit(schemas.parse_freeze(body, project)))
 
     async def consume(self, request: web.Request) -> web.Response:
-        return await self._write(request, schemas.parse_consume)
+        runtime = self._runtime
+        project = authenticate(request, runtime)
+        body = body_received(request) or await request.read()
+        return _answer(await runtime.submit(schemas.parse_consume(body, project)))
 
     async def unfreeze(self, request: web.Request) -> web.Response:
-        return await self._write(request, schemas.parse_unfreeze)
+        runtime = self._runtime
+        project = authenticate(request, runtime)
+        body = body_received(request) or await request.read()
+        return _answer(await runtime.submit(schemas.parse_unfreeze(body, project)))
 
     async def deduct(self, request: web.Request) -> web.Response:
-        return await self._write(request, schemas.parse_deduct)
+        runtime = self._runtime
+        project = authenticate(request, runtime)
+        body = body_received(request) or await request.read()
+        return _answer(await runtime.submit(schemas.parse_deduct(body, project)))
 
     async def refund(self, request: web.Request) -> web.Response:
         """POST /v1/billing/refund (CONTRACT §10.1)."""
-        return await self._write(request, schemas.parse_refund)
+        runtime = self._runtime
+        project = authenticate(request, runtime)
+        body = body_received(request) or await request.read()
+        return _answer(await runtime.submit(schemas.parse_refund(body, project)))
 
     async def void(self, request: web.Request) -> web.Response:
         """POST /v1/billing/void (CONTRACT §10.2)."""
-        return await self._write(request, schemas.parse_void)
-
-    async def _write(self, request: web.Request, parse: Parser) -> web.Response:
-        """Auth (401) -> body -> parse (400) -> runtime; the shared shape of the billing writes."""
         runtime = self._runtime
         project = authenticate(request, runtime)
-        body = await request.read()
-        return await self._submit(parse(body, project))
+        body = body_received(request) or await request.read()
+        return _answer(await runtime.submit(schemas.parse_void(body, project)))
 
     async def customer(self, request: web.Request) -> web.Response:
         """GET /v1/customers/{id}, .../{id}/ledger and .../{id}/freezes, routed on the raw path."""
@@ -256,7 +284,7 @@ class Handlers:
         customer_not_found."""
         project = authenticate(request, self._runtime)
         customer_id = _alerts_customer_of(request)
-        return await self._submit(schemas.parse_set_alerts(await request.read(), project, customer_id))
+        return _answer(await self._runtime.submit(schemas.parse_set_alerts(await request.read(), project, customer_id)))
 
     async def get_alerts(self, request: web.Request) -> web.Response:
         """GET /v1/alerts/{customer_id} -> AlertsView; 404 customer_not_found."""

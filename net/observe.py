@@ -2,7 +2,7 @@
 
     Observer(registry, request_log)   one per server; no global state (the registry is passed in)
       .request_handler(handler_of, router)  the server's request handler around the app: readiness
-                                       gate, then the app inside net.errors.handle_errors, then
+                                       gate, then the route's handler (its exceptions: net.errors.exception_response), then
                                        one metrics update + one request log line (no aiohttp
                                        middleware layer: issue 14)
       .on_record(lsn)                  recovery progress (called from the recovery thread)
@@ -31,12 +31,13 @@ from typing import Any, Final
 
 import msgspec
 from aiohttp import web
+from multidict import istr
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from net.dashboard import STATIC_PATHS
-from net.errors import ERROR_CODE, REQUEST_ID_HEADER, error_response, handle_errors, new_request_id
+from net.errors import ERROR_CODE, REQUEST_ID_HEADER, error_response, exception_response, new_request_id
 from net.logs import RequestLog
 
 HEALTH_PATH: Final = "/health"
@@ -170,7 +171,7 @@ class Observer:
     def request_handler(self, handler_of: Callable[[web.Request], Handler], router: web.UrlDispatcher) -> RequestHandler:
         """The server's request handler (net/transport.py TallyRunner passes net/dispatch.py's
         `handler_of`, which routes a request and names the coroutine that answers it): the
-        readiness gate, then that handler inside net.errors.handle_errors, then one metrics
+        readiness gate, then that handler (an exception: net.errors.exception_response), then one metrics
         update and one request log line.
 
         It wraps the app from outside rather than as an aiohttp middleware, so a request crosses
@@ -183,14 +184,21 @@ class Observer:
         cells: dict[tuple[object, str], _Cell] = {}  # (aiohttp resource, method) -> cell
         cell_of = self._cell
         perf_counter = time.perf_counter
+        request_id_header = istr(REQUEST_ID_HEADER)  # set without case folding
 
         async def observed(request: web.BaseRequest) -> web.StreamResponse:
             assert isinstance(request, web.Request)  # the app's request factory makes these
             started = perf_counter()
             request_id = new_request_id()
-            response = self._gate(request, request_id)
+            # serving (the gate's usual answer, None) is checked here: a call less per request
+            response = None if self.cluster is None and self.runtime is not None else self._gate(request, request_id)
             if response is None:
-                response = await handle_errors(request, handler_of(request), request_id)  # routes it
+                try:
+                    response = await handler_of(request)(request)  # handler_of routes it
+                except Exception as exc:
+                    response = exception_response(exc, request, request_id)
+                else:
+                    response.headers[request_id_header] = request_id
                 match_info = request.match_info
             else:
                 match_info = await router.resolve(request)

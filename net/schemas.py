@@ -538,7 +538,7 @@ def _without_id_pattern(annotation: Any) -> tuple[str | None, Any]:
         kind, base = _without_id_pattern(base)
         is_id = any(isinstance(meta, Meta) and meta.pattern == ID_PATTERN for meta in metas)
         metas = [_ID_LENGTHS if isinstance(meta, Meta) and meta.pattern == ID_PATTERN else meta for meta in metas]
-        return ("id" if is_id else kind), Annotated[(base, *metas)]  # type: ignore[valid-type]
+        return ("id" if is_id else kind), Annotated[(base, *metas)]
     if origin is Union or origin is UnionType:
         parts = [_without_id_pattern(part) for part in get_args(annotation)]
         kinds = {kind for kind, _ in parts if kind is not None}

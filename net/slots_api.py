@@ -168,7 +168,7 @@ def ok(body: Any) -> web.Response:
 
 
 def raise_if_rejected(value: Any) -> None:
-    """An engine Rejected (404/400/409) -> the HttpError net.errors.handle_errors turns into the envelope."""
+    """An engine Rejected (404/400/409) -> the HttpError net.errors.exception_response turns into the envelope."""
     if type(value) is Rejected:
         raise HttpError(value.code, value.message, value.details)
 

@@ -46,7 +46,7 @@ class _Connection(web.RequestHandler):
         self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
     ) -> web.StreamResponse:
         """aiohttp's answer to a request it could not parse (status 400, `exc` the parser's error)
-        or whose handler raised past net.errors.handle_errors (500: a bug). Ours: the §3.14 envelope."""
+        or whose handler raised past net.errors.exception_response (500: a bug). Ours: the §3.14 envelope."""
         if request.writer.output_size > 0:  # as aiohttp: a started answer cannot be replaced
             raise ConnectionError("response already started; cannot send the error envelope")
         request_id = new_request_id()
