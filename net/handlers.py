@@ -14,8 +14,7 @@ from collections.abc import Callable
 from typing import Any, Final, Protocol
 
 import msgspec
-from aiohttp import hdrs, web
-from multidict import CIMultiDict
+from aiohttp import web
 
 from engine.core.commands import Command
 from engine.core.queries import LedgerFilters
@@ -138,12 +137,8 @@ _encoder = msgspec.json.Encoder()
 
 
 
-# Copied into each answer (one C copy) rather than built from content_type= (issue 14).
-_JSON_HEADERS: Final = CIMultiDict({hdrs.CONTENT_TYPE: _JSON})
-
-
 def _ok(body: Any) -> web.Response:
-    return web.Response(body=_encoder.encode(body), headers=_JSON_HEADERS)
+    return web.Response(body=_encoder.encode(body), content_type=_JSON)
 
 
 def _rejected(result: Rejected) -> HttpError:
