@@ -132,9 +132,12 @@ class RequestLog:
 
 
 def _json_lines(lines: list[tuple[float, str, str, str, int, str | None, float]]) -> bytes:
+    # Millisecond rounding by int(): round(x, 3) goes through a correctly rounded decimal
+    # conversion, ~2x the cost, twice a line (issue 14); the two differ only where x * 1000 lies
+    # within a rounding error of a half (then by 1 µs of duration or 1 ms of ts).
     return _encoder.encode_lines([
-        _RequestLine(round(now, 3), "info", "tally.request", "request", request_id, method, route, status, code,
-                     round(duration_s * 1000, 3))
+        _RequestLine(int(now * 1000 + 0.5) / 1000, "info", "tally.request", "request", request_id, method, route,
+                     status, code, int(duration_s * 1_000_000 + 0.5) / 1000)
         for now, request_id, method, route, status, code, duration_s in lines
     ])  # fmt: skip
 
