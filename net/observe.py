@@ -2,8 +2,9 @@
 
     Observer(registry, request_log)   one per server; no global state (the registry is passed in)
       .request_handler(handler_of, router)  the server's request handler around the app: readiness
-                                       gate, then the route's handler (its exceptions: net.errors.exception_response), then
-                                       one metrics update + one request log line (no aiohttp
+                                       gate, then the route's handler (what it raises: the
+                                       envelope of net.errors.exception_response), then one
+                                       metrics update + one request log line (no aiohttp
                                        middleware layer: issue 14)
       .on_record(lsn)                  recovery progress (called from the recovery thread)
       .on_wal_batch(records, fsync_s)  one durable WAL group commit (called on the loop)
@@ -171,8 +172,8 @@ class Observer:
     def request_handler(self, handler_of: Callable[[web.Request], Handler], router: web.UrlDispatcher) -> RequestHandler:
         """The server's request handler (net/transport.py TallyRunner passes net/dispatch.py's
         `handler_of`, which routes a request and names the coroutine that answers it): the
-        readiness gate, then that handler (an exception: net.errors.exception_response), then one metrics
-        update and one request log line.
+        readiness gate, then that handler (what it raises: net.errors.exception_response), then
+        one metrics update and one request log line.
 
         It wraps the app from outside rather than as an aiohttp middleware, so a request crosses
         no middleware layer (issue 14: aiohttp adds a coroutine and a current-app switch per
