@@ -302,14 +302,15 @@ class Runtime:
         self._check_writable()
         project: str = getattr(command, "project", "")
         customer_id: str | None = getattr(command, "customer_id", None)
-        if isinstance(command, (Consume, Unfreeze, Refund)) and customer_id is None:
-            customer_id = queries.transaction_owner(self.state, project, command.transaction_id)
-            if customer_id is not None:
-                command = msgspec.structs.replace(command, customer_id=customer_id)
-        elif isinstance(command, Void) and customer_id is None:
-            customer_id = queries.bucket_owner(self.state, project, command.account_id)
-            if customer_id is not None:
-                command = msgspec.structs.replace(command, customer_id=customer_id)
+        if customer_id is None:  # (a deduct, freeze or deposit names its customer: the hot path)
+            if isinstance(command, (Consume, Unfreeze, Refund)):
+                customer_id = queries.transaction_owner(self.state, project, command.transaction_id)
+                if customer_id is not None:
+                    command = msgspec.structs.replace(command, customer_id=customer_id)
+            elif isinstance(command, Void):
+                customer_id = queries.bucket_owner(self.state, project, command.account_id)
+                if customer_id is not None:
+                    command = msgspec.structs.replace(command, customer_id=customer_id)
         # Every Command subclass is a member of AnyCommand (asserted in engine/core/commands.py).
         any_command = cast(AnyCommand, command)
         return self._shard_for(project, customer_id), partial(self._apply_write, any_command, customer_id)
@@ -431,7 +432,10 @@ class Runtime:
         stamp_ms = self._stamper.stamp()
         command = msgspec.structs.replace(command, at_ms=stamp_ms)
         if customer_id is not None:
-            self._run_due_timers(project_of(command), customer_id, stamp_ms)
+            # _run_due_timers without its writable check (made above): most writes find none due
+            for timer in due_commands(self.state, getattr(command, "project", ""), customer_id, stamp_ms):
+                timer_result = self._apply_and_log(timer)
+                assert isinstance(timer_result, Applied) and timer_result.logged, (timer, timer_result)
         result = self._apply_and_log(command)
         # A rejection or a replay may rest on changes still in flight: wait for all of them.
         return result, self.state.last_lsn
@@ -492,11 +496,6 @@ class Runtime:
             return view(now_ms), queries.customer_last_lsn(self.state, project, customer_id)
 
         return await self._shard_for(project, customer_id).submit(on_shard)
-
-
-def project_of(command: AnyCommand) -> str:
-    """The project a customer command belongs to (key commands have none: "")."""
-    return getattr(command, "project", "")
 
 
 def _report_recovery(recovered: Recovered) -> None:
