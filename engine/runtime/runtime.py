@@ -66,7 +66,7 @@ from engine.core.timers import due_commands
 from engine.runtime.clock import Stamper, wall_clock_ms
 from engine.runtime.config import RuntimeConfig
 from engine.runtime.deliveries import AiohttpPoster, Deliverer, PostFn
-from engine.runtime.durability import Durability
+from engine.runtime.durability import Durability, log_failed
 from engine.runtime.errors import Unavailable
 from engine.runtime.recovery import Recovered, recover
 from engine.runtime.shards import Shard
@@ -280,7 +280,12 @@ class Runtime:
         if done is None:
             return await shard.submit(work)
         result, wait_lsn = done
-        await self._durability.wait_durable(wait_lsn)
+        waiter = self._durability.waiter(wait_lsn)  # awaited here: no coroutine frame per answer
+        if waiter is not None:
+            try:
+                await waiter
+            except wal.WalFailed:
+                raise log_failed() from None
         return result
 
     def try_apply(self, command: Command) -> tuple[Applied | Rejected, int] | None:
