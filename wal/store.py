@@ -2,6 +2,7 @@
 
     store.append(lsn, payload)        buffer one record; LSNs consecutive; never blocks
     await store.wait_durable(lsn)     return once every record <= lsn is durable; WalFailed if not
+    store.durable_waiter(lsn)         the same as a future to await (None: durable already)
     store.durable_lsn                 the highest LSN known durable (fsync'd or committed)
     store.room() / wait_for_room(n)   the bounded queue between append and durability
     store.failed                      fail-stop: once True, nothing more is ever acknowledged
@@ -16,6 +17,7 @@ group-commit batch, CONTRACT §12) implements these two protocols, and the engin
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
@@ -38,6 +40,8 @@ class LogStore(Protocol):
     async def wait_for_room(self, records: int = 1) -> None: ...
 
     async def wait_durable(self, lsn: int) -> None: ...
+
+    def durable_waiter(self, lsn: int) -> asyncio.Future[None] | None: ...
 
     async def start(self) -> None: ...
 

@@ -45,7 +45,7 @@ from pathlib import Path
 from time import perf_counter_ns
 from typing import Protocol
 
-from wal.errors import WalCorrupt, WalFailed, WalFull
+from wal.errors import WalCorrupt, WalFailed
 from wal.frame import (
     FRAME_OVERHEAD,
     FRAME_TRAILER,
@@ -124,15 +124,12 @@ class WalWriter:
         # Segment state: touched only by open(), then by the flusher thread, then by close().
         self._file: LogFile | None = None
         self._segment_size = 0
-        # Loop-side state.
-        self._appended_lsn = next_lsn - 1
+        # Loop-side state. Appended / durable LSN, the failure and the waiters: wal/waiters.py.
+        self._waiters = DurableWaiters(next_lsn, queue_records_max, self._failed_error)
         self._taken_lsn = next_lsn - 1  # last lsn handed to the flusher
-        self._durable_lsn = next_lsn - 1
         self._buffer = bytearray()  # pending frames, back to back
         self._buffer_base = 0  # bytes taken from the buffer so far
         self._frame_ends: deque[int] = deque()  # end of each pending frame, counted from _buffer_base 0
-        self._waiters = DurableWaiters()  # parked on durability and on queue room
-        self._failure: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # set by start(): the flusher wakes it
         self._thread: threading.Thread | None = None
         # Loop -> flusher: (data, lsn_before, lsn_last), or None to stop. At most one batch is in
@@ -201,31 +198,28 @@ class WalWriter:
 
     @property
     def appended_lsn(self) -> int:
-        return self._appended_lsn
+        return self._waiters.appended_lsn
 
     @property
     def durable_lsn(self) -> int:
-        return self._durable_lsn
+        return self._waiters.durable_lsn
 
     @property
     def failed(self) -> bool:
-        return self._failure is not None
+        return self._waiters.failure is not None
 
     def room(self) -> int:
         """Frames that can still be appended before WalFull (pending = appended - durable)."""
-        return self.queue_records_max - (self._appended_lsn - self._durable_lsn)
+        return self._waiters.room()
 
     def append(self, lsn: int, payload: bytes) -> None:
-        if self._failure is not None:
-            raise self._failed_error()
+        waiters = self._waiters
+        waiters.check_append(lsn)  # WalFailed, WalFull
         assert not self._closing, "append after close"
-        assert lsn == self._appended_lsn + 1, f"lsn {lsn} after {self._appended_lsn}"
-        if self._appended_lsn - self._durable_lsn >= self.queue_records_max:
-            raise WalFull(f"{self.queue_records_max} frames pending (queue_records_max)")
         buffer = self._buffer
         encode_frame_into(buffer, lsn, payload)
         self._frame_ends.append(self._buffer_base + len(buffer))
-        self._appended_lsn = lsn
+        waiters.appended_lsn = lsn
         if not self._in_flight and not self._hand_off_scheduled and self._loop is not None:
             # Appends made later in this loop turn join the batch: hand it off at the turn's end.
             self._hand_off_scheduled = True
@@ -233,30 +227,17 @@ class WalWriter:
 
     async def wait_for_room(self, records: int = 1) -> None:
         """Return once room() >= records (re-checked after every batch); WalFailed on failure.
-
-        Always yields to the loop at least once, so a caller that loops on its own condition
-        (`while room() < n: await wait_for_room()`) cannot starve the flusher.
-        """
-        assert 1 <= records <= self.queue_records_max, records
-        waited = False
-        while self.room() < records:
-            if self._failure is not None:
-                raise self._failed_error()
-            await self._waiters.room()
-            waited = True
-        if self._failure is not None:
-            raise self._failed_error()
-        if not waited:
-            await asyncio.sleep(0)
+        Yields to the loop at least once (see DurableWaiters.wait_for_room)."""
+        await self._waiters.wait_for_room(records)
 
     async def wait_durable(self, lsn: int) -> None:
         """Return once durable_lsn >= lsn; WalFailed if the writer failed before that."""
-        if lsn <= self._durable_lsn:
-            return
-        if self._failure is not None:
-            raise self._failed_error()
-        assert lsn <= self._appended_lsn, f"wait for lsn {lsn}, appended only {self._appended_lsn}"
-        await self._waiters.durable(lsn)
+        await self._waiters.wait_durable(lsn)
+
+    def durable_waiter(self, lsn: int) -> asyncio.Future[None] | None:
+        """A future done once durable_lsn >= lsn (WalFailed if the writer fails first); None when
+        it already is. Raises WalFailed. What the hot path awaits (no coroutine per wait)."""
+        return self._waiters.waiter(lsn)
 
     async def start(self) -> None:
         """Start the flusher thread; frames appended before start form its first batch."""
@@ -282,9 +263,9 @@ class WalWriter:
         self._closed = loop.create_future()
         self._closing = True
         try:
-            if self._loop is None and self._failure is None:
+            if self._loop is None and self._waiters.failure is None:
                 self._start_flusher()  # closed without start: flush what was appended anyway
-            while self._failure is None and (self._in_flight or self._frame_ends):
+            while self._waiters.failure is None and (self._in_flight or self._frame_ends):
                 self._hand_off()
                 self._progress = loop.create_future()
                 await self._progress
@@ -295,7 +276,7 @@ class WalWriter:
                 try:
                     file.close()
                 except OSError as error:  # everything was synced already, or we failed before
-                    if self._failure is None:
+                    if self._waiters.failure is None:
                         self._fail(error)
             self._closed.set_result(None)
 
@@ -318,12 +299,13 @@ class WalWriter:
     def _hand_off(self) -> None:
         """On the loop: give the pending frames to the flusher unless a batch is in flight."""
         self._hand_off_scheduled = False
-        if self._in_flight or not self._frame_ends or self._failure is not None or self._thread is None:
+        if self._in_flight or not self._frame_ends or self._waiters.failure is not None or self._thread is None:
             return
         data, lsn_last = self._take_batch()
         self._in_flight = True
         self._batches.put((data, self._taken_lsn, lsn_last))
         self._taken_lsn = lsn_last
+        self._waiters.cut(lsn_last)
 
     def _flusher(self) -> None:
         """The flusher thread: one batch at a time; after a failure it takes nothing more."""
@@ -406,8 +388,7 @@ class WalWriter:
                 view = view[written:]
 
     def _batch_durable(self, lsn_last: int, size: int, latency_us: float | None) -> None:
-        records = lsn_last - self._durable_lsn
-        self._durable_lsn = lsn_last
+        records = lsn_last - self._waiters.durable_lsn
         self.batches += 1
         self.records_flushed += records
         self.bytes_written += size
@@ -415,17 +396,16 @@ class WalWriter:
             self.fsync_latency_us.append(latency_us)
         if self.on_batch is not None:
             self.on_batch(records, None if latency_us is None else latency_us / 1e6)
-        self._waiters.release(lsn_last)
+        self._waiters.release(lsn_last)  # durable_lsn = lsn_last
 
     def _fail(self, error: BaseException) -> None:
-        if self._failure is None:
-            self._failure = error
         self._closing = True
-        self._waiters.fail(self._failed_error)  # room waiters wake, re-check and raise
+        self._waiters.fail(error)  # every waiter gets _failed_error(); room waiters wake and raise
 
     def _failed_error(self) -> WalFailed:
-        failed = WalFailed(f"the log writer stopped after an I/O error at lsn {self._durable_lsn + 1}: {self._failure!r}")
-        failed.__cause__ = self._failure
+        failure = self._waiters.failure
+        failed = WalFailed(f"the log writer stopped after an I/O error at lsn {self._waiters.durable_lsn + 1}: {failure!r}")
+        failed.__cause__ = failure
         return failed
 
 

@@ -12,7 +12,7 @@ conflicts.
 """
 
 import typing
-from typing import Any
+from typing import Any, Callable, Final
 
 import msgspec
 
@@ -332,9 +332,9 @@ _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(AnyCommand)
 
 
-def encode_command(command: Command) -> bytes:
-    """Command -> WAL payload bytes (msgpack, array_like)."""
-    return _encoder.encode(command)
+# Command -> WAL payload bytes (msgpack, array_like). The encoder's bound method itself, not a
+# function around it: once per logged command, one Python call fewer (issue 14).
+encode_command: Final[Callable[[Command], bytes]] = _encoder.encode
 
 
 def decode_command(payload: bytes) -> AnyCommand:

@@ -21,6 +21,7 @@ from engine.core.state import (
     LedgerState,
     Parts,
     ProjectState,
+    account_id,
     bucket_valid_at,
 )
 
@@ -104,7 +105,7 @@ def insufficient(amount: int, available: int, credit_types: tuple[str, ...] | No
 
 
 def detail(bucket: Bucket, amount: int) -> Detail:
-    return Detail(account_id=bucket.account_id, wallet=bucket.wallet, source=bucket.source, credit_type=bucket.wallet, amount=amount)
+    return Detail(account_id=account_id(bucket.lsn), wallet=bucket.wallet, source=bucket.source, credit_type=bucket.wallet, amount=amount)
 
 
 def details_of(customer: CustomerState, parts: Parts) -> list[Detail]:

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from engine.core.commands import (
     Deduct,
     Freeze,
@@ -17,7 +15,6 @@ from engine.core.common import (
     detail,
     details_of,
     entry,
-    find_customer,
     identity,
     insufficient,
     normalize_credit_types,
@@ -38,6 +35,7 @@ from engine.core.state import (
     CustomerState,
     DeductRecord,
     FreezeRecord,
+    LedgerEntry,
     LedgerState,
     ProjectState,
 )
@@ -46,28 +44,30 @@ from engine.core.timefmt import format_ms, format_ms_or_none
 # -- deduct (velobase-api §1A.7) -------------------------------------------------------------
 
 
-class _NewDebit(NamedTuple):
-    """A deduct or freeze that passed existence and identity: a new transaction id."""
-
-    customer: CustomerState
-    project: ProjectState
-    credit_types: tuple[str, ...] | None
+# A deduct or freeze that passed existence and identity (a new transaction id): the customer,
+# its project and the normalized credit types. A plain tuple: a NamedTuple's __new__ is one more
+# Python call per debit on the hot path (issue 14).
+_NewDebit = tuple[CustomerState, ProjectState, "tuple[str, ...] | None"]
 
 
 def _new_debit(state: LedgerState, command: Deduct | Freeze, kind: type) -> _NewDebit | Applied | Rejected:
     """CONTRACT §3.3 order for deduct and freeze: customer existence (404), then identity: a
     known id is a replay of the stored original (in any later state; descriptive fields and TTLs
     ignored, §3.8, §3.9) or 409. Only a new id goes on to the business rules."""
-    customer = find_customer(state, command.project, command.customer_id)
+    project = state.projects.get(command.project)
+    customer = None if project is None else project.customers.get(command.customer_id)
     if customer is None:
         return not_found(command.customer_id)
-    project = state.projects[command.project]
-    credit_types = normalize_credit_types(command.credit_types)
+    assert project is not None
+    credit_types = command.credit_types
+    if credit_types is not None:
+        credit_types = normalize_credit_types(credit_types)
+    if command.transaction_id not in project.txn_owner:  # a new id: the hot path
+        return customer, project, credit_types
     record = identity(
         project, customer, command.transaction_id, kind, command.amount, credit_types, command.wallet
     )
-    if record is None:
-        return _NewDebit(customer, project, credit_types)
+    assert record is not None
     if type(record) is Rejected:
         return record
     if isinstance(record, DeductRecord):
@@ -78,26 +78,30 @@ def _new_debit(state: LedgerState, command: Deduct | Freeze, kind: type) -> _New
 
 def apply_deduct(state: LedgerState, lsn: int, command: Deduct) -> Applied | Rejected:
     debit = _new_debit(state, command, DeductRecord)
-    if not isinstance(debit, _NewDebit):
-        return debit
+    if not isinstance(debit, tuple):
+        return debit  # Applied (a replay) or Rejected
     customer, project, credit_types = debit
-    parts = allocate(customer, command.at_ms, command.amount, credit_types, command.wallet)
+    at_ms = command.at_ms
+    parts = allocate(customer, at_ms, command.amount, credit_types, command.wallet)
     if type(parts) is int:
         return insufficient(command.amount, parts, credit_types, command.wallet)
     assert isinstance(parts, list)
-    at_ms = command.at_ms
     transaction_id = command.transaction_id
+    business_type = command.business_type
+    description = command.description
     details = []
+    stored = []
     for i, (bucket, take) in enumerate(parts):
         bucket.used += take
         customer.add_entry(
-            entry(lsn, i, CONSUME, bucket, take, transaction_id, command.business_type, command.description, at_ms)
-        )
+            LedgerEntry(lsn, i, CONSUME, take, bucket.lsn, bucket.wallet, bucket.source, transaction_id,
+                        business_type, description, at_ms)
+        )  # fmt: skip
         details.append(detail(bucket, take))
+        stored.append((bucket.lsn, take))
         if bucket.used == bucket.total:
             spent.reindex(customer, bucket)  # fully spent: leaves the hot path (§7.11)
-    stored = tuple([(bucket.lsn, take) for bucket, take in parts])
-    add_txn(project, customer, DeductRecord(transaction_id, lsn, at_ms, command.amount, credit_types, command.wallet, stored))
+    add_txn(project, customer, DeductRecord(transaction_id, lsn, at_ms, command.amount, credit_types, command.wallet, tuple(stored)))
     commit(state, customer, lsn)
     # Built here from the buckets in hand (the hot path; deduct_response would look each bucket up
     # again); tests/engine/test_ledger_stateful.py checks a replay equals it but for the flag.
@@ -126,8 +130,8 @@ def deduct_response(customer: CustomerState, record: DeductRecord, replay: bool)
 
 def apply_freeze(state: LedgerState, lsn: int, command: Freeze) -> Applied | Rejected:
     debit = _new_debit(state, command, FreezeRecord)
-    if not isinstance(debit, _NewDebit):
-        return debit
+    if not isinstance(debit, tuple):
+        return debit  # Applied (a replay) or Rejected
     customer, project, credit_types = debit
     ttl_guard = _check_ttls(command)
     if ttl_guard is not None:

@@ -117,8 +117,9 @@ def due_commands(
 ) -> list[ExpireBuckets | AutoSettle | SlotAutoRelease]:
     """The customer's timers due at or before `now_ms`, in due order, each stamped with its due
     time (CONTRACT §6, §7.3). Each one, applied in order, changes state (logged=True)."""
-    customer = find_customer(state, project, customer_id)
-    if customer is None:
+    project_state = state.projects.get(project)  # find_customer, written out: once per write
+    customer = None if project_state is None else project_state.customers.get(customer_id)
+    if customer is None or customer.due is None:  # no timer at all: the common case
         return []
     next_ms = _customer_next_due_ms(customer)
     if next_ms is None or next_ms > now_ms:

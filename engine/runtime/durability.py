@@ -38,14 +38,25 @@ class Durability:
     def durable_lsn(self) -> int:
         return self._store.durable_lsn
 
+    def waiter(self, lsn: int) -> asyncio.Future[None] | None:
+        """A future done once the log is durable to `lsn`, None when it already is: the hot path
+        awaits it directly (no coroutine frame per answer, issue 14). The future fails with
+        wal.WalFailed if the log fails first: await it in `except wal.WalFailed: raise
+        log_failed()`. Raises Unavailable(storage_unavailable) when the log failed already."""
+        try:
+            return self._store.durable_waiter(lsn)
+        except wal.WalFailed:
+            raise log_failed() from None
+
     async def wait_durable(self, lsn: int) -> None:
         """Return once the log is durable to `lsn`. Unavailable(storage_unavailable) if it failed."""
-        if lsn <= self._store.durable_lsn:
+        waiter = self.waiter(lsn)
+        if waiter is None:
             return
         try:
-            await self._store.wait_durable(lsn)
+            await waiter
         except wal.WalFailed:
-            raise Unavailable("storage_unavailable", "the write-ahead log failed; outcome unknown") from None
+            raise log_failed() from None
 
     def resolve_when_durable(self, lsn: int, waiting: Waiting) -> None:
         """Answer these futures once the log is durable to `lsn` (or fail them all)."""
@@ -90,6 +101,11 @@ class Durability:
         """After the store closed: let the last batches' answers go out."""
         if self._resolver is not None:
             await asyncio.gather(self._resolver, return_exceptions=True)
+
+
+def log_failed() -> Unavailable:
+    """What an answer that waited for a failed log gets: its outcome is unknown (CONTRACT §4)."""
+    return Unavailable("storage_unavailable", "the write-ahead log failed; outcome unknown")
 
 
 def _fail_all(waiting: Waiting, error: BaseException) -> None:

@@ -66,7 +66,7 @@ from engine.core.timers import due_commands
 from engine.runtime.clock import Stamper, wall_clock_ms
 from engine.runtime.config import RuntimeConfig
 from engine.runtime.deliveries import AiohttpPoster, Deliverer, PostFn
-from engine.runtime.durability import Durability
+from engine.runtime.durability import Durability, log_failed
 from engine.runtime.errors import Unavailable
 from engine.runtime.recovery import Recovered, recover
 from engine.runtime.shards import Shard
@@ -280,7 +280,12 @@ class Runtime:
         if done is None:
             return await shard.submit(work)
         result, wait_lsn = done
-        await self._durability.wait_durable(wait_lsn)
+        try:  # Durability.wait_durable written out: no coroutine frame per answer (issue 14)
+            waiter = self._store.durable_waiter(wait_lsn)
+            if waiter is not None:
+                await waiter
+        except wal.WalFailed:
+            raise log_failed() from None
         return result
 
     def try_apply(self, command: Command) -> tuple[Applied | Rejected, int] | None:
@@ -299,17 +304,19 @@ class Runtime:
     def _route(self, command: Command) -> tuple[Shard, Callable[[], tuple[Applied | Rejected, int]]]:
         """The shard of `command`'s customer and the work to run there. A consume, unfreeze or
         refund names no customer: its transaction's owner does (a void: its bucket's owner)."""
-        self._check_writable()
+        if self._failure is not None or self._store.failed:  # (the check, without a call per write)
+            self._check_writable()
         project: str = getattr(command, "project", "")
         customer_id: str | None = getattr(command, "customer_id", None)
-        if isinstance(command, (Consume, Unfreeze, Refund)) and customer_id is None:
-            customer_id = queries.transaction_owner(self.state, project, command.transaction_id)
-            if customer_id is not None:
-                command = msgspec.structs.replace(command, customer_id=customer_id)
-        elif isinstance(command, Void) and customer_id is None:
-            customer_id = queries.bucket_owner(self.state, project, command.account_id)
-            if customer_id is not None:
-                command = msgspec.structs.replace(command, customer_id=customer_id)
+        if customer_id is None:  # (a deduct, freeze or deposit names its customer: the hot path)
+            if isinstance(command, (Consume, Unfreeze, Refund)):
+                customer_id = queries.transaction_owner(self.state, project, command.transaction_id)
+                if customer_id is not None:
+                    command = msgspec.structs.replace(command, customer_id=customer_id)
+            elif isinstance(command, Void):
+                customer_id = queries.bucket_owner(self.state, project, command.account_id)
+                if customer_id is not None:
+                    command = msgspec.structs.replace(command, customer_id=customer_id)
         # Every Command subclass is a member of AnyCommand (asserted in engine/core/commands.py).
         any_command = cast(AnyCommand, command)
         return self._shard_for(project, customer_id), partial(self._apply_write, any_command, customer_id)
@@ -427,11 +434,15 @@ class Runtime:
     # -- on the shard task: the ordering point -------------------------------------------------
 
     def _apply_write(self, command: AnyCommand, customer_id: str | None) -> tuple[Applied | Rejected, int]:
-        self._check_writable()
+        if self._failure is not None or self._store.failed:  # (the check, without a call per write)
+            self._check_writable()
         stamp_ms = self._stamper.stamp()
         command = msgspec.structs.replace(command, at_ms=stamp_ms)
         if customer_id is not None:
-            self._run_due_timers(project_of(command), customer_id, stamp_ms)
+            # _run_due_timers without its writable check (made above): most writes find none due
+            for timer in due_commands(self.state, getattr(command, "project", ""), customer_id, stamp_ms):
+                timer_result = self._apply_and_log(timer)
+                assert isinstance(timer_result, Applied) and timer_result.logged, (timer, timer_result)
         result = self._apply_and_log(command)
         # A rejection or a replay may rest on changes still in flight: wait for all of them.
         return result, self.state.last_lsn
@@ -492,11 +503,6 @@ class Runtime:
             return view(now_ms), queries.customer_last_lsn(self.state, project, customer_id)
 
         return await self._shard_for(project, customer_id).submit(on_shard)
-
-
-def project_of(command: AnyCommand) -> str:
-    """The project a customer command belongs to (key commands have none: "")."""
-    return getattr(command, "project", "")
 
 
 def _report_recovery(recovered: Recovered) -> None:

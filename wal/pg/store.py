@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from wal.errors import WalError, WalFailed, WalFull
+from wal.errors import WalError, WalFailed
 from wal.pg.port import Fenced, LogPort, PortUnavailable, Row, encode_batch
 from wal.waiters import DurableWaiters
 
@@ -68,12 +68,10 @@ class PgLogStore:
         self.epoch = 0  # set by start()
         self.position = 0  # the last position we wrote (the epoch marker first)
         self.lease_deadline = 0.0  # loop time until which the lease is trusted
-        self._appended_lsn = next_lsn - 1
-        self._durable_lsn = next_lsn - 1
+        # Appended / durable LSN, the failure (Fenced) and the waiters: wal/waiters.py.
+        self._waiters = DurableWaiters(next_lsn, queue_records_max, self._failed_error)
         self._pending: list[tuple[int, bytes]] = []
-        self._waiters = DurableWaiters()  # parked on durability and on queue room
         self._idle: asyncio.Future[None] | None = None
-        self._failure: BaseException | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
         self._closing = False
@@ -84,43 +82,31 @@ class PgLogStore:
 
     @property
     def durable_lsn(self) -> int:
-        return self._durable_lsn
+        return self._waiters.durable_lsn
 
     @property
     def failed(self) -> bool:
-        return self._failure is not None
+        return self._waiters.failure is not None
 
     def room(self) -> int:
-        return self.queue_records_max - (self._appended_lsn - self._durable_lsn)
+        return self._waiters.room()
 
     def append(self, lsn: int, payload: bytes) -> None:
-        if self._failure is not None:
-            raise self._failed_error()
-        assert lsn == self._appended_lsn + 1, f"lsn {lsn} after {self._appended_lsn}"
-        if self._appended_lsn - self._durable_lsn >= self.queue_records_max:
-            raise WalFull(f"{self.queue_records_max} records pending (queue_records_max)")
+        self._waiters.check_append(lsn)  # WalFailed, WalFull
         self._pending.append((lsn, payload))
-        self._appended_lsn = lsn
+        self._waiters.appended_lsn = lsn
         self._wake()
 
     async def wait_for_room(self, records: int = 1) -> None:
         """Return once room() >= records; WalFailed on failure. Yields at least once."""
-        waited = False
-        while self.room() < records and self._failure is None:
-            await self._waiters.room()
-            waited = True
-        if self._failure is not None:
-            raise self._failed_error()
-        if not waited:
-            await asyncio.sleep(0)
+        await self._waiters.wait_for_room(records)
 
     async def wait_durable(self, lsn: int) -> None:
-        if lsn <= self._durable_lsn:
-            return
-        if self._failure is not None:
-            raise self._failed_error()
-        assert lsn <= self._appended_lsn, f"wait for lsn {lsn}, appended only {self._appended_lsn}"
-        await self._waiters.durable(lsn)
+        await self._waiters.wait_durable(lsn)
+
+    def durable_waiter(self, lsn: int) -> asyncio.Future[None] | None:
+        """A future done once `lsn` is committed (WalFailed if fenced first); None when it is."""
+        return self._waiters.waiter(lsn)
 
     async def start(self) -> None:
         """Take over the log (see the module docstring). Idempotent. Raises LeaseHeld, LogBehind,
@@ -136,12 +122,13 @@ class PgLogStore:
         self.lease_deadline = sent + LEASE_TRUST * self.lease_ms / 1000
         tail = await self._port.tail()
         tail_lsn = 0 if tail is None else tail.last_lsn
-        if tail_lsn != self._appended_lsn:
+        appended_lsn = self._waiters.appended_lsn
+        if tail_lsn != appended_lsn:
             await self._lease_port.release(self.node_id, epoch)
             raise LogBehind(tail_lsn)
         position = 0 if tail is None else tail.position
         # The epoch marker: an old leader's next append conflicts on this position.
-        await self._commit(Row(position + 1, epoch, self._appended_lsn + 1, self._appended_lsn, b""))
+        await self._commit(Row(position + 1, epoch, appended_lsn + 1, appended_lsn, b""))
         self.position = position + 1
         self._started = True
         self._tasks.append(loop.create_task(self._flush_loop(), name="pg-log-flusher"))
@@ -158,7 +145,7 @@ class PgLogStore:
             await asyncio.gather(flusher, return_exceptions=True)
             keeper.cancel()
             await asyncio.gather(keeper, return_exceptions=True)
-        if self._started and self._failure is None:
+        if self._started and self._waiters.failure is None:
             try:
                 await self._lease_port.release(self.node_id, self.epoch)
             except PortUnavailable:
@@ -169,9 +156,7 @@ class PgLogStore:
 
     def fence(self, reason: str) -> None:
         """Stop for good: every waiter and every later append gets WalFailed."""
-        if self._failure is None:
-            self._failure = Fenced(reason)
-        self._waiters.fail(self._failed_error)  # room waiters wake, re-check and raise
+        self._waiters.fail(Fenced(reason))  # kept only if the first; room waiters wake and raise
         self._wake()
 
     # -- the flusher and the lease keeper -----------------------------------------------------
@@ -179,7 +164,7 @@ class PgLogStore:
     async def _flush_loop(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            while self._failure is None:
+            while self._waiters.failure is None:
                 if not self._pending:
                     if self._closing:
                         return
@@ -189,6 +174,7 @@ class PgLogStore:
                     continue
                 records = self._pending[: self.batch_records_max]
                 del self._pending[: len(records)]
+                self._waiters.cut(records[-1][0])
                 started = loop.time()
                 row = Row(self.position + 1, self.epoch, records[0][0], records[-1][0], encode_batch(records))
                 await self._commit(row)
@@ -239,7 +225,7 @@ class PgLogStore:
     async def _keep_lease(self) -> None:
         loop = asyncio.get_running_loop()
         interval_s = self.lease_ms / 1000 / RENEW_FRACTION
-        while self._failure is None:
+        while self._waiters.failure is None:
             await asyncio.sleep(interval_s)
             sent = loop.time()
             try:
@@ -256,12 +242,11 @@ class PgLogStore:
     # -- helpers --------------------------------------------------------------------------------
 
     def _batch_durable(self, lsn_last: int, seconds: float) -> None:
-        records = lsn_last - self._durable_lsn
-        self._durable_lsn = lsn_last
+        records = lsn_last - self._waiters.durable_lsn
         self.batches += 1
         if self.on_batch is not None:
             self.on_batch(records, seconds)
-        self._waiters.release(lsn_last)
+        self._waiters.release(lsn_last)  # durable_lsn = lsn_last
 
     def _wake(self) -> None:
         idle, self._idle = self._idle, None
@@ -269,4 +254,4 @@ class PgLogStore:
             idle.set_result(None)
 
     def _failed_error(self) -> WalFailed:
-        return WalFailed(f"not the leader any more (epoch {self.epoch}): {self._failure}")
+        return WalFailed(f"not the leader any more (epoch {self.epoch}): {self._waiters.failure}")
