@@ -34,24 +34,25 @@ class FakeFront:
     """The front's end of the socket pair: says hello, sends frames, collects replies and acks
     every key-table change (as a front does, so a key create can be answered)."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-        self.encoder = msgspec.msgpack.Encoder()
+    def __init__(self) -> None:
+        self.connection = ipc.Connection(msgspec.msgpack.Decoder(list[ipc.LedgerMsg]), self._on_frame)
         self.replies: dict[int, ipc.Reply] = {}
-        self.task = asyncio.get_running_loop().create_task(self._read())
+
+    async def connect(self, sock: socket.socket) -> None:
+        await ipc.connect(sock, self.connection)
         self.send([ipc.Hello(0)])
 
     def send(self, messages: list[Any]) -> None:
-        self.writer.write(ipc.frame(self.encoder, messages))
+        for message in messages:
+            self.connection.outbox.send(message)
+        self.connection.outbox.flush()
 
-    async def _read(self) -> None:
-        decoder = msgspec.msgpack.Decoder(list[ipc.LedgerMsg])
-        while (payload := await ipc.read_frame(self.reader)) is not None:
-            for message in decoder.decode(payload):
-                if type(message) is ipc.Reply:
-                    self.replies[message.id] = message
-                elif type(message) is ipc.Keys:
-                    self.send([ipc.KeysAck(message.seq)])
+    def _on_frame(self, messages: list[ipc.LedgerMsg]) -> None:
+        for message in messages:
+            if type(message) is ipc.Reply:
+                self.replies[message.id] = message
+            elif type(message) is ipc.Keys:
+                self.send([ipc.KeysAck(message.seq)])
 
     async def until_replies(self, count: int) -> None:
         for _ in range(int(WAIT_S / 0.01)):
@@ -63,9 +64,10 @@ class FakeFront:
 
 async def _front(server: LedgerServer) -> tuple[FakeFront, asyncio.Task[None]]:
     ours, theirs = socket.socketpair()
-    server_reader, server_writer = await asyncio.open_unix_connection(sock=ours)
-    served = server.attach(0, server_reader, server_writer)
-    return FakeFront(*await asyncio.open_unix_connection(sock=theirs)), served
+    served = await server.attach(0, ours)
+    front = FakeFront()
+    await front.connect(theirs)
+    return front, served
 
 
 async def test_a_frame_of_writes_is_one_batch_answered_after_its_fsync(tmp_path: Path) -> None:
@@ -96,9 +98,8 @@ async def test_a_frame_of_writes_is_one_batch_answered_after_its_fsync(tmp_path:
         assert runtime.durable_lsn == runtime.state.last_lsn
     finally:
         gate.open()
-        front.writer.close()
-        await front.writer.wait_closed()
-        await asyncio.gather(served, front.task)  # both end at the closed connection
+        front.connection.close()
+        await asyncio.gather(served, front.connection.closed)  # both end at the closed connection
         server.close()
         await runtime.close()
     _check(front.replies)
