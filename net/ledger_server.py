@@ -8,7 +8,9 @@ loop turn, only once Runtime says it may: after the log is durable to what it sh
 A frame is a batch (TigerBeetle's shape): its plain writes are applied at once, one after the
 other, as the frame is read (Runtime.try_apply), and their answers wait together for ONE
 durability wait (the largest LSN they rest on). Only what cannot go that way (reads, key
-changes, a write whose shard has work queued) gets a task of its own.
+changes, a write whose shard has work queued) gets a task of its own. Frames are handled in the
+connection's data_received (net/ipc.py Connection), and the frames waiting for the log sit in one
+FIFO served by one resolver task, which flushes the fronts' outboxes as soon as it sends.
 
 Keys (CONTRACT §9.1-§9.2): a front authenticates from its KeyReplica. When a key create or revoke
 is applied and durable, the changed record goes to every front and the answer waits for all their

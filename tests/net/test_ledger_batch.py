@@ -12,8 +12,10 @@ call's id, writes reordered, or the key create answered without reaching the key
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import socket
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from engine.runtime import Runtime, RuntimeConfig
 from net import ipc
 from net.ledger_server import LedgerServer
 from net.observe import Observer
+from wal.writer import OsLogFile
 from tests.engine.test_runtime_durability import LOOP_TURNS, T0_MS, WAIT_S, Gate
 
 P = "proj"
@@ -115,3 +118,70 @@ def _check(replies: dict[int, ipc.Reply]) -> None:
     balance = json.loads(replies[4].body)["balance"]
     assert (balance["total"], balance["used"], balance["available"]) == (100, 30, 70)
     assert json.loads(replies[5].body)["key_id"] == "k2"
+
+
+
+class StuckThenFailing:
+    """Log files whose fdatasync, once `armed`, waits for `release` and then fails (EIO): the
+    WAL stops (fail-stop) with the batch in flight."""
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def factory(self, path: Path) -> Any:
+        gate = self
+
+        class File(OsLogFile):
+            def fdatasync(self) -> None:
+                if gate.armed:
+                    gate.entered.set()
+                    assert gate.release.wait(WAIT_S), "the test never released the fsync"
+                    raise OSError(errno.EIO, "injected fdatasync failure")
+                super().fdatasync()
+
+        return File(path)
+
+
+async def test_held_frames_of_every_front_answer_503_when_the_log_fails(tmp_path: Path) -> None:
+    """Frames from two fronts wait for the log in one queue; the fsync that would cover them
+    fails: every held call is answered 503 storage_unavailable (outcome unknown), none OK, none
+    lost, each on its own front's connection."""
+    log = StuckThenFailing()
+    config = RuntimeConfig(data_dir=tmp_path, snapshot_interval_records=0, snapshot_interval_s=0)
+    runtime = await Runtime.open(config, clock=lambda: T0_MS, log_file_factory=log.factory)
+    server = LedgerServer(2, Observer(CollectorRegistry(), None), kill_front=lambda index: None)
+    fronts, served = [], []
+    for index in range(2):
+        ours, theirs = socket.socketpair()
+        served.append(await server.attach(index, ours))
+        front = FakeFront()
+        await ipc.connect(theirs, front.connection)
+        front.send([ipc.Hello(index)])
+        fronts.append(front)
+    try:
+        await server.open(runtime)
+        log.armed = True
+        fronts[0].send([ipc.Call(1, ipc.Submit(Deposit(at_ms=0, project=P, customer_id="c1", amount=100)))])
+        for _ in range(LOOP_TURNS):
+            await asyncio.sleep(0)
+        assert log.entered.wait(WAIT_S)  # the deposit's fsync is in flight, stuck
+        fronts[1].send([ipc.Call(7, ipc.Submit(Deduct(at_ms=0, project=P, customer_id="c1", amount=1, transaction_id="t1")))])
+        fronts[0].send([ipc.Call(2, ipc.Submit(Deduct(at_ms=0, project=P, customer_id="c1", amount=2, transaction_id="t2")))])
+        for _ in range(LOOP_TURNS):
+            await asyncio.sleep(0)
+        assert fronts[0].replies == {} and fronts[1].replies == {}, "a reply left before its fsync"
+        log.release.set()
+        await fronts[0].until_replies(2)
+        await fronts[1].until_replies(1)
+    finally:
+        log.release.set()
+        for front in fronts:
+            front.connection.close()
+        await asyncio.gather(*served)
+        server.close()
+        await runtime.close()
+    outcomes = {(front, i): (r.kind, r.code) for front in (0, 1) for i, r in fronts[front].replies.items()}
+    unavailable = (ipc.UNAVAILABLE, "storage_unavailable")
+    assert outcomes == {(0, 1): unavailable, (0, 2): unavailable, (1, 7): unavailable}
