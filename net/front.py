@@ -80,13 +80,13 @@ async def run_front(spec: FrontSpec) -> int:
     request_log = RequestLog(spec.log_format) if spec.log_requests else None
     config = ServerConfig(host=spec.host, port=spec.port, request_size_max=spec.request_size_max)
     observer, app = create_server_app(config, request_log)
-    reader, writer = await asyncio.open_unix_connection(sock=socket.socket(fileno=spec.fd))
 
     def on_records(records: int) -> None:
         observer.records = records
 
-    client = LedgerClient(reader, writer, spec.index, on_open=lambda: open_app(app, client), on_records=on_records,
+    client = LedgerClient(spec.index, on_open=lambda: open_app(app, client), on_records=on_records,
                           counters=lambda: counters_of(observer))  # fmt: skip
+    await client.connect(socket.socket(fileno=spec.fd))
     app[METRICS_SOURCE] = client.metrics_text
     runner = await listen(app, observer, spec.host, spec.port, reuse_port=True)
     connection = loop.create_task(client.run(), name="tally-ledger-connection")

@@ -4,6 +4,8 @@ A frame is a 4-byte big-endian length then a msgpack array of messages (msgspec,
 array_like Structs). One frame carries every message one side produced during one event-loop turn
 (at most BATCH_MESSAGES_MAX), so a burst of N requests costs one write and one read each way,
 not N. Frames over FRAME_BYTES_MAX are a protocol error (the connection is closed: fail-stop).
+Each end is a Connection (an asyncio Protocol): the frames that one read brings are decoded and
+handled in that callback, with no reader task woken per frame.
 
 Front -> ledger:  Hello(index)           first message of a connection
                   Call(id, op)           one Runtime call; op is one of the *Op Structs below
@@ -20,8 +22,10 @@ Ledger -> front:  Reply(id, kind, ...)   kind OK (body: the JSON bytes of the re
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
-from typing import Any, Final
+from collections.abc import Callable
+from typing import Any, Final, cast
 
 import msgspec
 
@@ -185,29 +189,95 @@ def frame(encoder: msgspec.msgpack.Encoder, messages: list[Any]) -> bytes:
     return _HEADER.pack(len(payload)) + payload
 
 
-async def read_frame(reader: asyncio.StreamReader) -> bytes | None:
-    """The payload of the next frame; None at a clean end of stream. Raises FrameError,
-    asyncio.IncompleteReadError (the peer died mid-frame)."""
-    try:
-        header = await reader.readexactly(_HEADER.size)
-    except asyncio.IncompleteReadError as error:
-        if not error.partial:
-            return None
-        raise
-    (size,) = _HEADER.unpack(header)
-    if size > FRAME_BYTES_MAX:
-        raise FrameError(f"frame of {size} bytes over {FRAME_BYTES_MAX}")
-    return await reader.readexactly(size)
+class Connection(asyncio.Protocol):
+    """One end of a front <-> ledger socket. Incoming frames are decoded and handed to
+    `on_messages` (the list of one frame, in order) straight from data_received: no reader task,
+    no future per frame. `outbox` sends; `closed` resolves when the connection ends: None at a
+    clean end between frames, else the error (FrameError, a decode error, a cut frame, the OS
+    error). A frame that does not decode closes the connection (fail-stop)."""
+
+    def __init__(self, decoder: msgspec.msgpack.Decoder[Any], on_messages: Callable[[Any], None]) -> None:
+        self._decoder = decoder
+        self._on_messages = on_messages
+        self._buffer = bytearray()
+        self._transport: asyncio.Transport | None = None
+        self.outbox = Outbox()
+        self.closed: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.outbox.attach(self._transport)
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        if buffer:
+            buffer += data
+        try:
+            used = self._deliver(buffer if buffer else data)
+        except (FrameError, msgspec.DecodeError) as error:
+            self._fail(error)
+            return
+        if buffer:
+            del buffer[:used]
+        elif used < len(data):
+            buffer += memoryview(data)[used:]
+
+    def _deliver(self, source: bytes | bytearray) -> int:
+        """Hand every complete frame in `source` to on_messages; the bytes they took."""
+        start, end, size_max = 0, len(source), FRAME_BYTES_MAX
+        with memoryview(source) as view:
+            while end - start >= _HEADER.size:
+                (size,) = _HEADER.unpack_from(source, start)
+                if size > size_max:
+                    raise FrameError(f"frame of {size} bytes over {size_max}")
+                stop = start + _HEADER.size + size
+                if stop > end:
+                    break
+                messages = self._decoder.decode(view[start + _HEADER.size:stop])
+                start = stop
+                self._on_messages(messages)
+        return start
+
+    def eof_received(self) -> bool:
+        if self._buffer:
+            self._fail(FrameError(f"the peer closed the connection inside a frame ({len(self._buffer)} bytes)"))
+        return False  # close our end too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.outbox.closed = True
+        if not self.closed.done():
+            self.closed.set_result(exc)
+
+    def _fail(self, error: BaseException) -> None:
+        if not self.closed.done():
+            self.closed.set_result(error)
+        self.outbox.closed = True
+        if self._transport is not None:
+            self._transport.abort()
+
+    def close(self) -> None:
+        """Send what is waiting, then close (the peer sees a clean end of stream)."""
+        self.outbox.flush()
+        if self._transport is not None:
+            self._transport.close()
+
+
+async def connect(sock: socket.socket, connection: Connection) -> None:
+    """Run `connection` over a connected Unix stream socket (one end of a socketpair)."""
+    await asyncio.get_running_loop().create_unix_connection(lambda: connection, sock=sock)
 
 
 class Outbox:
     """Messages to send, flushed as one frame at the end of this loop turn (or at once when
-    BATCH_MESSAGES_MAX are waiting). `closed` once the transport is gone: later sends are dropped."""
+    BATCH_MESSAGES_MAX are waiting, or when the owner calls flush); what is sent before the
+    transport is attached waits for it. `closed` once the transport is gone: later sends are
+    dropped."""
 
-    __slots__ = ("_writer", "_encoder", "_pending", "_scheduled", "closed")
+    __slots__ = ("_transport", "_loop", "_encoder", "_pending", "_scheduled", "closed")
 
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
-        self._writer = writer
+    def __init__(self) -> None:
+        self._transport: asyncio.WriteTransport | None = None
+        self._loop = asyncio.get_running_loop()  # kept: get_running_loop() costs a getpid() each
         self._encoder = msgspec.msgpack.Encoder()
         self._pending: list[Any] = []
         self._scheduled = False
@@ -222,14 +292,18 @@ class Outbox:
             self.flush()
         elif not self._scheduled:
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
+            self._loop.call_soon(self.flush)
+
+    def attach(self, transport: asyncio.WriteTransport) -> None:
+        self._transport = transport
+        self.flush()
 
     def flush(self) -> None:
         self._scheduled = False
-        if not self._pending or self.closed:
+        if not self._pending or self.closed or self._transport is None:
             return
         messages, self._pending = self._pending, []
-        if self._writer.is_closing():
+        if self._transport.is_closing():
             self.closed = True
             return
-        self._writer.write(frame(self._encoder, messages))
+        self._transport.write(frame(self._encoder, messages))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -103,12 +104,12 @@ class LedgerClient:
     `counters()` gives this front's HTTP counters for GET /metrics."""
 
     def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, index: int, *,
-        on_open: Callable[[], None], on_records: Callable[[int], None], counters: Callable[[], ipc.FrontCounters],
+        self, index: int, *, on_open: Callable[[], None], on_records: Callable[[int], None],
+        counters: Callable[[], ipc.FrontCounters],
     ) -> None:  # fmt: skip
-        self._reader = reader
-        self._writer = writer
-        self._outbox = ipc.Outbox(writer)
+        self._connection = ipc.Connection(msgspec.msgpack.Decoder(list[ipc.LedgerMsg]), self._on_frame)
+        self._outbox = self._connection.outbox
+        self._loop = asyncio.get_running_loop()  # kept: get_running_loop() costs a getpid() each
         self._index = index
         self._on_open = on_open
         self._on_records = on_records
@@ -125,30 +126,37 @@ class LedgerClient:
 
     # -- the connection ----------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        """Say hello, then read the ledger's frames until it closes the connection."""
+    async def connect(self, sock: socket.socket) -> None:
+        """Open the connection to the ledger over `sock` (a connected Unix socket) and say hello."""
         self._outbox.send(ipc.Hello(self._index))
-        decoder = msgspec.msgpack.Decoder(list[ipc.LedgerMsg])
+        await ipc.connect(sock, self._connection)
+
+    async def run(self) -> None:
+        """Wait until the ledger closes the connection (after `connect`); then every call still
+        waiting fails with 503 shutting_down."""
         try:
-            while (payload := await ipc.read_frame(self._reader)) is not None:
-                for message in decoder.decode(payload):
-                    self._handle(message)
-        except (ConnectionError, asyncio.IncompleteReadError, ipc.FrameError, msgspec.DecodeError) as error:
-            log.error("ledger connection broken: %r", error)
+            error = await self._connection.closed
+            if error is not None:
+                log.error("ledger connection broken: %r", error)
         finally:
             self._gone = True
-            self._outbox.closed = True
             for future, _ in self._waiting.values():
                 if not future.done():
                     future.set_exception(Unavailable("shutting_down", "the ledger process stopped"))
             self._waiting.clear()
 
+    def _on_frame(self, messages: list[ipc.LedgerMsg]) -> None:
+        waiting = self._waiting
+        for message in messages:
+            if type(message) is ipc.Reply:
+                call = waiting.pop(message.id, None)
+                if call is not None and not call[0].done():
+                    _resolve(call[0], call[1], message)
+            else:
+                self._handle(message)
+
     def _handle(self, message: ipc.LedgerMsg) -> None:
-        if type(message) is ipc.Reply:
-            waiting = self._waiting.pop(message.id, None)
-            if waiting is not None and not waiting[0].done():
-                _resolve(waiting[0], waiting[1], message)
-        elif type(message) is ipc.Status:
+        if type(message) is ipc.Status:
             self._status = message
             self._on_records(message.records)
             if message.open and not self._opened:
@@ -161,18 +169,17 @@ class LedgerClient:
             self._outbox.send(ipc.MetricsPush(message.seq, self._counters()))
 
     def close(self) -> None:
-        self._outbox.flush()
-        self._writer.close()
+        self._connection.close()
 
     def _call(self, op: ipc.AnyOp, decode: Callable[[bytes], Any] = msgspec.Raw) -> asyncio.Future[Any]:
         if self._gone:
             raise Unavailable("shutting_down", "the ledger process stopped")
         if len(self._waiting) >= IN_FLIGHT_MAX:
             raise Unavailable("overloaded", "too many requests in flight; retry shortly")
-        self._next_id += 1
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._waiting[self._next_id] = (future, decode)
-        self._outbox.send(ipc.Call(self._next_id, op))
+        self._next_id = call_id = self._next_id + 1
+        future: asyncio.Future[Any] = self._loop.create_future()
+        self._waiting[call_id] = (future, decode)
+        self._outbox.send(ipc.Call(call_id, op))
         return future
 
     # -- the Runtime protocol (net/handlers.py) -----------------------------------------------------

@@ -8,7 +8,9 @@ loop turn, only once Runtime says it may: after the log is durable to what it sh
 A frame is a batch (TigerBeetle's shape): its plain writes are applied at once, one after the
 other, as the frame is read (Runtime.try_apply), and their answers wait together for ONE
 durability wait (the largest LSN they rest on). Only what cannot go that way (reads, key
-changes, a write whose shard has work queued) gets a task of its own.
+changes, a write whose shard has work queued) gets a task of its own. Frames are handled in the
+connection's data_received (net/ipc.py Connection), and the frames waiting for the log sit in one
+FIFO served by one resolver task, which flushes the fronts' outboxes as soon as it sends.
 
 Keys (CONTRACT §9.1-§9.2): a front authenticates from its KeyReplica. When a key create or revoke
 is applied and durable, the changed record goes to every front and the answer waits for all their
@@ -31,6 +33,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, Final
 
@@ -69,13 +73,15 @@ class _Applied:
 
 
 class _Front:
-    """One connected front: its outbox, whether it said hello, its last counters."""
+    """One connected front: its connection and outbox, whether it said hello, its last counters."""
 
-    __slots__ = ("index", "outbox", "hello", "counters", "task")
+    __slots__ = ("index", "connection", "outbox", "hello", "counters", "task")
 
-    def __init__(self, index: int, outbox: ipc.Outbox) -> None:
+    connection: ipc.Connection
+    outbox: ipc.Outbox
+
+    def __init__(self, index: int) -> None:
         self.index = index
-        self.outbox = outbox
         self.hello = False
         self.counters = ipc.FrontCounters([], [])
         self.task: asyncio.Task[None] | None = None
@@ -103,6 +109,8 @@ class LedgerServer:
         self._status_task: asyncio.Task[None] | None = None
         self._last_status: ipc.Status | None = None
         self._retired = RequestTotals()
+        self._held: deque[tuple[_Front, _Applied]] = deque()  # frames' replies waiting for the log, FIFO
+        self._resolver: asyncio.Task[None] | None = None  # runs while `_held` is not empty
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -146,25 +154,34 @@ class LedgerServer:
 
     # -- one front's connection -----------------------------------------------------------------------
 
-    def attach(self, index: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> asyncio.Task[None]:
-        """Serve front `index` on this connection; the task ends when the front goes away."""
-        front = _Front(index, ipc.Outbox(writer))
+    async def attach(self, index: int, sock: socket.socket) -> asyncio.Task[None]:
+        """Serve front `index` on `sock` (a connected Unix socket); the task returned ends when
+        the front goes away."""
+        front = _Front(index)
+        front.connection = ipc.Connection(msgspec.msgpack.Decoder(list[ipc.FrontMsg]),
+                                          lambda messages: self._on_frame(front, messages))  # fmt: skip
+        front.outbox = front.connection.outbox
         self._fronts[index] = front
-        front.task = asyncio.get_running_loop().create_task(self._serve(front, reader, writer), name=f"tally-front-{index}")
+        await ipc.connect(sock, front.connection)
+        front.task = asyncio.get_running_loop().create_task(self._serve(front), name=f"tally-front-{index}")
         return front.task
 
-    async def _serve(self, front: _Front, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        decoder = msgspec.msgpack.Decoder(list[ipc.FrontMsg])
+    def _on_frame(self, front: _Front, messages: list[ipc.FrontMsg]) -> None:
+        """One frame: its plain writes applied now, one after the other, their replies held for
+        one durability wait; everything else handled on its own."""
+        applied = _Applied()
+        for message in messages:
+            if type(message) is not ipc.Call or not self._apply_now(front, message, applied):
+                self._handle(front, message)
+        if applied.replies:
+            self._answer_when_durable(front, applied)
+
+    async def _serve(self, front: _Front) -> None:
+        """Wait for the end of the front's connection, then forget it."""
         try:
-            while (payload := await ipc.read_frame(reader)) is not None:
-                applied = _Applied()
-                for message in decoder.decode(payload):
-                    if type(message) is not ipc.Call or not self._apply_now(front, message, applied):
-                        self._handle(front, message)
-                if applied.replies:
-                    self._answer_when_durable(front, applied)
-        except (ConnectionError, asyncio.IncompleteReadError, ipc.FrameError, msgspec.DecodeError) as error:
-            log.warning("front %d connection broken: %r", front.index, error)
+            error = await front.connection.closed
+            if error is not None:
+                log.warning("front %d connection broken: %r", front.index, error)
         finally:
             front.outbox.closed = True
             if self._fronts.get(front.index) is front:
@@ -173,7 +190,7 @@ class LedgerServer:
             for (index, _), future in list(self._acks.items()):
                 if index == front.index and not future.done():
                     future.set_result(None)  # it is gone: it serves nothing any more
-            writer.close()
+            front.connection.close()
 
     def _handle(self, front: _Front, message: ipc.FrontMsg) -> None:
         if type(message) is ipc.Call:
@@ -231,26 +248,45 @@ class LedgerServer:
         return True
 
     def _answer_when_durable(self, front: _Front, applied: _Applied) -> None:
-        """Send `applied`'s replies once the log is durable to its wait_lsn (503 if it fails)."""
+        """Send `applied`'s replies once the log is durable to its wait_lsn (503 if it fails).
+        Held batches wait in one FIFO served by one resolver task (not a task per frame)."""
         runtime = self._runtime
         assert runtime is not None
-        if applied.wait_lsn <= runtime.durable_lsn:
+        if not self._held and applied.wait_lsn <= runtime.durable_lsn:
             for reply in applied.replies:
                 front.outbox.send(reply)
             return
+        self._held.append((front, applied))
+        if self._resolver is None:
+            self._resolver = asyncio.get_running_loop().create_task(self._resolve_held(runtime))
 
-        async def answer() -> None:
-            try:
-                await runtime.wait_durable(applied.wait_lsn)
-            except Unavailable as error:
-                self.push_status()
-                for reply in applied.replies:
-                    front.outbox.send(ipc.Reply(reply.id, ipc.UNAVAILABLE, code=error.code, message=error.message))
-                return
-            for reply in applied.replies:
-                front.outbox.send(reply)
-
-        asyncio.get_running_loop().create_task(answer())
+    async def _resolve_held(self, runtime: Runtime) -> None:
+        """Each turn: wait for the oldest held batch's LSN, then send every batch the log now
+        covers, and flush those fronts' outboxes at once (no extra loop turn)."""
+        held = self._held
+        try:
+            while held:
+                try:
+                    await runtime.wait_durable(held[0][1].wait_lsn)
+                except Unavailable as error:
+                    self.push_status()
+                    while held:
+                        front, applied = held.popleft()
+                        for reply in applied.replies:
+                            front.outbox.send(ipc.Reply(reply.id, ipc.UNAVAILABLE, code=error.code,
+                                                        message=error.message))  # fmt: skip
+                    return
+                durable_lsn = runtime.durable_lsn
+                touched: set[_Front] = set()
+                while held and held[0][1].wait_lsn <= durable_lsn:
+                    front, applied = held.popleft()
+                    for reply in applied.replies:
+                        front.outbox.send(reply)
+                    touched.add(front)
+                for front in touched:
+                    front.outbox.flush()
+        finally:
+            self._resolver = None
 
     def _reply_of(self, call_id: int, result: Applied | Rejected) -> ipc.Reply:
         if type(result) is Rejected:

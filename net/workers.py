@@ -81,8 +81,7 @@ class Fronts:
         finally:
             theirs.close()
         self._procs[index] = proc
-        reader, writer = await asyncio.open_unix_connection(sock=ours)
-        connection = self._ledger.attach(index, reader, writer)
+        connection = await self._ledger.attach(index, ours)
         log.info("front started index=%d pid=%d", index, proc.pid)
         loop = asyncio.get_running_loop()
         self._watchers.append(loop.create_task(self._watch(index, proc, connection, time.monotonic())))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
+from typing import Any
 
 import msgspec
 import pytest
@@ -18,37 +20,60 @@ from net import ipc
 from net.ledger_client import KeyReplica
 
 
-def _reader(data: bytes) -> asyncio.StreamReader:
-    reader = asyncio.StreamReader()
-    reader.feed_data(data)
-    reader.feed_eof()
-    return reader
+class _Received:
+    """What a Connection handed over: each frame's messages, and how the connection ended."""
+
+    def __init__(self) -> None:
+        self.frames: list[list[Any]] = []
+
+    async def feed(self, chunks: list[bytes]) -> BaseException | None:
+        """Write `chunks` (one write each) into a socket pair, then close it; the end's outcome."""
+        ours, theirs = socket.socketpair()
+        connection = ipc.Connection(msgspec.msgpack.Decoder(list[ipc.FrontMsg]), self.frames.append)
+        await ipc.connect(ours, connection)
+        with theirs:
+            for chunk in chunks:
+                theirs.sendall(chunk)
+                for _ in range(20):  # let the loop read this chunk on its own
+                    await asyncio.sleep(0)
+        return await asyncio.wait_for(connection.closed, 10)
+
+
+_CALLS = [
+    ipc.Hello(1),
+    ipc.Call(1, ipc.Submit(Deduct(at_ms=0, project="p", customer_id="c", amount=5, transaction_id="t"))),
+    ipc.Call(2, ipc.Read(SlotPools("p", "c", wallet=None))),
+    ipc.Call(3, ipc.Read(EntitlementEvents("p", "c", limit=5, cursor=None, feature_key=None,
+                                           types=frozenset({"set"}), from_ms=1, to_ms=None))),  # fmt: skip
+    ipc.KeysAck(7),
+]
 
 
 async def test_a_batch_of_calls_is_one_frame_and_decodes_to_the_same_messages() -> None:
-    calls = [
-        ipc.Hello(1),
-        ipc.Call(1, ipc.Submit(Deduct(at_ms=0, project="p", customer_id="c", amount=5, transaction_id="t"))),
-        ipc.Call(2, ipc.Read(SlotPools("p", "c", wallet=None))),
-        ipc.Call(3, ipc.Read(EntitlementEvents("p", "c", limit=5, cursor=None, feature_key=None,
-                                               types=frozenset({"set"}), from_ms=1, to_ms=None))),  # fmt: skip
-        ipc.KeysAck(7),
-    ]
-    data = ipc.frame(msgspec.msgpack.Encoder(), calls)
-    reader = _reader(data + data)
-    decoder = msgspec.msgpack.Decoder(list[ipc.FrontMsg])
-    first = await ipc.read_frame(reader)
-    second = await ipc.read_frame(reader)
-    assert first is not None and second is not None
-    assert decoder.decode(first) == calls == decoder.decode(second)
-    assert await ipc.read_frame(reader) is None  # a clean end between frames
+    data = ipc.frame(msgspec.msgpack.Encoder(), _CALLS)
+    received = _Received()
+    assert await received.feed([data + data]) is None  # a clean end between frames
+    assert received.frames == [_CALLS, _CALLS]
 
 
-async def test_an_oversized_or_cut_frame_is_refused() -> None:
-    with pytest.raises(ipc.FrameError):
-        await ipc.read_frame(_reader(struct.pack(">I", ipc.FRAME_BYTES_MAX + 1)))
-    with pytest.raises(asyncio.IncompleteReadError):
-        await ipc.read_frame(_reader(struct.pack(">I", 10) + b"abc"))
+async def test_frames_cut_anywhere_across_reads_decode_the_same() -> None:
+    encoder = msgspec.msgpack.Encoder()
+    data = ipc.frame(encoder, _CALLS) + ipc.frame(encoder, [ipc.KeysAck(8)]) + ipc.frame(encoder, _CALLS[:2])
+    chunks = [data[:2], data[2:7], data[7:40], data[40:41], data[41:]]
+    received = _Received()
+    assert await received.feed(chunks) is None
+    assert received.frames == [_CALLS, [ipc.KeysAck(8)], _CALLS[:2]]
+
+
+async def test_an_oversized_cut_or_garbled_frame_ends_the_connection() -> None:
+    outcome = await _Received().feed([struct.pack(">I", ipc.FRAME_BYTES_MAX + 1)])
+    assert isinstance(outcome, ipc.FrameError) and "over" in str(outcome)
+    outcome = await _Received().feed([struct.pack(">I", 10) + b"abc"])
+    assert isinstance(outcome, ipc.FrameError) and "inside a frame (7 bytes)" in str(outcome)
+    received = _Received()
+    outcome = await received.feed([ipc.frame(msgspec.msgpack.Encoder(), [ipc.KeysAck(1)]), struct.pack(">I", 2) + b"\xc1\xc1"])
+    assert isinstance(outcome, msgspec.DecodeError)
+    assert received.frames == [[ipc.KeysAck(1)]]  # what came before the bad frame was handled
 
 
 def test_a_named_read_is_the_view_it_names() -> None:

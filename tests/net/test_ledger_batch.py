@@ -12,8 +12,10 @@ call's id, writes reordered, or the key create answered without reaching the key
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import socket
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from engine.runtime import Runtime, RuntimeConfig
 from net import ipc
 from net.ledger_server import LedgerServer
 from net.observe import Observer
+from wal.writer import OsLogFile
 from tests.engine.test_runtime_durability import LOOP_TURNS, T0_MS, WAIT_S, Gate
 
 P = "proj"
@@ -34,24 +37,25 @@ class FakeFront:
     """The front's end of the socket pair: says hello, sends frames, collects replies and acks
     every key-table change (as a front does, so a key create can be answered)."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-        self.encoder = msgspec.msgpack.Encoder()
+    def __init__(self) -> None:
+        self.connection = ipc.Connection(msgspec.msgpack.Decoder(list[ipc.LedgerMsg]), self._on_frame)
         self.replies: dict[int, ipc.Reply] = {}
-        self.task = asyncio.get_running_loop().create_task(self._read())
+
+    async def connect(self, sock: socket.socket) -> None:
+        await ipc.connect(sock, self.connection)
         self.send([ipc.Hello(0)])
 
     def send(self, messages: list[Any]) -> None:
-        self.writer.write(ipc.frame(self.encoder, messages))
+        for message in messages:
+            self.connection.outbox.send(message)
+        self.connection.outbox.flush()
 
-    async def _read(self) -> None:
-        decoder = msgspec.msgpack.Decoder(list[ipc.LedgerMsg])
-        while (payload := await ipc.read_frame(self.reader)) is not None:
-            for message in decoder.decode(payload):
-                if type(message) is ipc.Reply:
-                    self.replies[message.id] = message
-                elif type(message) is ipc.Keys:
-                    self.send([ipc.KeysAck(message.seq)])
+    def _on_frame(self, messages: list[ipc.LedgerMsg]) -> None:
+        for message in messages:
+            if type(message) is ipc.Reply:
+                self.replies[message.id] = message
+            elif type(message) is ipc.Keys:
+                self.send([ipc.KeysAck(message.seq)])
 
     async def until_replies(self, count: int) -> None:
         for _ in range(int(WAIT_S / 0.01)):
@@ -63,9 +67,10 @@ class FakeFront:
 
 async def _front(server: LedgerServer) -> tuple[FakeFront, asyncio.Task[None]]:
     ours, theirs = socket.socketpair()
-    server_reader, server_writer = await asyncio.open_unix_connection(sock=ours)
-    served = server.attach(0, server_reader, server_writer)
-    return FakeFront(*await asyncio.open_unix_connection(sock=theirs)), served
+    served = await server.attach(0, ours)
+    front = FakeFront()
+    await front.connect(theirs)
+    return front, served
 
 
 async def test_a_frame_of_writes_is_one_batch_answered_after_its_fsync(tmp_path: Path) -> None:
@@ -96,9 +101,8 @@ async def test_a_frame_of_writes_is_one_batch_answered_after_its_fsync(tmp_path:
         assert runtime.durable_lsn == runtime.state.last_lsn
     finally:
         gate.open()
-        front.writer.close()
-        await front.writer.wait_closed()
-        await asyncio.gather(served, front.task)  # both end at the closed connection
+        front.connection.close()
+        await asyncio.gather(served, front.connection.closed)  # both end at the closed connection
         server.close()
         await runtime.close()
     _check(front.replies)
@@ -114,3 +118,70 @@ def _check(replies: dict[int, ipc.Reply]) -> None:
     balance = json.loads(replies[4].body)["balance"]
     assert (balance["total"], balance["used"], balance["available"]) == (100, 30, 70)
     assert json.loads(replies[5].body)["key_id"] == "k2"
+
+
+
+class StuckThenFailing:
+    """Log files whose fdatasync, once `armed`, waits for `release` and then fails (EIO): the
+    WAL stops (fail-stop) with the batch in flight."""
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def factory(self, path: Path) -> Any:
+        gate = self
+
+        class File(OsLogFile):
+            def fdatasync(self) -> None:
+                if gate.armed:
+                    gate.entered.set()
+                    assert gate.release.wait(WAIT_S), "the test never released the fsync"
+                    raise OSError(errno.EIO, "injected fdatasync failure")
+                super().fdatasync()
+
+        return File(path)
+
+
+async def test_held_frames_of_every_front_answer_503_when_the_log_fails(tmp_path: Path) -> None:
+    """Frames from two fronts wait for the log in one queue; the fsync that would cover them
+    fails: every held call is answered 503 storage_unavailable (outcome unknown), none OK, none
+    lost, each on its own front's connection."""
+    log = StuckThenFailing()
+    config = RuntimeConfig(data_dir=tmp_path, snapshot_interval_records=0, snapshot_interval_s=0)
+    runtime = await Runtime.open(config, clock=lambda: T0_MS, log_file_factory=log.factory)
+    server = LedgerServer(2, Observer(CollectorRegistry(), None), kill_front=lambda index: None)
+    fronts, served = [], []
+    for index in range(2):
+        ours, theirs = socket.socketpair()
+        served.append(await server.attach(index, ours))
+        front = FakeFront()
+        await ipc.connect(theirs, front.connection)
+        front.send([ipc.Hello(index)])
+        fronts.append(front)
+    try:
+        await server.open(runtime)
+        log.armed = True
+        fronts[0].send([ipc.Call(1, ipc.Submit(Deposit(at_ms=0, project=P, customer_id="c1", amount=100)))])
+        for _ in range(LOOP_TURNS):
+            await asyncio.sleep(0)
+        assert log.entered.wait(WAIT_S)  # the deposit's fsync is in flight, stuck
+        fronts[1].send([ipc.Call(7, ipc.Submit(Deduct(at_ms=0, project=P, customer_id="c1", amount=1, transaction_id="t1")))])
+        fronts[0].send([ipc.Call(2, ipc.Submit(Deduct(at_ms=0, project=P, customer_id="c1", amount=2, transaction_id="t2")))])
+        for _ in range(LOOP_TURNS):
+            await asyncio.sleep(0)
+        assert fronts[0].replies == {} and fronts[1].replies == {}, "a reply left before its fsync"
+        log.release.set()
+        await fronts[0].until_replies(2)
+        await fronts[1].until_replies(1)
+    finally:
+        log.release.set()
+        for front in fronts:
+            front.connection.close()
+        await asyncio.gather(*served)
+        server.close()
+        await runtime.close()
+    outcomes = {(front, i): (r.kind, r.code) for front in (0, 1) for i, r in fronts[front].replies.items()}
+    unavailable = (ipc.UNAVAILABLE, "storage_unavailable")
+    assert outcomes == {(0, 1): unavailable, (0, 2): unavailable, (1, 7): unavailable}
