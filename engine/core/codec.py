@@ -16,7 +16,7 @@ from typing import Any, cast
 import msgspec
 
 from engine.core import codec_v2
-from engine.core.codec_v2 import SNAPSHOT_LAYOUT, ProjectSnap2
+from engine.core.codec_v2 import _OPS, SNAPSHOT_LAYOUT, ProjectSnap2, share_strings
 from engine.core.hooks import add_webhook
 from engine.core.hooks_state import AlertRule, Attempt, Event, HooksState, Queue, Webhook, WebhookState
 from engine.core.limits import WEBHOOK_ATTEMPTS_KEPT_MAX
@@ -325,41 +325,5 @@ def _customer_from_snap(cs: CustomerSnap, strings: dict[str, str]) -> CustomerSt
             entitlements=None if cs.entitlements is None else {e.feature_key: e for e in cs.entitlements},
             entitlement_events=cs.entitlement_events,
         )
-    _share_strings(customer, cs.deposits, strings)
+    share_strings(customer, cs.deposits, strings)
     return customer
-
-
-def _share_strings(customer: CustomerState, deposits: list[DepositRecord], strings: dict[str, str]) -> None:
-    """Decoding made a fresh copy of every string; share one object per distinct wallet, source
-    and op, so a restored customer costs what a live one does, or less. A customer's records
-    mostly repeat one wallet and one source: comparing with the previous one first skips most
-    dict lookups (a third less time for this pass; issue 14, restart time)."""
-    intern = strings.setdefault
-    wallet = source = op = ""
-    for bucket in customer.buckets:
-        if (text := bucket.wallet) != wallet:
-            wallet = intern(text, text)
-        bucket.wallet = wallet
-        if (text := bucket.source) != source:
-            source = intern(text, text)
-        bucket.source = source
-    for entry in customer.entries:
-        if (text := entry.wallet) != wallet:
-            wallet = intern(text, text)
-        entry.wallet = wallet
-        if (text := entry.source) != source:
-            source = intern(text, text)
-        entry.source = source
-        if (text := entry.op) != op:
-            op = _OPS.get(text) or intern(text, text)
-        entry.op = op
-    for record in deposits:
-        if (text := record.wallet) != wallet:
-            wallet = intern(text, text)
-        record.wallet = wallet
-        if (text := record.source) != source:
-            source = intern(text, text)
-        record.source = source
-
-
-_OPS = {op: op for op in ("GRANT", "FREEZE", "CONSUME", "UNFREEZE", "EXPIRE", "REFUND", "VOID")}

