@@ -20,8 +20,10 @@ deposits/s; the HTTP funding of the same day's bench run made 3,100/s (16,000/s 
 same commands with the pure engine core (engine.core.ledger.apply, one fixed stamp for all of
 them, as a Runtime whose clock stands still would stamp them), encodes the state and writes one
 snapshot: no WAL segments, no fsync until the snapshot. tests/bench/test_fill.py checks that its
-state has the digest of the same commands submitted through a Runtime. 10 M deposits take
-minutes instead of half an hour; a server starts over that snapshot with an empty log.
+state has the digest of the same commands submitted through a Runtime. A server starts over
+that snapshot with an empty log. Measured 2026-12-07 (load 4-7 on the 2 cores): 1 M x 10
+deposits applied in 497 s, the 1.4 GB snapshot written in 48 s (~20,000 deposits/s; about 14 GB
+of RAM at the end). Most of it is apply_deposit itself (engine/core/deposits.py).
 """
 
 from __future__ import annotations

@@ -27,15 +27,14 @@ map/setattr passes over the whole project).
 from __future__ import annotations
 
 from array import array
+from collections.abc import Iterator, Sequence
 from itertools import islice
 from operator import attrgetter
-from collections.abc import Iterator, Sequence
 from typing import Any, Final, cast
 
 import msgspec
 
 from engine.core.state import (
-    ApiKey,
     Bucket,
     CustomerExtras,
     CustomerState,
