@@ -6,7 +6,8 @@ one and replay more", never a failed start while a good one remains.
     file  snapshot-<lsn, 20 digits>.snap
       offset  size  field
            0     8  magic        b"TALLYSNP"
-           8     4  version      u32, SNAPSHOT_VERSION
+           8     4  version      u32, the payload's layout: 1 or 2 (SNAPSHOT_VERSIONS; written: the
+                                 writer's, default SNAPSHOT_VERSION = 2)
           12     4  flags        u32, 0 (reserved)
           16     8  lsn          u64, the last lsn the state includes; equals the file name
           24     8  length       u64, payload size; the file is exactly 40 + length bytes
@@ -49,7 +50,8 @@ __all__ = [
 ]
 
 SNAPSHOT_MAGIC = b"TALLYSNP"
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2  # the engine's snapshot layout 2 (engine/core/codec_v2.py, issue 14)
+SNAPSHOT_VERSIONS = (1, 2)  # read: layout 1 files stay readable
 SNAPSHOT_HEADER = struct.Struct("<8sIIQQII")  # magic, version, flags, lsn, length, payload_crc, header_crc
 _HEADER_CRC_SPAN = SNAPSHOT_HEADER.size - 4
 assert SNAPSHOT_HEADER.size == 40
@@ -63,6 +65,7 @@ class Snapshot:
     payload: memoryview  # read-only view of the mapped file (bytes(payload) for a copy)
     path: Path
     skipped: tuple[WalCorrupt, ...] = field(default=())  # newer snapshots that were bad
+    version: int = SNAPSHOT_VERSION  # the header's: the payload's layout
 
 
 def snapshot_name(lsn: int) -> str:
@@ -82,20 +85,22 @@ def list_snapshots(directory: Path) -> list[tuple[int, Path]]:
     return found
 
 
-def write_snapshot(directory: Path, lsn: int, payload: bytes) -> Path:
+def write_snapshot(directory: Path, lsn: int, payload: bytes, version: int = SNAPSHOT_VERSION) -> Path:
     """Write durably (tmp, fsync, rename, fsync directory); return the final path."""
-    return publish_snapshot(write_snapshot_temporary(directory, lsn, payload))
+    return publish_snapshot(write_snapshot_temporary(directory, lsn, payload, version))
 
 
 def snapshot_temporary_path(directory: Path, lsn: int) -> Path:
     return Path(directory) / (snapshot_name(lsn) + ".tmp")
 
 
-def write_snapshot_temporary(directory: Path, lsn: int, payload: bytes) -> Path:
+def write_snapshot_temporary(directory: Path, lsn: int, payload: bytes, version: int = SNAPSHOT_VERSION) -> Path:
     """First half of write_snapshot: the complete file under its .tmp name, fsync'd. Loading
-    ignores .tmp files, so it counts only once `publish_snapshot` renames it."""
+    ignores .tmp files, so it counts only once `publish_snapshot` renames it. `version`: the
+    payload's layout, one of SNAPSHOT_VERSIONS."""
+    assert version in SNAPSHOT_VERSIONS, version
     temporary = snapshot_temporary_path(directory, lsn)
-    head = SNAPSHOT_HEADER.pack(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, 0, lsn, len(payload), crc32c(payload), 0)
+    head = SNAPSHOT_HEADER.pack(SNAPSHOT_MAGIC, version, 0, lsn, len(payload), crc32c(payload), 0)
     header = head[:_HEADER_CRC_SPAN] + struct.pack("<I", crc32c(head[:_HEADER_CRC_SPAN]))
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
@@ -130,7 +135,7 @@ def read_snapshot(path: Path) -> Snapshot:
         raise WalCorrupt(path, 0, f"bad snapshot magic {magic!r}")
     if crc32c(data[:_HEADER_CRC_SPAN]) != header_crc:
         raise WalCorrupt(path, 36, "snapshot header checksum mismatch")
-    if version != SNAPSHOT_VERSION:
+    if version not in SNAPSHOT_VERSIONS:
         raise WalCorrupt(path, 8, f"unsupported snapshot version {version}")
     if lsn != int(match[1]):
         raise WalCorrupt(path, 16, f"header lsn {lsn} differs from the file name")
@@ -140,7 +145,7 @@ def read_snapshot(path: Path) -> Snapshot:
     payload = data[SNAPSHOT_HEADER.size :]
     if crc32c(payload) != payload_crc:
         raise WalCorrupt(path, SNAPSHOT_HEADER.size, "snapshot payload checksum mismatch")
-    return Snapshot(lsn, payload, path)
+    return Snapshot(lsn, payload, path, version=version)
 
 
 def _map_file(path: Path) -> memoryview:
@@ -165,7 +170,7 @@ def load_newest_snapshot(directory: Path) -> Snapshot | None:
         except WalCorrupt as error:
             skipped.append(error)
             continue
-        return Snapshot(snapshot.lsn, snapshot.payload, snapshot.path, tuple(skipped))
+        return Snapshot(snapshot.lsn, snapshot.payload, snapshot.path, tuple(skipped), snapshot.version)
     if skipped:
         first = skipped[0]
         raise WalCorrupt(first.path, first.offset, f"{first.reason}; no sound snapshot left ({len(skipped)} bad)")

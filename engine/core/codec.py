@@ -3,7 +3,9 @@
 Only persistent fields are written (see engine/state.py); derived indexes and heaps are rebuilt
 on decode, so `digest(decode_state(encode_state(s))) == digest(s)`. The snapshot Structs are
 `array_like`: fields are only ever appended, with defaults (msgspec schema evolution), and
-`version` lets a future layout be told apart.
+`version`, the first element, tells the layouts apart: 1 (STATE_VERSION: StateSnap below, also
+the digest's form; `encode_state_v1`) and 2 (engine/core/codec_v2.py, laid out for restart speed,
+issue 14), which `encode_state` writes. `decode_state` reads both.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any, cast
 
 import msgspec
 
+from engine.core import codec_v2
+from engine.core.codec_v2 import _OPS, SNAPSHOT_LAYOUT, ProjectSnap2, share_strings
 from engine.core.hooks import add_webhook
 from engine.core.hooks_state import AlertRule, Attempt, Event, HooksState, Queue, Webhook, WebhookState
 from engine.core.limits import WEBHOOK_ATTEMPTS_KEPT_MAX
@@ -120,8 +124,20 @@ class StateSnapHooks(StateSnap):
     hooks: HooksSnap | None = None
 
 
+class StateSnap2(msgspec.Struct, array_like=True):
+    """Layout 2 (engine/core/codec_v2.py): `version` is SNAPSHOT_LAYOUT."""
+
+    version: int
+    last_lsn: int
+    api_keys: list[ApiKey]
+    projects: list[ProjectSnap2]
+    stamp_ms_last: int
+    hooks: HooksSnap | None = None
+
+
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(StateSnapHooks)
+_decoder_v2 = msgspec.msgpack.Decoder(StateSnap2)
 
 
 def hooks_snap(state: LedgerState, *, canonical: bool = False) -> HooksSnap | None:
@@ -196,6 +212,20 @@ def _customer_snap(c: CustomerState) -> CustomerSnap:
 
 
 def encode_state(state: LedgerState) -> bytes:
+    """`state` in snapshot layout 2 (engine/core/codec_v2.py)."""
+    snap = StateSnap2(
+        version=SNAPSHOT_LAYOUT,
+        last_lsn=state.last_lsn,
+        api_keys=list(state.api_keys.values()),
+        projects=[codec_v2.project_snap(project) for project in state.projects.values()],
+        stamp_ms_last=state.stamp_ms_last,
+        hooks=hooks_snap(state),
+    )
+    return _encoder.encode(snap)
+
+
+def encode_state_v1(state: LedgerState) -> bytes:
+    """`state` in snapshot layout 1 (what Tally wrote before layout 2; still read)."""
     snap = to_snap(state)
     hooks = hooks_snap(state)
     if hooks is None:
@@ -204,8 +234,31 @@ def encode_state(state: LedgerState) -> bytes:
     return _encoder.encode(StateSnapHooks(**fields, hooks=hooks))
 
 
+def snapshot_layout(data: bytes | memoryview) -> int | None:
+    """The layout `version` of encoded state `data`: the first element of its top-level msgpack
+    array when that is a small non-negative int, else None (not a snapshot of either layout)."""
+    head = bytes(data[:6])
+    if not head:
+        return None
+    if head[0] >> 4 == 0x9:  # fixarray
+        offset = 1
+    elif head[0] in _ARRAY_HEADER:  # array 16, array 32
+        offset = _ARRAY_HEADER[head[0]]
+    else:
+        return None
+    if len(head) <= offset or head[offset] > 0x7F:  # not a positive fixint
+        return None
+    return head[offset]
+
+
+_ARRAY_HEADER = {0xDC: 3, 0xDD: 5}  # msgpack array header byte -> offset of the first element
+
+
 def decode_state(data: bytes | memoryview) -> LedgerState:
-    """Raises msgspec.DecodeError / ValidationError on bad bytes, ValueError on a wrong version."""
+    """Either layout. Raises msgspec.DecodeError / ValidationError on bad bytes, ValueError on an
+    unknown version or (layout 2) counts that do not add up."""
+    if snapshot_layout(data) == SNAPSHOT_LAYOUT:
+        return _decode_v2(data)
     snap = _decoder.decode(data)
     if snap.version != STATE_VERSION:
         raise ValueError(f"unknown snapshot version {snap.version}")
@@ -220,6 +273,20 @@ def decode_state(data: bytes | memoryview) -> LedgerState:
     if snap.hooks is not None:
         _restore_hooks(state, snap.hooks)
     rebuild_derived(state)
+    return state
+
+
+def _decode_v2(data: bytes | memoryview) -> LedgerState:
+    snap = _decoder_v2.decode(data)
+    state = LedgerState(last_lsn=snap.last_lsn, stamp_ms_last=snap.stamp_ms_last)
+    for key in snap.api_keys:
+        state.api_keys[key.key_hash] = key
+    strings = dict(_OPS)  # one object per distinct wallet / source / op string; ops: the constants
+    for project_snap in snap.projects:
+        state.projects[project_snap.name] = codec_v2.restore_project(project_snap, strings)
+    if snap.hooks is not None:
+        _restore_hooks(state, snap.hooks)
+    rebuild_derived(state, owner_indexes=False)
     return state
 
 
@@ -258,41 +325,5 @@ def _customer_from_snap(cs: CustomerSnap, strings: dict[str, str]) -> CustomerSt
             entitlements=None if cs.entitlements is None else {e.feature_key: e for e in cs.entitlements},
             entitlement_events=cs.entitlement_events,
         )
-    _share_strings(customer, cs.deposits, strings)
+    share_strings(customer, cs.deposits, strings)
     return customer
-
-
-def _share_strings(customer: CustomerState, deposits: list[DepositRecord], strings: dict[str, str]) -> None:
-    """Decoding made a fresh copy of every string; share one object per distinct wallet, source
-    and op, so a restored customer costs what a live one does, or less. A customer's records
-    mostly repeat one wallet and one source: comparing with the previous one first skips most
-    dict lookups (a third less time for this pass; issue 14, restart time)."""
-    intern = strings.setdefault
-    wallet = source = op = ""
-    for bucket in customer.buckets:
-        if (text := bucket.wallet) != wallet:
-            wallet = intern(text, text)
-        bucket.wallet = wallet
-        if (text := bucket.source) != source:
-            source = intern(text, text)
-        bucket.source = source
-    for entry in customer.entries:
-        if (text := entry.wallet) != wallet:
-            wallet = intern(text, text)
-        entry.wallet = wallet
-        if (text := entry.source) != source:
-            source = intern(text, text)
-        entry.source = source
-        if (text := entry.op) != op:
-            op = _OPS.get(text) or intern(text, text)
-        entry.op = op
-    for record in deposits:
-        if (text := record.wallet) != wallet:
-            wallet = intern(text, text)
-        record.wallet = wallet
-        if (text := record.source) != source:
-            source = intern(text, text)
-        record.source = source
-
-
-_OPS = {op: op for op in ("GRANT", "FREEZE", "CONSUME", "UNFREEZE", "EXPIRE", "REFUND", "VOID")}

@@ -687,8 +687,10 @@ class LedgerState(msgspec.Struct):
     hooks: HooksState | None = None
 
 
-def rebuild_derived(state: LedgerState) -> None:
-    """Rebuild every derived field from the persistent ones (after decode)."""
+def rebuild_derived(state: LedgerState, *, owner_indexes: bool = True) -> None:
+    """Rebuild every derived field from the persistent ones (after decode). `owner_indexes`
+    False leaves each project's `deposit_records`, `bucket_lsns` and `bucket_customers` as they
+    are (a layout-2 snapshot holds them, engine/core/codec_v2.py)."""
     state.key_hash_by_id = {key.key_id: key.key_hash for key in state.api_keys.values()}
     state.due_heap = []
     for project in state.projects.values():
@@ -707,19 +709,21 @@ def rebuild_derived(state: LedgerState) -> None:
             _rebuild_customer(customer)
             if customer.txns:
                 _rebuild_txn_owners(project, customer)
-            keyed = customer.keyed_deposits  # None, one record, or a list (no tuple built here)
-            if isinstance(keyed, DepositRecord):
-                deposits.append(keyed)
-            elif keyed is not None:
-                deposits += keyed
             if customer.extras is not None:  # refunds, voids, slots (CustomerExtras)
                 _rebuild_extra_owners(project, customer, customer.extras)
             for due in customer.due or ():
                 state.due_heap.append((due[0], project.name, customer.customer_id))
-            buckets += customer.buckets
-            owners += [customer.customer_id] * len(customer.buckets)
-        project.deposit_records = dict(zip(map(_DEPOSIT_KEY, deposits), deposits))
-        project.bucket_lsns, project.bucket_customers = _sorted_owners(list(map(_LSN, buckets)), owners)
+            if owner_indexes:
+                keyed = customer.keyed_deposits  # None, one record, or a list (no tuple built here)
+                if isinstance(keyed, DepositRecord):
+                    deposits.append(keyed)
+                elif keyed is not None:
+                    deposits += keyed
+                buckets += customer.buckets
+                owners += [customer.customer_id] * len(customer.buckets)
+        if owner_indexes:
+            project.deposit_records = dict(zip(map(_DEPOSIT_KEY, deposits), deposits))
+            project.bucket_lsns, project.bucket_customers = _sorted_owners(list(map(_LSN, buckets)), owners)
     heapq.heapify(state.due_heap)
 
 
@@ -794,7 +798,7 @@ def _rebuild_customer(customer: CustomerState) -> None:
             customer.push_due((bucket.expires_at_ms, DUE_EXPIRE, bucket.lsn, None))
     if expiring:
         live.sort(key=allocation_key)
-    customer.live = live
+    customer.live = (live[0],) if len(live) == 1 else live  # a tuple of one, as add_bucket holds it
     customer.open_total = open_total
     for record in (customer.txns or {}).values():
         if isinstance(record, FreezeRecord) and record.status == FROZEN:
