@@ -1,7 +1,7 @@
 """Restart time of one data directory: start `tally serve` on it, time start -> GET /health 200,
 read the RSS, stop it (by its PID); `--runs` times, back to back.
 
-    python -m bench.recovery_probe DATA_DIR [--runs 2] [--code-root /work/main]
+    python -m bench.recovery_probe DATA_DIR [--runs 2] [--code-root ../other-checkout]
 
 `--code-root` runs the server from another checkout's code (e.g. main, for a before/after pair):
 the server's Python then imports from that directory (PYTHONSAFEPATH, PYTHONPATH), not from here.
