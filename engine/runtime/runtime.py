@@ -280,12 +280,12 @@ class Runtime:
         if done is None:
             return await shard.submit(work)
         result, wait_lsn = done
-        try:  # Durability.wait_durable written out: no coroutine frame per answer (issue 14)
-            waiter = self._store.durable_waiter(wait_lsn)
-            if waiter is not None:
+        waiter = self._durability.waiter(wait_lsn)  # awaited here: no coroutine frame per answer (issue 14)
+        if waiter is not None:
+            try:
                 await waiter
-        except wal.WalFailed:
-            raise log_failed() from None
+            except wal.WalFailed:
+                raise log_failed() from None
         return result
 
     def try_apply(self, command: Command) -> tuple[Applied | Rejected, int] | None:
@@ -439,10 +439,7 @@ class Runtime:
         stamp_ms = self._stamper.stamp()
         command = msgspec.structs.replace(command, at_ms=stamp_ms)
         if customer_id is not None:
-            # _run_due_timers without its writable check (made above): most writes find none due
-            for timer in due_commands(self.state, getattr(command, "project", ""), customer_id, stamp_ms):
-                timer_result = self._apply_and_log(timer)
-                assert isinstance(timer_result, Applied) and timer_result.logged, (timer, timer_result)
+            self._run_due_timers(getattr(command, "project", ""), customer_id, stamp_ms)
         result = self._apply_and_log(command)
         # A rejection or a replay may rest on changes still in flight: wait for all of them.
         return result, self.state.last_lsn
