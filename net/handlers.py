@@ -35,6 +35,7 @@ from engine.core.state import LedgerState
 from engine.runtime import Admin
 from engine.runtime.errors import Unavailable
 from net.admin import AdminRuntime
+from net.answer import JsonAnswer
 from net import freezes_api, schemas
 from net.auth import authenticate
 from net.errors import ClientError, HttpError
@@ -138,7 +139,7 @@ _encoder = msgspec.json.Encoder()
 
 
 def _ok(body: Any) -> web.Response:
-    return web.Response(body=_encoder.encode(body), content_type=_JSON)
+    return JsonAnswer(_encoder.encode(body))
 
 
 def _rejected(result: Rejected) -> HttpError:
