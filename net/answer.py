@@ -31,6 +31,7 @@ from aiohttp.web_response import REASON_PHRASES
 from multidict import CIMultiDict
 
 JSON_CONTENT_TYPE: Final = "application/json"
+_JSON_HEADERS: Final = ((hdrs.CONTENT_TYPE, JSON_CONTENT_TYPE),)
 _STATUS_LINES: Final = {status: f"HTTP/1.1 {status} {reason}" for status, reason in REASON_PHRASES.items()}
 
 
@@ -41,10 +42,8 @@ class JsonAnswer(web.Response):
     def __init__(self, body: bytes, status: int = 200) -> None:
         # web.Response.__init__ for (body=bytes, status, content_type=JSON), without its checks:
         # the attributes StreamResponse.__init__ and Response.__init__ set.
-        headers: CIMultiDict[str] = CIMultiDict()
-        headers[hdrs.CONTENT_TYPE] = JSON_CONTENT_TYPE
         self._state: dict[str | web.ResponseKey[Any], Any] = {}
-        self._headers = headers
+        self._headers = CIMultiDict(_JSON_HEADERS)
         self._status = status
         self._reason = REASON_PHRASES[status]
         self._body = body

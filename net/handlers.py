@@ -131,7 +131,6 @@ NOT_READY: Final[Runtime] = _NotReady()
 CUSTOMERS_PREFIX: Final = "/v1/customers/"
 ALERTS_PREFIX: Final = "/v1/alerts/"
 _LEDGER_SUFFIX: Final = "/ledger"
-_JSON: Final = "application/json"
 _HEALTH_OK: Final = b'{"status":"ok"}'
 
 _encoder = msgspec.json.Encoder()
@@ -300,7 +299,7 @@ class Handlers:
     async def health(self, request: web.Request) -> web.Response:
         """200 {"status": "ok"} once recovery is done and writes are accepted; no auth."""
         if self._runtime.ready:
-            return web.Response(body=_HEALTH_OK, content_type=_JSON)
+            return JsonAnswer(_HEALTH_OK)
         raise HttpError("not_ready", "not ready: recovering, shutting down or storage failed")
 
 
