@@ -18,9 +18,10 @@ def keys_match(a: str, b: str) -> bool:
 KEY_HASH_MEMO_MAX: Final = 1024  # keys whose hash is kept; past this the memo starts again empty
 
 
-class KeyHashMemo:
-    """`hash_api_key` with the hashes of the last <= `size` distinct keys kept (issue 14: a SHA-256
-    and a hex string per request saved for the few keys a server sees).
+class KeyHashMemo(dict[str, str]):
+    """`hash_api_key` with the hashes of the last <= `size` distinct keys kept: `memo[key]` is
+    hash_api_key(key) (issue 14: a SHA-256 and a hex string per request saved for the few keys a
+    server sees; a dict whose __missing__ hashes, so a known key costs one dict lookup).
 
     A memo of a pure function, not an auth cache: what a key may do is still looked up in the
     ledger state on every request, so a revoked or rotated key stops working at once with no
@@ -28,23 +29,16 @@ class KeyHashMemo:
     logged), as each request's own buffers do. Bounded: full, it is emptied (a client sending
     many wrong keys only costs itself and everyone else the hash they would pay anyway)."""
 
-    __slots__ = ("_hashes", "_size")
+    __slots__ = ("_size",)
 
     def __init__(self, size: int = KEY_HASH_MEMO_MAX) -> None:
         assert size > 0, size
-        self._hashes: dict[str, str] = {}
+        super().__init__()
         self._size = size
 
-    def __len__(self) -> int:
-        return len(self._hashes)
-
-    def hash(self, key: str) -> str:
-        """hash_api_key(key): SHA-256 hex of the key's UTF-8 bytes."""
-        hashes = self._hashes
-        key_hash = hashes.get(key)
-        if key_hash is None:
-            key_hash = hash_api_key(key)
-            if len(hashes) >= self._size:
-                hashes.clear()
-            hashes[key] = key_hash
+    def __missing__(self, key: str) -> str:
+        key_hash = hash_api_key(key)
+        if len(self) >= self._size:
+            self.clear()
+        self[key] = key_hash
         return key_hash

@@ -247,7 +247,7 @@ class Runtime:
         api_key_revoked."""
         if not api_key:
             return Rejected("missing_api_key", "missing API key")
-        key_hash = self._key_hashes.hash(api_key)
+        key_hash = self._key_hashes[api_key]
         record = queries.find_api_key(self.state, key_hash)
         # The index finds the candidate by digest; the comparison that decides is constant-time.
         if record is None or not keys_match(record.key_hash, key_hash):

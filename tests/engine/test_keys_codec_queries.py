@@ -51,13 +51,13 @@ def test_3_15_key_hash_memo_is_hash_api_key_and_bounded():
     memo = KeyHashMemo(size=3)
     keys = [f"vb_key_{i}" for i in range(7)]
     for key in keys + keys[:2] + ["ключ"]:  # repeats, and a non-ASCII key
-        assert memo.hash(key) == hash_api_key(key) == hashlib.sha256(key.encode()).hexdigest()
+        assert memo[key] == hash_api_key(key) == hashlib.sha256(key.encode()).hexdigest()
         assert 1 <= len(memo) <= 3
     memo = KeyHashMemo(size=2)
-    memo.hash("a"), memo.hash("b")
+    memo["a"], memo["b"]
     assert len(memo) == 2
-    memo.hash("c")  # full: emptied, then holds the new key only
-    assert len(memo) == 1 and memo.hash("c") == hash_api_key("c") and len(memo) == 1
+    memo["c"]  # full: emptied, then holds the new key only
+    assert len(memo) == 1 and memo["c"] == hash_api_key("c") and len(memo) == 1
 
 
 def test_3_15_create_and_revoke_api_key():
