@@ -1,6 +1,8 @@
 """JsonAnswer: an encoded JSON body as aiohttp's `web.Response` sends it, in fewer steps (issue 14).
 
     JsonAnswer(body, status=200)   `body` the encoded JSON bytes; Content-Type application/json
+    JsonAnswer(body, status, json_headers(("X-Request-Id", rid)))   headers first, Content-Type last,
+                                   as web.Response(headers={...}, content_type=...) orders them
 
 What goes on the wire is what `web.Response(body=body, status=status, content_type="application/json")`
 sends: the same status line, the same headers in the same order (Content-Type, then any the
@@ -35,15 +37,20 @@ _JSON_HEADERS: Final = ((hdrs.CONTENT_TYPE, JSON_CONTENT_TYPE),)
 _STATUS_LINES: Final = {status: f"HTTP/1.1 {status} {reason}" for status, reason in REASON_PHRASES.items()}
 
 
+def json_headers(*headers: tuple[str, str]) -> tuple[tuple[str, str], ...]:
+    """`headers`, then Content-Type: application/json: JsonAnswer's `headers` argument."""
+    return (*headers, (hdrs.CONTENT_TYPE, JSON_CONTENT_TYPE))
+
+
 class JsonAnswer(web.Response):
     """A finished JSON answer: status and encoded body fixed at construction (see the module
     docstring). Raises KeyError for a status that is not a registered HTTP status."""
 
-    def __init__(self, body: bytes, status: int = 200) -> None:
+    def __init__(self, body: bytes, status: int = 200, headers: tuple[tuple[str, str], ...] = _JSON_HEADERS) -> None:
         # web.Response.__init__ for (body=bytes, status, content_type=JSON), without its checks:
         # the attributes StreamResponse.__init__ and Response.__init__ set.
         self._state: dict[str | web.ResponseKey[Any], Any] = {}
-        self._headers = CIMultiDict(_JSON_HEADERS)
+        self._headers = CIMultiDict(headers)
         self._status = status
         self._reason = REASON_PHRASES[status]
         self._body = body

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
-from net.answer import JsonAnswer
+from net.answer import JsonAnswer, json_headers
 
 BODY = b'{"customer_id":"c","balance":{"total":5}}'
 _DATE = re.compile(rb"\r\nDate: [^\r]*\r\n")
@@ -32,8 +32,17 @@ def _app() -> web.Application:
         response.headers["X-Request-Id"] = "req_1"
         return response
 
+    async def fast_headed(request: web.Request) -> web.StreamResponse:  # net/errors.py's way
+        return JsonAnswer(BODY, int(request.query.get("status", "200")), json_headers(("X-Request-Id", "req_1")))
+
+    async def plain_headed(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=BODY, status=int(request.query.get("status", "200")), content_type="application/json",
+                            headers={"X-Request-Id": "req_1"})  # fmt: skip
+
     app = web.Application()
-    app.add_routes([web.get("/fast", fast), web.get("/plain", plain), web.post("/fast", fast), web.post("/plain", plain)])
+    app.add_routes([web.get("/fast", fast), web.get("/plain", plain), web.post("/fast", fast), web.post("/plain", plain),
+                    web.get("/fast_headed", fast_headed), web.get("/plain_headed", plain_headed),
+                    web.post("/fast_headed", fast_headed), web.post("/plain_headed", plain_headed)])  # fmt: skip
     return app
 
 
@@ -80,9 +89,10 @@ async def _exchange(port: int, request: bytes) -> bytes:
         (b"POST {path} HTTP/1.1", b"Content-Length: 2\r\n\r\n{}"),
     ],
 )
-async def test_same_bytes_as_web_response(port: int, request_line: bytes, extra: bytes) -> None:
+@pytest.mark.parametrize("suffix", [b"", b"_headed"])
+async def test_same_bytes_as_web_response(port: int, request_line: bytes, extra: bytes, suffix: bytes) -> None:
     answers = []
-    for path in (b"/fast", b"/plain"):
+    for path in (b"/fast" + suffix, b"/plain" + suffix):
         head = request_line.replace(b"{path}", path) + b"\r\nHost: x\r\n"
         request = head + extra if extra.endswith(b"{}") else head + extra + b"\r\n"
         answer = await _exchange(port, request)
