@@ -161,8 +161,8 @@ def body_received(request: web.Request) -> bytes:
     of a small JSON body: one packet with the headers), else b"": then `await request.read()`,
     which waits for the rest, raises 413 or the body's error as before. Issue 14: the same bytes
     without read()'s two readany coroutines and bytearray copy; read() returns them after."""
-    content = request._payload  # request.content, is_eof() and exception() read as attributes: 3 calls less
-    if request._read_bytes is not None or not content._eof or content._exception is not None:
+    content = request.content
+    if request._read_bytes is not None or not content.is_eof() or content.exception() is not None:
         return b""
     if not 0 < content.total_bytes <= request._client_max_size:
         return b""  # nothing (read() answers b"" too) or over the limit (read() raises 413)
