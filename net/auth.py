@@ -49,7 +49,11 @@ _MISSING: Final = ClientError("missing_api_key", "missing API key: send Authoriz
 
 def principal(request: web.Request, runtime: Authenticator) -> str | Admin:
     """The key's project id or ADMIN; raises ClientError(401) otherwise."""
-    token = bearer_token(request.headers.get(hdrs.AUTHORIZATION))  # istr: no case folding per request
+    header = request.headers.get(hdrs.AUTHORIZATION)  # istr: no case folding per request
+    if header is not None and header.startswith("Bearer ") and header[7:8] not in " \t" and header[-1] not in " \t":
+        token: str | None = header[7:]  # the usual spelling, nothing to strip: bearer_token's answer
+    else:
+        token = bearer_token(header)
     if token is None:
         raise ClientError(_MISSING.code, _MISSING.message)
     if len(token) > API_KEY_LENGTH_MAX or not (token.isascii() and token.isprintable()):

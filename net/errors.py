@@ -36,6 +36,7 @@ from aiohttp.http_exceptions import (
 from aiohttp.web_protocol import RequestPayloadError
 
 from engine.core.codes import CODES
+from net.answer import JsonAnswer, json_headers
 from engine.runtime.errors import Unavailable
 
 logger = logging.getLogger("tally.net")
@@ -112,12 +113,7 @@ def error_response(code: str, message: str, details: dict[str, Any] | None, requ
             request_id=request_id,
         )
     )
-    response = web.Response(
-        status=info.status,
-        body=_encoder.encode(envelope),
-        content_type="application/json",
-        headers={REQUEST_ID_HEADER: request_id},
-    )
+    response = JsonAnswer(_encoder.encode(envelope), info.status, json_headers((REQUEST_ID_HEADER, request_id)))
     response[ERROR_CODE] = code
     return response
 

@@ -35,6 +35,7 @@ from engine.core.state import LedgerState
 from engine.runtime import Admin
 from engine.runtime.errors import Unavailable
 from net.admin import AdminRuntime
+from net.answer import JsonAnswer
 from net import freezes_api, schemas
 from net.auth import authenticate
 from net.errors import ClientError, HttpError
@@ -130,7 +131,6 @@ NOT_READY: Final[Runtime] = _NotReady()
 CUSTOMERS_PREFIX: Final = "/v1/customers/"
 ALERTS_PREFIX: Final = "/v1/alerts/"
 _LEDGER_SUFFIX: Final = "/ledger"
-_JSON: Final = "application/json"
 _HEALTH_OK: Final = b'{"status":"ok"}'
 
 _encoder = msgspec.json.Encoder()
@@ -138,7 +138,7 @@ _encoder = msgspec.json.Encoder()
 
 
 def _ok(body: Any) -> web.Response:
-    return web.Response(body=_encoder.encode(body), content_type=_JSON)
+    return JsonAnswer(_encoder.encode(body))
 
 
 def _rejected(result: Rejected) -> HttpError:
@@ -299,7 +299,7 @@ class Handlers:
     async def health(self, request: web.Request) -> web.Response:
         """200 {"status": "ok"} once recovery is done and writes are accepted; no auth."""
         if self._runtime.ready:
-            return web.Response(body=_HEALTH_OK, content_type=_JSON)
+            return JsonAnswer(_HEALTH_OK)
         raise HttpError("not_ready", "not ready: recovering, shutting down or storage failed")
 
 

@@ -101,7 +101,9 @@ class _Cell:
             key = self.keys[status] = (self.route, self.method, status)
         requests = self.requests
         requests[key] = requests.get(key, 0) + 1
-        self.histogram.observe(duration_s)
+        histogram = self.histogram  # _Histogram.observe, inlined: a call less per request
+        histogram.counts[bisect.bisect_left(histogram.bounds, duration_s)] += 1
+        histogram.total += duration_s
 
 
 class _HealthRecovering(msgspec.Struct):

@@ -154,6 +154,7 @@ class TallyRunner(web.AppRunner):
         # CONTRACT §7.12 + §4: a client that hangs up never cancels a write half-way.
         assert not server.handler_cancellation
         assert not self.app.middlewares, "the observer is the one layer around the app"
+        assert not self.app.on_response_prepare, "net/answer.py JsonAnswer does not send it"
         return _Server(
             self._observer.request_handler(Dispatch(self.app).handler_of, self.app.router),
             request_factory=server.request_factory,

@@ -46,7 +46,7 @@ from engine.core.commands import (
     Void,
     encode_command,
 )
-from engine.core.keys import hash_api_key, keys_match
+from engine.core.keys import KeyHashMemo, hash_api_key, keys_match
 from engine.core.ledger import apply
 from engine.core.results import (
     Applied,
@@ -129,6 +129,7 @@ class Runtime:
         self._accepting = False
         # key_hash -> LSN of its CreateApiKey, until that LSN is durable (see the module docstring)
         self._keys_not_durable: dict[str, int] = {}
+        self._key_hashes = KeyHashMemo()  # issue 14: no SHA-256 per request for a known key
         self._owns_lock = True
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -246,7 +247,7 @@ class Runtime:
         api_key_revoked."""
         if not api_key:
             return Rejected("missing_api_key", "missing API key")
-        key_hash = hash_api_key(api_key)
+        key_hash = self._key_hashes[api_key]
         record = queries.find_api_key(self.state, key_hash)
         # The index finds the candidate by digest; the comparison that decides is constant-time.
         if record is None or not keys_match(record.key_hash, key_hash):

@@ -22,7 +22,7 @@ from engine.core.commands import (
     RevokeApiKey,
 )
 from engine.core.digest import digest
-from engine.core.keys import hash_api_key, keys_match
+from engine.core.keys import KeyHashMemo, hash_api_key, keys_match
 from engine.core.ledger import apply
 from engine.core.queries import (
     customer_count,
@@ -45,6 +45,19 @@ def test_3_15_key_hash_is_sha256_hex_and_compare_is_exact():
     assert hash_api_key("secret") == hashlib.sha256(b"secret").hexdigest()
     assert keys_match(hash_api_key("a"), hash_api_key("a"))
     assert not keys_match(hash_api_key("a"), hash_api_key("b"))
+
+
+def test_3_15_key_hash_memo_is_hash_api_key_and_bounded():
+    memo = KeyHashMemo(size=3)
+    keys = [f"vb_key_{i}" for i in range(7)]
+    for key in keys + keys[:2] + ["ключ"]:  # repeats, and a non-ASCII key
+        assert memo[key] == hash_api_key(key) == hashlib.sha256(key.encode()).hexdigest()
+        assert 1 <= len(memo) <= 3
+    memo = KeyHashMemo(size=2)
+    memo["a"], memo["b"]
+    assert len(memo) == 2
+    memo["c"]  # full: emptied, then holds the new key only
+    assert len(memo) == 1 and memo["c"] == hash_api_key("c") and len(memo) == 1
 
 
 def test_3_15_create_and_revoke_api_key():
