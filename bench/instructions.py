@@ -65,8 +65,10 @@ class CallgrindServer(Server):
 
     def dumped_instructions(self, pid: int) -> int:
         """Process `pid`'s largest dump total so far (the one after `control("-d")`)."""
-        totals = [int(match) for path in self.out_prefix.parent.glob(f"{self.out_prefix.name}.{pid}*")
-                  for match in _TOTALS.findall(path.read_text(errors="replace"))]  # fmt: skip
+        name = f"{self.out_prefix.name}.{pid}"
+        paths = [path for path in self.out_prefix.parent.glob(name + "*") if path.name == name or
+                 path.name.startswith(name + ".")]  # fmt: skip
+        totals = [int(match) for path in paths for match in _TOTALS.findall(path.read_text(errors="replace"))]
         if not totals:
             raise RuntimeError(f"no callgrind dump of pid {pid} under {self.out_prefix}")
         return max(totals)
