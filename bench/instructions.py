@@ -7,7 +7,12 @@ move with the host: the bare aiohttp handler (bench/baseline_server.py) and `tal
 (callgrind_control -z), a fixed number of hot deducts (one customer, keep-alive connections) is
 sent, and the counters are dumped (callgrind_control -d).
 
-    python -m bench.instructions [--requests 1000] [--connections 16]
+    python -m bench.instructions [--requests 1000] [--connections 16] [--workers 2]
+
+`--workers 2`: the bare handler as 2 SO_REUSEPORT processes (`--processes 2`) against
+`tally serve --workers 2`, every process under callgrind (--trace-children=yes, one counter file
+per pid); each process's count is zeroed and dumped by its pid, and the table shows the sum per
+request and each process's share (the ledger, then front 0, front 1).
 
 What it does not see: kernel time (fdatasync, socket and futex syscalls, thread wake-ups), cache
 misses, and the flusher thread's waiting. So it bounds the throughput ratio from above; wrk's
@@ -38,25 +43,34 @@ _TOTALS = re.compile(r"^(?:summary|totals):\s+(\d+)", re.MULTILINE)
 
 
 class CallgrindServer(Server):
-    """A bench Server run under callgrind, its counters written to `out_prefix`.<pid>."""
+    """A bench Server run under callgrind (its child processes too), the counters of process
+    <pid> written to `out_prefix`.<pid>[.<dump>]."""
 
     def __init__(self, kind: str, work_dir: Path, api_key: str, extra_args: tuple[str, ...] = ()) -> None:
         super().__init__(kind, work_dir, api_key, extra_args=extra_args)
         self.out_prefix = work_dir / f"callgrind-{kind}-{self.port}.out"
 
     def command(self) -> list[str]:
-        return ["valgrind", "--tool=callgrind", f"--callgrind-out-file={self.out_prefix}", "--dump-instr=no",
-                *super().command()]
+        return ["valgrind", "--tool=callgrind", "--trace-children=yes", f"--callgrind-out-file={self.out_prefix}.%p",
+                "--dump-instr=no", *super().command()]  # fmt: skip
 
-    def control(self, flag: str) -> None:
-        subprocess.run(["callgrind_control", flag, str(self.pid)], check=True, capture_output=True, timeout=120)
+    def pids(self) -> list[int]:
+        """This server's process, then its children (the fronts, or the baseline's 2nd process)."""
+        children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        return [self.pid, *sorted(int(pid) for pid in children)]
 
-    def dumped_instructions(self) -> int:
-        """The largest total of the dumps written so far (the one after `control("-d")`)."""
-        totals = [int(match) for path in self.out_prefix.parent.glob(self.out_prefix.name + "*")
-                  for match in _TOTALS.findall(path.read_text(errors="replace"))]  # fmt: skip
+    def control(self, flag: str, pids: list[int]) -> None:
+        for pid in pids:
+            subprocess.run(["callgrind_control", flag, str(pid)], check=True, capture_output=True, timeout=120)
+
+    def dumped_instructions(self, pid: int) -> int:
+        """Process `pid`'s largest dump total so far (the one after `control("-d")`)."""
+        name = f"{self.out_prefix.name}.{pid}"
+        paths = [path for path in self.out_prefix.parent.glob(name + "*") if path.name == name or
+                 path.name.startswith(name + ".")]  # fmt: skip
+        totals = [int(match) for path in paths for match in _TOTALS.findall(path.read_text(errors="replace"))]
         if not totals:
-            raise RuntimeError(f"no callgrind dump under {self.out_prefix}")
+            raise RuntimeError(f"no callgrind dump of pid {pid} under {self.out_prefix}")
         return max(totals)
 
 
@@ -80,8 +94,9 @@ async def _deducts(url: str, api_key: str, requests: int, connections: int, tag:
     return bad
 
 
-def measure(server: CallgrindServer, requests: int, connections: int, *, fund: bool) -> float:
-    """Start under callgrind, warm up, count `requests` deducts; instructions per request."""
+def measure(server: CallgrindServer, requests: int, connections: int, *, fund: bool) -> list[float]:
+    """Start under callgrind, warm up, count `requests` deducts; each process's instructions
+    divided by `requests` (the server's process first, then its children by pid)."""
     server.start(timeout_s=CALLGRIND_STARTUP_S)
     try:
         if fund:
@@ -89,12 +104,13 @@ def measure(server: CallgrindServer, requests: int, connections: int, *, fund: b
             asyncio.run(_post(server.url + "/v1/customers/deposit", server.api_key, deposit))
         if asyncio.run(_deducts(server.url, server.api_key, WARMUP_REQUESTS, connections, "warm")):
             raise RuntimeError(f"{server.kind}: warm-up requests failed\n{server.log_tail()}")
-        server.control("-z")
+        pids = server.pids()
+        server.control("-z", pids)
         bad = asyncio.run(_deducts(server.url, server.api_key, requests, connections, "count"))
-        server.control("-d")
+        server.control("-d", pids)
         if bad:
             raise RuntimeError(f"{server.kind}: {bad} of {requests} requests failed")
-        return server.dumped_instructions() / requests
+        return [server.dumped_instructions(pid) / requests for pid in pids]
     finally:
         server.stop()
 
@@ -106,23 +122,36 @@ async def _post(url: str, api_key: str, body: bytes) -> None:
                 raise RuntimeError(f"funding failed: {response.status} {await response.text()}")
 
 
-def run(requests: int, connections: int) -> dict[str, Any]:
-    """Both servers, one after the other; the figures and the ratio bare / tally."""
+def run(requests: int, connections: int, workers: int = 1) -> dict[str, Any]:
+    """Both servers, one after the other; the figures (the sum over processes, and each
+    process's) and the ratio bare / tally."""
     work_dir = Path(tempfile.mkdtemp(prefix="tally-instructions-"))
     api_key = "tly_" + secrets.token_hex(24)
+    bare_args = ("--processes", str(workers)) if workers > 1 else ()
     try:
-        bare = measure(CallgrindServer("baseline", work_dir, api_key), requests, connections, fund=False)
-        tally = measure(CallgrindServer("tally", work_dir, api_key), requests, connections, fund=True)
+        bare = measure(CallgrindServer("baseline", work_dir, api_key, bare_args), requests, connections, fund=False)
+        tally = measure(CallgrindServer("tally", work_dir, api_key, ("--workers", str(workers))), requests,
+                        connections, fund=True)  # fmt: skip
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
-    return {"requests": requests, "connections": connections, "bare": bare, "tally": tally, "ratio": bare / tally}
+    return {"requests": requests, "connections": connections, "workers": workers, "bare": sum(bare),
+            "tally": sum(tally), "ratio": sum(bare) / sum(tally), "bare_each": bare, "tally_each": tally}  # fmt: skip
 
 
 def report(result: dict[str, Any]) -> list[str]:
-    return [
+    workers = result.get("workers", 1)
+    bare_label = "bare aiohttp POST" + (f", {workers} processes" if workers > 1 else "")
+    lines = [
         "| server | instructions / request | vs bare |", "| --- | ---: | ---: |",
-        f"| bare aiohttp POST | {result['bare']:,.0f} | — |",
-        f"| Tally deduct, hot, --workers 1 (durable) | {result['tally']:,.0f} | {result['ratio']:.2f}× |",
+        f"| {bare_label} | {result['bare']:,.0f} | — |",
+        f"| Tally deduct, hot, --workers {workers} (durable) | {result['tally']:,.0f} | {result['ratio']:.2f}× |",
+    ]
+    if workers > 1:
+        names = ["ledger", *(f"front {index}" for index in range(len(result["tally_each"]) - 1))]
+        shares = ", ".join(f"{name} {count:,.0f}" for name, count in zip(names, result["tally_each"]))
+        bare_shares = ", ".join(f"{count:,.0f}" for count in result["bare_each"])
+        lines += ["", f"- per process (instructions / all requests): Tally {shares}; bare {bare_shares}."]
+    return lines + [
         "", f"- callgrind, user space only, {result['requests']:,} requests over {result['connections']} "
         "connections after a warm-up (bench/instructions.py): exact and repeatable, but blind to kernel "
         "time (fdatasync, syscalls), so an upper bound on the throughput ratio.",
@@ -133,12 +162,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=1, help="2: against --workers 2 and 2 bare processes")
     args = parser.parse_args()
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         print("valgrind is not installed: bash bench/setup.sh --profiler", file=sys.stderr)
         return 2
     started = time.monotonic()
-    result = run(args.requests, args.connections)
+    result = run(args.requests, args.connections, args.workers)
     print("\n".join(report(result)))
     print(f"\n({time.monotonic() - started:.0f} s; from {ROOT})")
     return 0

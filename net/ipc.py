@@ -181,12 +181,16 @@ FrontMsg = Hello | Call | KeysAck | MetricsPush
 LedgerMsg = Reply | Status | Keys | CollectMetrics
 
 
-def frame(encoder: msgspec.msgpack.Encoder, messages: list[Any]) -> bytes:
-    """The bytes of one frame holding `messages` (header included)."""
-    payload = encoder.encode(messages)
-    if len(payload) > FRAME_BYTES_MAX:
-        raise FrameError(f"frame of {len(payload)} bytes over {FRAME_BYTES_MAX}")
-    return _HEADER.pack(len(payload)) + payload
+def frame(encoder: msgspec.msgpack.Encoder, messages: list[Any]) -> bytearray:
+    """The bytes of one frame holding `messages` (header included), encoded in place after the
+    header (no second copy of the payload to prepend it)."""
+    buffer = bytearray(_HEADER.size)
+    encoder.encode_into(messages, buffer, _HEADER.size)
+    size = len(buffer) - _HEADER.size
+    if size > FRAME_BYTES_MAX:
+        raise FrameError(f"frame of {size} bytes over {FRAME_BYTES_MAX}")
+    _HEADER.pack_into(buffer, 0, size)
+    return buffer
 
 
 class Connection(asyncio.Protocol):
@@ -269,7 +273,8 @@ async def connect(sock: socket.socket, connection: Connection) -> None:
 
 class Outbox:
     """Messages to send, flushed as one frame at the end of this loop turn (or at once when
-    BATCH_MESSAGES_MAX are waiting, or when the owner calls flush); what is sent before the
+    BATCH_MESSAGES_MAX are waiting, or when the owner calls flush; `put` queues for an owner
+    that flushes itself); what is sent before the
     transport is attached waits for it. `closed` once the transport is gone: later sends are
     dropped."""
 
@@ -293,6 +298,13 @@ class Outbox:
         elif not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self.flush)
+
+    def put(self, message: Any) -> None:
+        """Queue `message` without scheduling a flush: the caller calls `flush` itself before it
+        yields to the loop (the ledger's resolver, which answers a whole group commit at once:
+        no loop callback per front and turn)."""
+        if not self.closed:
+            self._pending.append(message)
 
     def attach(self, transport: asyncio.WriteTransport) -> None:
         self._transport = transport

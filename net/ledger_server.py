@@ -244,7 +244,8 @@ class LedgerServer:
             return False
         result, wait_lsn = done
         applied.replies.append(self._reply_of(call.id, result))
-        applied.wait_lsn = max(applied.wait_lsn, wait_lsn)
+        if wait_lsn > applied.wait_lsn:
+            applied.wait_lsn = wait_lsn
         return True
 
     def _answer_when_durable(self, front: _Front, applied: _Applied) -> None:
@@ -280,11 +281,12 @@ class LedgerServer:
                 touched: set[_Front] = set()
                 while held and held[0][1].wait_lsn <= durable_lsn:
                     front, applied = held.popleft()
+                    put = front.outbox.put
                     for reply in applied.replies:
-                        front.outbox.send(reply)
+                        put(reply)
                     touched.add(front)
                 for front in touched:
-                    front.outbox.flush()
+                    front.outbox.flush()  # every front's replies of this commit in one frame
         finally:
             self._resolver = None
 

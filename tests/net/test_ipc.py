@@ -65,6 +65,43 @@ async def test_frames_cut_anywhere_across_reads_decode_the_same() -> None:
     assert received.frames == [_CALLS, [ipc.KeysAck(8)], _CALLS[:2]]
 
 
+class _Writes:
+    """A write transport that records what is written (Outbox.attach takes any)."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return False
+
+
+async def test_put_waits_for_the_owners_flush_and_one_frame_carries_everything() -> None:
+    outbox, transport = ipc.Outbox(), _Writes()
+    outbox.attach(transport)  # type: ignore[arg-type]  # duck-typed: write and is_closing
+    outbox.put(ipc.KeysAck(1))
+    outbox.put(ipc.KeysAck(2))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert transport.writes == []  # put schedules nothing
+    outbox.flush()
+    outbox.send(ipc.KeysAck(3))  # send schedules its own flush, at the end of this turn
+    for _ in range(5):
+        await asyncio.sleep(0)
+    decoder = msgspec.msgpack.Decoder(list[ipc.FrontMsg])
+    assert len(transport.writes) == 2
+    for data, expected in zip(transport.writes, ([ipc.KeysAck(1), ipc.KeysAck(2)], [ipc.KeysAck(3)])):
+        (size,) = struct.unpack_from(">I", data)
+        assert size == len(data) - 4
+        assert decoder.decode(data[4:]) == expected
+    outbox.closed = True
+    outbox.put(ipc.KeysAck(4))
+    outbox.flush()
+    assert len(transport.writes) == 2  # after the end nothing more is queued or sent
+
+
 async def test_an_oversized_cut_or_garbled_frame_ends_the_connection() -> None:
     outcome = await _Received().feed([struct.pack(">I", ipc.FRAME_BYTES_MAX + 1)])
     assert isinstance(outcome, ipc.FrameError) and "over" in str(outcome)
