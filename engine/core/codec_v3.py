@@ -161,16 +161,21 @@ def restore_project(snap: ProjectSnap3, strings: dict[str, str]) -> ProjectState
     `restore_cold_owners` after `rebuild_derived(..., owner_indexes=False)`. Raises ValueError
     on inconsistent counts."""
     ids = snap.customer_ids
-    if len(snap.cold) != len(ids) or sum(snap.cold) != len(snap.cold_customers):
+    if len(snap.cold) != len(ids) or snap.cold.count(1) != len(snap.cold_customers):
         raise ValueError(f"project {snap.name!r}: cold flags do not match the customers")
     if len(ids) - len(snap.cold_customers) != len(snap.customers):
         raise ValueError(f"project {snap.name!r}: warm customers do not match the customers")
     deposits = snap.deposits
     project = ProjectState(name=snap.name, deposit_records=dict(zip(map(_DEPOSIT_KEY, deposits), deposits)))
     project.deposit_records.update(zip(snap.cold_deposit_keys, _owners(snap.name, ids, snap.cold_deposit_keys, snap.cold_deposit_owners)))
-    warm = iter(list(_warm_customers(snap, strings)))
+    warm = list(_warm_customers(snap, strings))
     cold = map(bytes, snap.cold_customers)  # copied out of the snapshot (which is then freed)
-    entries: dict[str, CustomerState | bytes] = dict(zip(ids, [next(cold) if flag else next(warm) for flag in snap.cold]))
+    entries: dict[str, CustomerState | bytes]
+    if warm:
+        others = iter(warm)
+        entries = dict(zip(ids, [next(cold) if flag else next(others) for flag in snap.cold]))
+    else:  # every customer cold (a project of quiet customers): one C-level pass
+        entries = dict(zip(ids, cold))
 
     def warm_one(customer_id: str, data: bytes) -> CustomerState:
         customer = cold_customer(data, strings)
@@ -180,7 +185,7 @@ def restore_project(snap: ProjectSnap3, strings: dict[str, str]) -> ProjectState
             records[record.idempotency_key] = record
         return customer
 
-    project.customers = CustomerMap(entries, warm_one, lambda data: cold_customer(data, strings))
+    project.customers = CustomerMap(entries, warm_one, lambda data: cold_customer(data, strings), len(snap.cold_customers))
     lsns = array("q", snap.bucket_lsns)
     if not _LITTLE:  # pragma: no cover
         lsns.byteswap()
