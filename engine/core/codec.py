@@ -172,7 +172,7 @@ def hooks_snap(state: LedgerState, *, canonical: bool = False) -> HooksSnap | No
     rules = [
         RulesSnap(project.name, customer.customer_id, customer.extras.alerts)
         for project in state.projects.values()
-        for customer in project.customers.values()
+        for customer in project.customers.warm_values()  # a cold customer has no extras (codec_v3)
         if customer.extras is not None and customer.extras.alerts is not None
     ]
     if canonical:
