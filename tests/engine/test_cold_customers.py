@@ -97,7 +97,13 @@ def test_a_restore_keeps_quiet_customers_cold_and_the_same_state() -> None:
     assert twin.projects[P].customers.cold_count == len(COLD)
     assert digest(twin) == digest(d.state)
     assert check_invariants(twin) == []
-    assert encode_state(twin) == data  # untouched cold customers are re-emitted as they are
+    def no_peek(data: bytes) -> Any:
+        raise AssertionError("a snapshot decoded a cold customer")
+
+    peek = twin.projects[P].customers._peek
+    twin.projects[P].customers._peek = no_peek
+    assert encode_state(twin) == data  # untouched cold customers are re-emitted as they are, not decoded
+    twin.projects[P].customers._peek = peek
     assert twin.projects[P].customers.cold_count == len(COLD)  # digest, invariants, snapshot warmed none
     project, live = twin.projects[P], d.state.projects[P]
     assert list(project.customers) == list(live.customers) and list(project.customer_ids) == list(live.customer_ids)
