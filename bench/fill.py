@@ -41,8 +41,7 @@ from pathlib import Path
 import uvloop
 
 import wal
-from engine.core.codec import encode_state
-from engine.core.codec_v2 import SNAPSHOT_LAYOUT
+from engine.core.codec import ENCODE_LAYOUT, encode_state
 from engine.core.commands import CreateApiKey, Deposit
 from engine.core.keys import hash_api_key
 from engine.core.ledger import apply
@@ -163,7 +162,7 @@ def fill_direct(data_dir: Path, *, customers: int, rounds: int, api_key: str, ad
     state = build_state(customers, rounds, api_key, admin_key, at_ms)
     fill_s = time.monotonic() - started
     started = time.monotonic()
-    wal.write_snapshot(data_dir, state.last_lsn, encode_state(state), SNAPSHOT_LAYOUT)
+    wal.write_snapshot(data_dir, state.last_lsn, encode_state(state), ENCODE_LAYOUT)
     snapshot_s = time.monotonic() - started
     _write_key_file(data_dir / "admin-key", admin_key)
     return Filled(customers * rounds, state.last_lsn, state.last_lsn, fill_s, snapshot_s)

@@ -588,12 +588,15 @@ def measure_filled_recovery(work_dir: Path, api_key: str, customers: int, rounds
     server = Server("tally", work_dir, api_key, data_dir=data_dir, extra_args=no_snapshots)
     try:
         snapshot = snapshot_files(data_dir)[-1]
+        with snapshot.open("rb") as file:  # the header's version: the payload's layout (wal/snapshot.py)
+            layout = int.from_bytes(file.read(12)[8:12], "little")
         start_s = server.start()
         rss = server.rss_bytes()
         rows = [{"entries": entries, "snapshot": "yes", "start_s": start_s, "stop_s": server.stop(),
-                 "snapshot_bytes": snapshot.stat().st_size, "snapshot_s": None, "built": "bench.fill --direct",
+                 "snapshot_bytes": snapshot.stat().st_size, "snapshot_s": None,
+                 "built": f"bench.fill --direct, snapshot layout {layout}",
                  "data_bytes": data_dir_bytes(data_dir), "rss": rss}]  # fmt: skip
-        print(f"  recovery {entries:>10,} entries (bench.fill --direct), snapshot: {start_s:.2f} s to /health",
+        print(f"  recovery {entries:>10,} entries (bench.fill --direct, layout {layout}), snapshot: {start_s:.2f} s to /health",
               flush=True)  # fmt: skip
     finally:
         server.stop()

@@ -6,8 +6,8 @@ one and replay more", never a failed start while a good one remains.
     file  snapshot-<lsn, 20 digits>.snap
       offset  size  field
            0     8  magic        b"TALLYSNP"
-           8     4  version      u32, the payload's layout: 1 or 2 (SNAPSHOT_VERSIONS; written: the
-                                 writer's, default SNAPSHOT_VERSION = 2)
+           8     4  version      u32, the payload's layout: 1, 2 or 3 (SNAPSHOT_VERSIONS; written: the
+                                 writer's, default SNAPSHOT_VERSION = 3)
           12     4  flags        u32, 0 (reserved)
           16     8  lsn          u64, the last lsn the state includes; equals the file name
           24     8  length       u64, payload size; the file is exactly 40 + length bytes
@@ -50,8 +50,8 @@ __all__ = [
 ]
 
 SNAPSHOT_MAGIC = b"TALLYSNP"
-SNAPSHOT_VERSION = 2  # the engine's snapshot layout 2 (engine/core/codec_v2.py, issue 14)
-SNAPSHOT_VERSIONS = (1, 2)  # read: layout 1 files stay readable
+SNAPSHOT_VERSION = 3  # the engine's snapshot layout 3 (engine/core/codec_v3.py, issue 14)
+SNAPSHOT_VERSIONS = (1, 2, 3)  # read: layout 1 and 2 files stay readable
 SNAPSHOT_HEADER = struct.Struct("<8sIIQQII")  # magic, version, flags, lsn, length, payload_crc, header_crc
 _HEADER_CRC_SPAN = SNAPSHOT_HEADER.size - 4
 assert SNAPSHOT_HEADER.size == 40

@@ -5,18 +5,20 @@ on decode, so `digest(decode_state(encode_state(s))) == digest(s)`. The snapshot
 `array_like`: fields are only ever appended, with defaults (msgspec schema evolution), and
 `version`, the first element, tells the layouts apart: 1 (STATE_VERSION: StateSnap below, also
 the digest's form; `encode_state_v1`) and 2 (engine/core/codec_v2.py, laid out for restart speed,
-issue 14), which `encode_state` writes. `decode_state` reads both.
+issue 14) and 3 (engine/core/codec_v3.py: quiet customers stay encoded until first use, issue
+14), which `encode_state` writes (`encode_state_v2` the previous one). `decode_state` reads all three.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import msgspec
 
-from engine.core import codec_v2
+from engine.core import codec_v2, codec_v3
 from engine.core.codec_v2 import _OPS, SNAPSHOT_LAYOUT, ProjectSnap2, share_strings
+from engine.core.codec_v3 import SNAPSHOT_LAYOUT_V3, ProjectSnap3
 from engine.core.hooks import add_webhook
 from engine.core.hooks_state import AlertRule, Attempt, Event, HooksState, Queue, Webhook, WebhookState
 from engine.core.limits import WEBHOOK_ATTEMPTS_KEPT_MAX
@@ -135,9 +137,24 @@ class StateSnap2(msgspec.Struct, array_like=True):
     hooks: HooksSnap | None = None
 
 
+ENCODE_LAYOUT: Final = SNAPSHOT_LAYOUT_V3  # the layout `encode_state` writes (the snapshot header's version)
+
+
+class StateSnap3(msgspec.Struct, array_like=True):
+    """Layout 3 (engine/core/codec_v3.py): `version` is SNAPSHOT_LAYOUT_V3."""
+
+    version: int
+    last_lsn: int
+    api_keys: list[ApiKey]
+    projects: list[ProjectSnap3]
+    stamp_ms_last: int
+    hooks: HooksSnap | None = None
+
+
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(StateSnapHooks)
 _decoder_v2 = msgspec.msgpack.Decoder(StateSnap2)
+_decoder_v3 = msgspec.msgpack.Decoder(StateSnap3)
 
 
 def hooks_snap(state: LedgerState, *, canonical: bool = False) -> HooksSnap | None:
@@ -155,7 +172,7 @@ def hooks_snap(state: LedgerState, *, canonical: bool = False) -> HooksSnap | No
     rules = [
         RulesSnap(project.name, customer.customer_id, customer.extras.alerts)
         for project in state.projects.values()
-        for customer in project.customers.values()
+        for customer in project.customers.warm_values()  # a cold customer has no extras (codec_v3)
         if customer.extras is not None and customer.extras.alerts is not None
     ]
     if canonical:
@@ -212,7 +229,20 @@ def _customer_snap(c: CustomerState) -> CustomerSnap:
 
 
 def encode_state(state: LedgerState) -> bytes:
-    """`state` in snapshot layout 2 (engine/core/codec_v2.py)."""
+    """`state` in snapshot layout 3 (engine/core/codec_v3.py); SNAPSHOT_LAYOUT_V3 is its version."""
+    snap = StateSnap3(
+        version=SNAPSHOT_LAYOUT_V3,
+        last_lsn=state.last_lsn,
+        api_keys=list(state.api_keys.values()),
+        projects=[codec_v3.project_snap(project) for project in state.projects.values()],
+        stamp_ms_last=state.stamp_ms_last,
+        hooks=hooks_snap(state),
+    )
+    return _encoder.encode(snap)
+
+
+def encode_state_v2(state: LedgerState) -> bytes:
+    """`state` in snapshot layout 2 (engine/core/codec_v2.py; written before layout 3, still read)."""
     snap = StateSnap2(
         version=SNAPSHOT_LAYOUT,
         last_lsn=state.last_lsn,
@@ -255,9 +285,12 @@ _ARRAY_HEADER = {0xDC: 3, 0xDD: 5}  # msgpack array header byte -> offset of the
 
 
 def decode_state(data: bytes | memoryview) -> LedgerState:
-    """Either layout. Raises msgspec.DecodeError / ValidationError on bad bytes, ValueError on an
-    unknown version or (layout 2) counts that do not add up."""
-    if snapshot_layout(data) == SNAPSHOT_LAYOUT:
+    """Any layout. Raises msgspec.DecodeError / ValidationError on bad bytes, ValueError on an
+    unknown version or (layouts 2, 3) counts that do not add up."""
+    layout = snapshot_layout(data)
+    if layout == SNAPSHOT_LAYOUT_V3:
+        return _decode_v3(data)
+    if layout == SNAPSHOT_LAYOUT:
         return _decode_v2(data)
     snap = _decoder.decode(data)
     if snap.version != STATE_VERSION:
@@ -287,6 +320,22 @@ def _decode_v2(data: bytes | memoryview) -> LedgerState:
     if snap.hooks is not None:
         _restore_hooks(state, snap.hooks)
     rebuild_derived(state, owner_indexes=False)
+    return state
+
+
+def _decode_v3(data: bytes | memoryview) -> LedgerState:
+    snap = _decoder_v3.decode(data)
+    state = LedgerState(last_lsn=snap.last_lsn, stamp_ms_last=snap.stamp_ms_last)
+    for key in snap.api_keys:
+        state.api_keys[key.key_hash] = key
+    strings = dict(_OPS)  # one object per distinct wallet / source / op string, cold customers' too
+    for project_snap in snap.projects:
+        state.projects[project_snap.name] = codec_v3.restore_project(project_snap, strings)
+    if snap.hooks is not None:
+        _restore_hooks(state, snap.hooks)
+    rebuild_derived(state, owner_indexes=False)
+    for project_snap in snap.projects:
+        codec_v3.restore_cold_owners(state.projects[project_snap.name], project_snap)
     return state
 
 

@@ -102,11 +102,11 @@ def project_snap(project: ProjectState) -> ProjectSnap2:
     if not _LITTLE:  # pragma: no cover - this project runs on little-endian machines
         owners.byteswap()
         lsns.byteswap()
-    snaps = [_customer_snap(c) for c in customers]  # the core layout encodes as a prefix of CustomerSnap2
+    snaps = [customer_snap(c) for c in customers]  # the core layout encodes as a prefix of CustomerSnap2
     return ProjectSnap2(project.name, cast("list[CustomerSnap2]", snaps), deposits, lsns.tobytes(), owners.tobytes())
 
 
-def _customer_snap(c: CustomerState) -> CustomerCoreSnap2:
+def customer_snap(c: CustomerState) -> CustomerCoreSnap2:
     x = c.extras
     txns: list[Txn] = [*(c.txns or {}).values()]
     if x is not None:
@@ -137,7 +137,7 @@ def restore_project(snap: ProjectSnap2, strings: dict[str, str]) -> ProjectState
     records = iter(deposits)
     ids: list[str] = []
     for cs in snap.customers:
-        customer = customers[cs.customer_id] = _customer_from_snap(cs, records)
+        customer = customers[cs.customer_id] = customer_from_snap(cs, records)
         share_strings(customer, customer.deposits, strings)
         ids.append(cs.customer_id)
     if next(records, None) is not None:
@@ -157,7 +157,7 @@ def restore_project(snap: ProjectSnap2, strings: dict[str, str]) -> ProjectState
 _DEPOSIT_KEY: Final = attrgetter("idempotency_key")
 
 
-def _customer_from_snap(cs: CustomerSnap2, records: Iterator[DepositRecord]) -> CustomerState:
+def customer_from_snap(cs: CustomerSnap2, records: Iterator[DepositRecord]) -> CustomerState:
     """One customer; its keyed deposits are the next `deposit_count` of `records`. The common
     customer (deposits only) takes one constructor call and no comprehension (issue 14)."""
     count = cs.deposit_count

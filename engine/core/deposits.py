@@ -56,6 +56,10 @@ def _deposit_identity(state: LedgerState, command: Deposit) -> DepositRecord | R
     record = project.deposit_records.get(command.idempotency_key)
     if record is None:
         return None
+    if isinstance(record, str):  # its owner is still encoded (engine/core/cold.py): decoding it puts the record here
+        project.customers[record]
+        record = project.deposit_records[command.idempotency_key]
+        assert isinstance(record, DepositRecord)
     if project.bucket_owner(record.lsn) != command.customer_id:  # record.lsn = its bucket's lsn
         return conflict("customer_id", "idempotency_key already belongs to another customer")
     for field, attribute in _DEPOSIT_FIELDS:

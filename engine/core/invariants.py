@@ -110,7 +110,9 @@ def _check_customer(customer: CustomerState) -> list[str]:
 def _check_deposit_index(project: ProjectState) -> list[str]:
     """The derived idempotency index (ProjectState.deposit_records, CONTRACT §3.9) holds exactly
     the customers' keyed deposits (the same objects), each naming a bucket of its customer with
-    the deposit's amount; a customer's keyed deposits are in first-use (lsn) order."""
+    the deposit's amount; a customer's keyed deposits are in first-use (lsn) order.
+    A cold customer's keys (engine/core/cold.py) name its id instead of the records, and every
+    transaction id of a customer names it in `txn_owner`."""
     problems = []
     count = 0
     for customer in project.customers.values():
@@ -118,8 +120,12 @@ def _check_deposit_index(project: ProjectState) -> list[str]:
         count += len(records)
         if any(a.lsn >= b.lsn for a, b in zip(records, records[1:])):
             problems.append(f"customer={customer.customer_id!r} keyed deposits out of lsn order")
+        cold = project.customers.is_cold(customer.customer_id)
+        if any(project.txn_owner.get(txn) != customer.customer_id for txn in customer.txns or ()):
+            problems.append(f"customer={customer.customer_id!r} transaction index lacks one of its ids")
         for record in records:
-            if project.deposit_records.get(record.idempotency_key) is not record:
+            indexed = project.deposit_records.get(record.idempotency_key)
+            if (indexed != customer.customer_id) if cold else (indexed is not record):
                 problems.append(f"deposit index lacks the key {record.idempotency_key!r}")
             elif project.bucket_owner(record.lsn) != customer.customer_id or not _has_bucket(customer, record.lsn, record.amount):
                 problems.append(f"deposit {record.idempotency_key!r} does not match its bucket {account_id(record.lsn)}")

@@ -36,6 +36,7 @@ import msgspec
 from sortedcontainers import SortedList
 
 from engine.core import spent
+from engine.core.cold import CustomerMap
 from engine.core.spent import SpentIndex
 from engine.core.hooks_state import AlertRule, HooksState
 
@@ -621,15 +622,18 @@ def build_entry_indexes(customer: CustomerState) -> None:
 
 class ProjectState(msgspec.Struct):
     name: str
-    customers: dict[str, CustomerState] = msgspec.field(default_factory=dict)
+    # Some may still be encoded until first looked up (engine/core/cold.py, snapshot layout 3).
+    customers: CustomerMap = msgspec.field(default_factory=CustomerMap)
     # derived: every customer id, sorted (the customer list, CONTRACT §9.3). A SortedList, not a
     # list + insort: inserting into a list of 10^6 ids moves ~4 MB (~60 us, measured); a
     # SortedList insert is ~3 us and a page is O(log n + limit).
     customer_ids: SortedList[str] = msgspec.field(default_factory=SortedList)
     # Project-wide identity indexes (CONTRACT §3.9); derived from the customers' records.
     txn_owner: dict[str, str] = msgspec.field(default_factory=dict)  # derived
-    # derived: idempotency key -> its deposit; the owner is bucket_owner(record.lsn)
-    deposit_records: dict[str, DepositRecord] = msgspec.field(default_factory=dict)
+    # derived: idempotency key -> its deposit; the owner is bucket_owner(record.lsn). While the
+    # owner is cold (engine/core/cold.py) the value is the owner's customer_id instead: looking
+    # the owner up decodes it and puts its records here.
+    deposit_records: dict[str, DepositRecord | str] = msgspec.field(default_factory=dict)
     refund_owner: dict[str, str] = msgspec.field(default_factory=dict)  # derived: refund_id
     void_owner: dict[str, str] = msgspec.field(default_factory=dict)  # derived: void_id
     # derived: bucket lsn -> owning customer, as two parallel arrays in lsn order (16 bytes a
@@ -690,7 +694,9 @@ class LedgerState(msgspec.Struct):
 def rebuild_derived(state: LedgerState, *, owner_indexes: bool = True) -> None:
     """Rebuild every derived field from the persistent ones (after decode). `owner_indexes`
     False leaves each project's `deposit_records`, `bucket_lsns` and `bucket_customers` as they
-    are (a layout-2 snapshot holds them, engine/core/codec_v2.py)."""
+    are (a layout-2 or -3 snapshot holds them, engine/core/codec_v2.py). Cold customers
+    (engine/core/cold.py) have no derived fields but those owner indexes and `customer_ids`: the
+    layout-3 decoder fills their share of the indexes itself."""
     state.key_hash_by_id = {key.key_id: key.key_hash for key in state.api_keys.values()}
     state.due_heap = []
     for project in state.projects.values():
@@ -705,8 +711,9 @@ def rebuild_derived(state: LedgerState, *, owner_indexes: bool = True) -> None:
         deposits: list[DepositRecord] = []
         buckets: list[Bucket] = []
         owners: list[str] = []  # owner of buckets[i]
-        for customer in project.customers.values():
-            _rebuild_customer(customer)
+        assert not (owner_indexes and project.customers.cold_count)
+        for customer in project.customers.warm_values():
+            rebuild_customer(customer)
             if customer.txns:
                 _rebuild_txn_owners(project, customer)
             if customer.extras is not None:  # refunds, voids, slots (CustomerExtras)
@@ -777,7 +784,8 @@ def _sorted_owners(lsns: list[int], owners: list[str]) -> tuple[array[int], list
     return ordered, list(map(owners.__getitem__, order))
 
 
-def _rebuild_customer(customer: CustomerState) -> None:
+def rebuild_customer(customer: CustomerState) -> None:
+    """A customer's own derived fields from its persistent ones (after decode)."""
     # One pass over the buckets (restart time at 10^7 entries, issue 14). `buckets` is in lsn
     # order, which is already the §3.6 order of buckets without expiry: sort only if one expires.
     live: list[Bucket] = []

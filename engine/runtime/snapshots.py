@@ -27,8 +27,7 @@ from typing import Callable, Protocol
 
 import wal
 from engine.core.backoff import backoff
-from engine.core.codec import encode_state
-from engine.core.codec_v2 import SNAPSHOT_LAYOUT
+from engine.core.codec import ENCODE_LAYOUT, encode_state
 from engine.core.state import LedgerState
 
 log = logging.getLogger("tally.snapshots")
@@ -123,7 +122,7 @@ class Snapshotter:
         if child_pid != 0:
             return child_pid
         def write() -> None:
-            wal.write_snapshot_temporary(self._data_dir, lsn, encode_state(self._state), SNAPSHOT_LAYOUT)
+            wal.write_snapshot_temporary(self._data_dir, lsn, encode_state(self._state), ENCODE_LAYOUT)
 
         _in_child(write, self._lock)
         raise AssertionError("unreachable: the child exits")  # pragma: no cover

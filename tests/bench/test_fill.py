@@ -85,3 +85,18 @@ def test_fill_direct_refuses_a_data_dir_that_is_not_empty(tmp_path: Path) -> Non
     (tmp_path / "wal-00000000000000000001.log").write_bytes(b"")
     with pytest.raises(RuntimeError, match="is not empty"):
         fill_direct(tmp_path, customers=1, rounds=1, api_key="tly_a", admin_key="tly_b", at_ms=FIXED_MS)
+
+
+def test_cold_probe_touches_cold_customers_of_a_direct_fill(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """bench.cold_probe on a fill_direct snapshot (layout 3): every probed customer is cold until
+    its first deduct; an operator mistake is one line on stderr and exit 2."""
+    from bench.cold_probe import main as cold_probe
+
+    fill_direct(tmp_path / "d", customers=40, rounds=2, api_key="tly_" + "ab" * 24, admin_key="tly_" + "cd" * 24,
+                at_ms=1_775_563_200_000)  # fmt: skip
+    assert wal.load_newest_snapshot(tmp_path / "d").version == 3  # type: ignore[union-attr]
+    assert cold_probe([str(tmp_path / "d"), "--customers", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "40 customers, 40 cold" in out and "4 customers (4 cold before)" in out
+    assert cold_probe([str(tmp_path / "missing")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1

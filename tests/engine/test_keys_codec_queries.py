@@ -11,6 +11,7 @@ import hashlib
 import msgspec
 import pytest
 
+from engine.core.cold import CustomerMap
 from engine.core.codec import decode_state, encode_state
 from engine.core.codes import status_of
 from engine.core.commands import (
@@ -124,7 +125,7 @@ def test_5_digest_ignores_derived_state_and_customer_insertion_order():
     apply(a, 2, Deposit(at_ms=T, project=P, customer_id="y", amount=1))
     apply(b, 1, Deposit(at_ms=T, project=P, customer_id="x", amount=1))
     apply(b, 2, Deposit(at_ms=T, project=P, customer_id="y", amount=1))
-    b.projects[P].customers = dict(reversed(list(b.projects[P].customers.items())))
+    b.projects[P].customers = CustomerMap(dict(reversed(list(b.projects[P].customers.items()))))
     b.due_heap.append((1, "junk", "junk"))
     assert digest(a) == digest(b)
     apply(b, 3, Deposit(at_ms=T, project=P, customer_id="y", amount=1))

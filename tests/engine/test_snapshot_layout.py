@@ -15,6 +15,7 @@ layout-1 file no longer read.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -22,7 +23,7 @@ import pytest
 
 import wal
 from bench.memory_probe import owned_sizes
-from engine.core.codec import decode_state, encode_state, encode_state_v1, snapshot_layout
+from engine.core.codec import decode_state, encode_state, encode_state_v1, encode_state_v2, snapshot_layout
 from engine.core.commands import CreateWebhook, Deposit
 from engine.core.digest import digest
 from engine.core.invariants import check_invariants
@@ -57,11 +58,11 @@ def _history() -> LedgerState:
 
 def test_layout_2_restores_the_same_digest_and_bytes() -> None:
     state = _history()
-    data = encode_state(state)
+    data = encode_state_v2(state)
     assert snapshot_layout(data) == 2 and msgspec.msgpack.decode(data)[0] == 2
     restored = decode_state(data)
     assert digest(restored) == digest(state)
-    assert encode_state(restored) == data
+    assert encode_state_v2(restored) == data
     assert check_invariants(restored) == []
     for name, project in state.projects.items():
         again = restored.projects[name]
@@ -83,11 +84,12 @@ def test_a_layout_1_snapshot_restores_what_layout_2_does() -> None:
     assert encode_state_v1(from_old) == old
 
 
-def test_the_restored_layout_is_the_live_one() -> None:
+@pytest.mark.parametrize("encode", [encode_state_v2, encode_state], ids=["layout2", "layout3"])
+def test_the_restored_layout_is_the_live_one(encode: Callable[[LedgerState], bytes]) -> None:
     d = Driver()
     _rounds(d, 2, 2)  # m-0, m-1: two deposits each
     _rounds_from(d, 2, 4)  # m-2, m-3: one each
-    restored = decode_state(encode_state(d.state))
+    restored = decode_state(encode(d.state))
     project = restored.projects[P]
     one, three = project.customers["m-3"], project.customers["m-0"]
     assert type(one.buckets) is tuple and type(one.entries) is tuple and type(one.live) is tuple
@@ -126,12 +128,12 @@ def test_a_restored_idle_customer_owns_what_a_live_one_does() -> None:
 
 def test_bytes_of_neither_layout_and_counts_that_do_not_add_up_are_refused() -> None:
     assert snapshot_layout(b"") is None and snapshot_layout(b"\x01") is None
-    assert snapshot_layout(msgspec.msgpack.encode([3, 0])) == 3
-    with pytest.raises(ValueError, match="unknown snapshot version 3"):
-        decode_state(msgspec.msgpack.encode([3, 0, [], [], 0]))
+    assert snapshot_layout(msgspec.msgpack.encode([4, 0])) == 4
+    with pytest.raises(ValueError, match="unknown snapshot version 4"):
+        decode_state(msgspec.msgpack.encode([4, 0, [], [], 0]))
     d = Driver()
     _rounds(d, 2, 1)
-    snap = msgspec.msgpack.decode(encode_state(d.state))
+    snap = msgspec.msgpack.decode(encode_state_v2(d.state))
     snap[3][0][1][0][9] = 2  # m-0 claims two keyed deposits: it would take m-1's
     with pytest.raises(ValueError, match="keyed deposits"):
         decode_state(msgspec.msgpack.encode(snap))

@@ -106,22 +106,22 @@ def test_prune_segments_needs_a_snapshot_and_keeps_the_newest_segment(tmp_path):
 
 
 def test_header_version_is_the_payload_layout_both_read_others_refused(tmp_path):
-    """Layout 2 is written by default, layout-1 files stay readable, a version 3 header (with a
+    """Layout 3 is written by default, layout-1 files stay readable, a version 4 header (with a
     sound header checksum) is refused at byte 8 and the older snapshot is used."""
     import struct
 
     from wal.frame import crc32c
     from wal.snapshot import SNAPSHOT_VERSION, SNAPSHOT_VERSIONS
 
-    assert (SNAPSHOT_VERSION, SNAPSHOT_VERSIONS) == (2, (1, 2))
+    assert (SNAPSHOT_VERSION, SNAPSHOT_VERSIONS) == (3, (1, 2, 3))
     write_snapshot(tmp_path, 5, b"layout one", version=1)
     assert load_newest_snapshot(tmp_path).version == 1
-    newer = write_snapshot(tmp_path, 9, b"layout two")
-    assert (load_newest_snapshot(tmp_path).lsn, load_newest_snapshot(tmp_path).version) == (9, 2)
+    newer = write_snapshot(tmp_path, 9, b"layout three")
+    assert (load_newest_snapshot(tmp_path).lsn, load_newest_snapshot(tmp_path).version) == (9, 3)
     data = bytearray(newer.read_bytes())
-    data[8:12] = struct.pack("<I", 3)
+    data[8:12] = struct.pack("<I", 4)
     data[36:40] = struct.pack("<I", crc32c(bytes(data[:36])))
     newer.write_bytes(bytes(data))
     snapshot = load_newest_snapshot(tmp_path)
     assert (snapshot.lsn, snapshot.version, snapshot.payload) == (5, 1, b"layout one")
-    assert [(e.offset, e.reason) for e in snapshot.skipped] == [(8, "unsupported snapshot version 3")]
+    assert [(e.offset, e.reason) for e in snapshot.skipped] == [(8, "unsupported snapshot version 4")]
