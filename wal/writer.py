@@ -6,8 +6,10 @@ How a record becomes durable:
                                     the first append of a batch schedules one hand-off (call_soon)
     hand-off (on the loop)          when no batch is in flight: take <= batch_records_max pending
                                     frames (one bytes object) and put them in the flusher's queue
-    flusher thread (one per writer) rotate if the segment would pass segment_size_max, ONE write,
-                                    ONE fdatasync, then wake the loop ONCE (call_soon_threadsafe)
+    flusher thread (one per writer) rotate if the segment would pass segment_size_max, ONE write
+                                    (O_DSYNC: durable when it returns; a test LogFile without dsync
+                                    gets ONE fdatasync after it), then wake the loop ONCE
+                                    (call_soon_threadsafe); then top up the preallocated zeros
     back on the loop                durable_lsn = the batch's last lsn; wake every waiter <= it;
                                     hand off the frames appended meanwhile as the next batch
 
@@ -25,6 +27,11 @@ writer failed for good. An fsync is never retried (after a failed fsync the kern
 have dropped the dirty pages, so a retry can "succeed" without the data), and a partial write is
 never patched in place: recovery sees a torn tail and cuts it. Every waiter not yet durable and
 every later append / wait gets WalFailed; durable_lsn never moves again.
+
+Preallocation (wal/FORMAT.md): a segment is zero-filled ahead of its last frame, so a batch
+overwrites zeros and its sync writes no metadata (an append that grows the file makes every
+fdatasync a journal commit too). The zeros are written by the flusher after it reported a batch
+durable, PREALLOCATE_CHUNK at a time, and synced before a frame goes there.
 
 I/O goes through the tiny `LogFile` protocol, made by `log_file_factory(path)`, so tests can
 pass a file that fails the Nth write or fdatasync, or tears a write.
@@ -214,7 +221,7 @@ class WalWriter:
                     writer._file = writer._factory(path)
                     writer._file.seek(end)
                     writer._segment_size, writer._zeroed_end = end, size
-                    writer._preallocate(0, sync=True)
+                    writer._top_up()
                     return writer
             writer._create_segment(next_lsn)
         except BaseException:
@@ -237,6 +244,11 @@ class WalWriter:
             if not file.dsync:
                 file.fdatasync()
             fsync_directory(self.directory)
+
+    def _top_up(self) -> None:
+        """Another chunk of synced zeros once fewer than PREALLOCATE_LOW_WATER bytes are left."""
+        if self._zeroed_end - self._segment_size < PREALLOCATE_LOW_WATER:
+            self._preallocate(0, sync=True)
 
     def _preallocate(self, needed: int, *, sync: bool) -> None:
         """Write zeros so the segment file holds at least `needed` bytes and PREALLOCATE_CHUNK
@@ -379,12 +391,11 @@ class WalWriter:
                 _call_soon_threadsafe(loop, self._batch_failed, error)
                 return
             _call_soon_threadsafe(loop, self._batch_done, lsn_last, len(data), latency_us)
-            if self._zeroed_end - self._segment_size < PREALLOCATE_LOW_WATER:
-                try:  # while the loop answers the batch: zeros for the next ones
-                    self._preallocate(0, sync=True)
-                except BaseException as error:
-                    _call_soon_threadsafe(loop, self._batch_failed, error)
-                    return
+            try:  # while the loop answers the batch: zeros for the next ones
+                self._top_up()
+            except BaseException as error:
+                _call_soon_threadsafe(loop, self._batch_failed, error)
+                return
 
     def _batch_done(self, lsn_last: int, size: int, latency_us: float | None) -> None:
         """On the loop, once per batch: wake its waiters, then hand off the next batch."""
