@@ -42,6 +42,7 @@ pass a file that fails the Nth write or fdatasync, or tears a write.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import queue
 import threading
@@ -81,6 +82,8 @@ FSYNC_SAMPLES_MAX = 65536  # latency samples kept for the bench (a ring, memory 
 PREALLOCATE_CHUNK = 1024 * 1024
 PREALLOCATE_LOW_WATER = PREALLOCATE_CHUNK // 2
 ZERO_WRITE_MAX = 1024 * 1024  # bytes of zeros one pwrite call writes (the buffer's size)
+PREALLOCATE_OFF = 2**63  # _zeroed_end after the disk had no room for zeros: none tried again
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
 
 
 class LogFile(Protocol):
@@ -221,7 +224,6 @@ class WalWriter:
                     writer._file = writer._factory(path)
                     writer._file.seek(end)
                     writer._segment_size, writer._zeroed_end = end, size
-                    writer._top_up()
                     return writer
             writer._create_segment(next_lsn)
         except BaseException:
@@ -231,15 +233,15 @@ class WalWriter:
         return writer
 
     def _create_segment(self, first_lsn: int) -> None:
-        """New file, header, zeros (preallocated), fdatasync, fsync of the directory (so its name
-        survives a crash). A crash before the sync may leave a file of zeros: recovery removes it."""
+        """New file, header, fdatasync, fsync of the directory (so its name survives a crash). The
+        zeros follow with the first batch (in the flusher: a failure there is a fail-stop with
+        503s, not a server that cannot start)."""
         path = self.directory / segment_name(first_lsn)
         assert not path.exists(), path
         file = self._factory(path)
         self._file = file
         self._segment_size = self._zeroed_end = 0
         self._write_all(encode_segment_header(first_lsn))
-        self._preallocate(0, sync=False)
         if self.fsync:
             if not file.dsync:
                 file.fdatasync()
@@ -248,12 +250,12 @@ class WalWriter:
     def _top_up(self) -> None:
         """Another chunk of synced zeros once fewer than PREALLOCATE_LOW_WATER bytes are left."""
         if self._zeroed_end - self._segment_size < PREALLOCATE_LOW_WATER:
-            self._preallocate(0, sync=True)
+            self._preallocate(0)
 
-    def _preallocate(self, needed: int, *, sync: bool) -> None:
+    def _preallocate(self, needed: int) -> None:
         """Write zeros so the segment file holds at least `needed` bytes and PREALLOCATE_CHUNK
         past its last frame (no more than segment_size_max, unless `needed` is more), then
-        fdatasync when `sync`: a later write + fdatasync in that region changes no metadata (no
+        fdatasync them (O_DSYNC: already synced): a later write + fdatasync in that region changes no metadata (no
         size change, no unwritten extent to convert), so the sync writes no journal commit."""
         base = max(self._zeroed_end, self._segment_size)
         target = max(needed, min(base + PREALLOCATE_CHUNK, self.segment_size_max))
@@ -261,9 +263,17 @@ class WalWriter:
             return
         file = self._file
         assert file is not None
-        file.extend(target)
+        try:
+            file.extend(target)
+        except OSError as error:
+            if error.errno not in _NO_ROOM:
+                raise  # fail-stop
+            # No room for zeros (disk full, file size limit): write without them; a frame write
+            # that meets the limit then fails itself (fail-stop). Tried again next segment.
+            self._zeroed_end = PREALLOCATE_OFF
+            return
         self._zeroed_end = target
-        if sync and self.fsync and not file.dsync:
+        if self.fsync and not file.dsync:
             file.fdatasync()
 
     # -- the loop side -------------------------------------------------------------------
@@ -438,8 +448,8 @@ class WalWriter:
         if self._segment_size > SEGMENT_HEADER.size and self._segment_size + len(data) > self.segment_size_max:
             self._rotate(lsn_before + 1)
         end = self._segment_size + len(data)
-        if end > self._zeroed_end:  # a batch larger than the zeros left (rare: see _flusher)
-            self._preallocate(end, sync=True)
+        if end > self._zeroed_end:  # a new segment, or a batch larger than the zeros left
+            self._preallocate(end)
         file = self._file
         assert file is not None  # open() or _create_segment() set it; only close() clears it
         started = perf_counter_ns()
