@@ -16,6 +16,7 @@ in the zeros being kept.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from pathlib import Path
@@ -23,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.wal.faults import FaultPlan, flip_bit, frame_offsets, write_history, write_history_sync
-from wal import OsLogFile, WalCorrupt, WalWriter, backup, read_log, verify_log
+from wal import OsLogFile, WalCorrupt, WalFailed, WalWriter, backup, read_log, verify_log
 from wal.frame import SEGMENT_HEADER, encode_frame, list_segments, segment_name
 from wal.writer import PREALLOCATE_CHUNK
 
@@ -170,3 +171,30 @@ async def test_the_default_file_syncs_each_write_and_a_test_file_gets_fdatasync(
     (tmp_path / "log").mkdir()
     await write_history(tmp_path / "log", PAYLOADS, log_file_factory=plan.factory)
     assert plan.fsyncs >= 2 and plan.calls.count("fdatasync") == plan.fsyncs
+
+
+async def test_no_room_for_zeros_writes_without_them(tmp_path: Path) -> None:
+    """ENOSPC / EFBIG while zero-filling is not a failure: the frames are written without zeros
+    (the file grows as before); a frame write that meets the limit fails-stop by itself."""
+    class NoRoom(OsLogFile):
+        def extend(self, size: int) -> None:
+            raise OSError(errno.ENOSPC, "no room for zeros")
+
+    writer = await write_history(tmp_path, PAYLOADS, log_file_factory=NoRoom)
+    assert not writer.failed and writer.durable_lsn == 8
+    path = only_segment(tmp_path)
+    assert path.stat().st_size == frame_offsets(path)[-1]  # no zeros
+    assert list(read_log(tmp_path)) == list(enumerate(PAYLOADS, start=1))
+
+    class Broken(OsLogFile):
+        def extend(self, size: int) -> None:
+            raise OSError(errno.EIO, "device error")
+
+    (tmp_path / "eio").mkdir()
+    failing = WalWriter.open(tmp_path / "eio", next_lsn=1, log_file_factory=Broken)
+    await failing.start()
+    failing.append(1, b"x")
+    with pytest.raises(WalFailed):  # any other error while zero-filling: fail-stop
+        await failing.wait_durable(1)
+    assert failing.failed
+    await failing.close()
