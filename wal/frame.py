@@ -18,6 +18,9 @@ All integers little-endian. Byte layout (wal/FORMAT.md says the same, with the r
           16     n  payload      opaque bytes (the engine's encoded command)
         16+n     4  length copy  u32, == length
 
+Every segment is zero-filled ahead of its last frame (preallocated, see wal/FORMAT.md): the
+first frame header that is all zeros, with nothing but zeros after it, is the end of the log.
+
 Why each field: the crc comes first so a frame is checked in one crc32c call over one
 contiguous slice; it covers the length, so a flipped length cannot pass. The trailing length copy
 lets a reader step *backwards* from the end of a file to the last frame (WalWriter.open checks
@@ -57,6 +60,7 @@ __all__ = [
     "fsync_directory",
     "list_segments",
     "segment_name",
+    "zero_tail_start",
 ]
 
 SEGMENT_MAGIC = b"TALLYWAL"
@@ -78,6 +82,7 @@ assert FRAME_TRAILER.size == 4
 assert FRAME_OVERHEAD == 20
 assert len(SEGMENT_MAGIC) == 8
 assert PAYLOAD_SIZE_MAX < 2**32
+assert crc32c(bytes(FRAME_OVERHEAD - 4)) != 0  # a zero-filled region never holds a sound frame
 
 _LENGTH_LSN = struct.Struct("<IQ")  # FRAME_HEADER without its crc, for encode_frame_into
 assert FRAME_TRAILER.pack(1) + _LENGTH_LSN.pack(2, 3) == FRAME_HEADER.pack(1, 2, 3)
@@ -177,6 +182,14 @@ def check_frame(data: bytes | memoryview, offset: int) -> tuple[int, int] | str:
     if FRAME_TRAILER.unpack_from(data, end - 4)[0] != length:  # only a crc collision gets here
         return "frame length copy mismatch"
     return lsn, end
+
+
+def zero_tail_start(data: bytes) -> int:
+    """Offset where the run of zero bytes ending `data` starts (len(data) when its last byte is
+    not zero). A segment is zero-filled ahead of its frames (FORMAT.md "Preallocation"), and no
+    frame of zeros is sound (crc32c of 16 zero bytes is not 0, asserted below), so the frames of
+    a segment end at or before this offset."""
+    return len(data.rstrip(b"\0"))
 
 
 def fsync_directory(directory: Path) -> None:

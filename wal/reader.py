@@ -15,7 +15,11 @@ The first frame that fails a check is "the bad frame" at `offset`.
 | newest segment shorter than its 24-byte header                | torn tail at offset 0 (a crash  |
 |                                                               |   while rotating); truncating   |
 |                                                               |   removes the file              |
+| only zero bytes from a frame boundary to the end of a segment | the end of that segment's log   |
+|   (the preallocated tail, FORMAT.md)                          |   (not torn, nothing cut)       |
+| newest segment entirely zeros (created, not synced, crash)    | torn tail at offset 0 (removed) |
 | bad frame in the newest segment, a sound frame after it       | WalCorrupt (damage, not a tear) |
+|   (also after a run of zeros: zeros then a sound frame)       |                                 |
 | bad frame in any older segment                                | WalCorrupt                      |
 | sound frame whose lsn != previous + 1                         | WalCorrupt (gap or duplicate)   |
 | segment whose first lsn != previous segment's last + 1        | WalCorrupt (missing / duplicate |
@@ -29,8 +33,9 @@ unfinished *last* write. A sound frame after a bad one means bytes that were onc
 bad, and cutting there would silently drop acknowledged records. No data is ever yielded from
 a frame that failed a check. Segments before the one holding `after_lsn + 1` are not read.
 
-Cost: the search for a sound frame after a bad one tries every offset to the end of the
-segment; it runs only on a damaged tail, whose size is about one write batch.
+Cost: the search for a sound frame after a bad one tries every offset up to the zero tail (a
+frame of zeros is never sound); it runs only on a damaged tail, about one write batch. The
+bytes saved and reported for a torn tail stop at a zero run of ZERO_TAIL_MIN or more bytes.
 """
 
 from __future__ import annotations
@@ -53,9 +58,13 @@ from wal.frame import (
     decode_segment_header,
     fsync_directory,
     list_segments,
+    zero_tail_start,
 )
 
-__all__ = ["FrameInfo", "LogReader", "TornTail", "VerifyReport", "iter_frames", "read_log", "verify_log"]
+__all__ = ["FrameInfo", "LogReader", "TornTail", "VerifyReport", "iter_frames", "read_log", "torn_end", "verify_log"]
+
+ZERO_TAIL_MIN = 4096  # a zero run this long ending a file is preallocation, not part of a torn tail
+_ZERO_HEADER = bytes(SEGMENT_HEADER.size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,10 +142,15 @@ class LogReader:
             if newest and len(data) < SEGMENT_HEADER.size:
                 self._torn(path, data, 0, lsn_expected, "segment header incomplete")
                 break
+            if newest and data.startswith(_ZERO_HEADER) and zero_tail_start(data) == 0:  # created, unsynced: crash
+                self._torn(path, data, 0, lsn_expected, "segment is all zeros")
+                break
             decode_segment_header(data, path, first_lsn)
             offset, lsn_expected = yield from self._frames(path, data, lsn_expected)
             if offset < len(data):
-                self._bad_frame(path, data, offset, lsn_expected, newest)
+                data_end = zero_tail_start(data)
+                if offset < data_end:  # else: only zeros after the last frame, the log's end
+                    self._bad_frame(path, data, offset, lsn_expected, newest, data_end)
             self.last_lsn = max(self.last_lsn, lsn_expected - 1)
         if lsn_expected - 1 < self.after_lsn:
             raise WalCorrupt(path, len(data), f"log ends at lsn {lsn_expected - 1}, before {self.after_lsn}")
@@ -180,12 +194,13 @@ class LogReader:
             view.release()
         return offset, lsn_expected
 
-    def _bad_frame(self, path: Path, data: bytes, offset: int, lsn_expected: int, newest: bool) -> None:
+    def _bad_frame(self, path: Path, data: bytes, offset: int, lsn_expected: int, newest: bool,
+                   data_end: int) -> None:
         reason = check_frame(data, offset)
         assert isinstance(reason, str)
         if not newest:
             raise WalCorrupt(path, offset, f"{reason} (not the newest segment)")
-        following = _find_sound_frame(data, offset + 1)
+        following = _find_sound_frame(data, offset + 1, data_end)
         if following is not None:
             raise WalCorrupt(path, offset, f"{reason}; a sound frame follows at offset {following}")
         self._torn(path, data, offset, lsn_expected, reason)
@@ -193,10 +208,11 @@ class LogReader:
     def _torn(self, path: Path, data: bytes, offset: int, lsn_expected: int, reason: str) -> None:
         if lsn_expected - 1 < self.after_lsn:  # never cut a log that is already too short
             raise WalCorrupt(path, offset, f"{reason}; log ends at lsn {lsn_expected - 1}, before {self.after_lsn}")
+        end = torn_end(data)
         saved_to = None
         if self.truncate_torn_tail:
-            saved_to = _cut(path, data, offset)
-        self.torn = TornTail(path, offset, len(data) - offset, reason, saved_to)
+            saved_to = _cut(path, data, offset, end)
+        self.torn = TornTail(path, offset, max(0, end - offset), reason, saved_to)
 
 
 def _first_needed(segments: list[tuple[int, Path]], after_lsn: int) -> int:
@@ -211,11 +227,20 @@ def _first_needed(segments: list[tuple[int, Path]], after_lsn: int) -> int:
     return start
 
 
-def _find_sound_frame(data: bytes, start: int) -> int | None:
-    """Offset of the first sound frame at or after `start`, trying every offset (slow path)."""
+def torn_end(data: bytes) -> int:
+    """Where the bytes of a torn tail end: the end of the file, or the start of a zero run of at
+    least ZERO_TAIL_MIN bytes ending it (the preallocated zeros are not part of the tear)."""
+    data_end = zero_tail_start(data)
+    return data_end if len(data) - data_end >= ZERO_TAIL_MIN else len(data)
+
+
+def _find_sound_frame(data: bytes, start: int, data_end: int) -> int | None:
+    """Offset of the first sound frame at or after `start`, trying every offset (slow path).
+
+    A frame starting at or after `data_end` (only zeros from there) is never sound: not tried."""
     unpack_length = FRAME_TRAILER.unpack_from
     size = len(data)
-    for offset in range(start, size - FRAME_OVERHEAD + 1):
+    for offset in range(start, min(size - FRAME_OVERHEAD + 1, data_end)):
         length = unpack_length(data, offset + 4)[0]
         end = offset + FRAME_OVERHEAD + length
         if length > PAYLOAD_SIZE_MAX or end > size or unpack_length(data, end - 4)[0] != length:
@@ -225,10 +250,11 @@ def _find_sound_frame(data: bytes, start: int) -> int | None:
     return None
 
 
-def _cut(path: Path, data: bytes, offset: int) -> Path | None:
-    """Save data[offset:] beside the segment, then truncate it there (or remove a headerless one)."""
+def _cut(path: Path, data: bytes, offset: int, end: int) -> Path | None:
+    """Save data[offset:end] beside the segment, then truncate it at `offset` (or remove a
+    headerless one). The writer zero-fills the segment again when it opens it."""
     saved_to = None
-    if offset < len(data):
+    if offset < end:
         saved_to = path.with_name(f"{path.name}.torn-{offset}")
         serial = 1
         while saved_to.exists():  # an earlier crash cut at the same offset: keep both
@@ -236,7 +262,7 @@ def _cut(path: Path, data: bytes, offset: int) -> Path | None:
             serial += 1
         fd = os.open(saved_to, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
-            _write_all(fd, data[offset:])
+            _write_all(fd, data[offset:end])
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -59,9 +59,17 @@ class Gate:
 class GatedLogFile:
     """The real file; fdatasync waits for the gate when it is armed (writes go through)."""
 
+    dsync = False
+
     def __init__(self, path: Path, gate: Gate) -> None:
         self.inner = OsLogFile(path)
         self.gate = gate
+
+    def seek(self, offset: int) -> None:
+        self.inner.seek(offset)
+
+    def extend(self, size: int) -> None:
+        self.inner.extend(size)
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         return self.inner.write(data)

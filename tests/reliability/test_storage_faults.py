@@ -47,7 +47,7 @@ from tests.reliability.harness import (
     verify,
 )
 from tests.system.server import TallyProcess, free_port
-from wal.frame import SEGMENT_HEADER, encode_segment_header, list_segments, segment_name
+from wal.frame import FRAME_HEADER, FRAME_OVERHEAD, SEGMENT_HEADER, encode_segment_header, list_segments, segment_name
 
 SEGMENT_SIZE = 16 * 1024
 BASE_OPS = 1500
@@ -270,9 +270,9 @@ def last_lsn_before(data_dir: Path, segment: Path, cut: int) -> int:
 def test_torn_tail_at_random_offsets(wal_base: Base, tmp_path: Path) -> None:
     rng = random.Random(f"{SEED}-torn")
     newest = list_segments(wal_base.data_dir)[-1][1]
-    size = newest.stat().st_size
     tail_frames = [f for f in frames(wal_base.data_dir) if f.path.name == newest.name]
     last = tail_frames[-1]
+    size = last.offset + FRAME_OVERHEAD + len(last.payload)  # the preallocated zeros follow
     cuts = {rng.randrange(0, SEGMENT_HEADER.size)}  # a crash while rotating
     cuts.add(last.offset + rng.randrange(1, len(last.payload) + 20))  # inside the last frame
     cuts.add(last.offset)  # exactly on a frame boundary
@@ -324,7 +324,9 @@ def test_bit_flip_in_earlier_record_refuses(wal_base: Base, tmp_path: Path) -> N
     assert_refused(wal_base, data_dir, path.name, None)
 
 
-def test_zero_filled_tail_is_cut(wal_base: Base, tmp_path: Path) -> None:
+def test_zero_filled_tail_ends_the_log_and_zeros_over_the_last_frame_are_cut(wal_base: Base, tmp_path: Path) -> None:
+    """Zeros after the last frame are the preallocated tail (wal/FORMAT.md): every record, nothing
+    cut. Zeros over the last frame's payload (a write that did not reach the disk) are a torn tail."""
     last = frames(wal_base.data_dir)[-1]
     for n, zeros in enumerate((1, 19, 100, 4096)):
         data_dir = case_dir(wal_base, tmp_path, f"zeros-{n}")
@@ -332,6 +334,14 @@ def test_zero_filled_tail_is_cut(wal_base: Base, tmp_path: Path) -> None:
             handle.write(bytes(zeros))
         count("zero_filled_tail")
         assert_recovers(wal_base, data_dir, tmp_path, last.lsn)
+        assert not list(data_dir.glob(f"{last.path.name}.torn-*"))
+        data_dir = case_dir(wal_base, tmp_path, f"zeroed-frame-{n}")
+        start = next(i for i, byte in enumerate(last.payload) if byte)  # zeros that change it
+        with open(data_dir / last.path.name, "r+b") as handle:
+            handle.seek(last.offset + FRAME_HEADER.size + start)
+            handle.write(bytes(min(zeros, len(last.payload) - start)))
+        count("zero_filled_tail")
+        assert_recovers(wal_base, data_dir, tmp_path, last.lsn - 1)
         assert list(data_dir.glob(f"{last.path.name}.torn-*"))
 
 

@@ -53,9 +53,17 @@ class FaultPlan:
 class FaultyLogFile:
     """A real OsLogFile whose Nth write or fdatasync fails as the FaultPlan says."""
 
+    dsync = False
+
     def __init__(self, path: Path, plan: FaultPlan) -> None:
         self.inner = OsLogFile(path)
         self.plan = plan
+
+    def seek(self, offset: int) -> None:
+        self.inner.seek(offset)
+
+    def extend(self, size: int) -> None:  # preallocation: not counted as a write
+        self.inner.extend(size)
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         plan = self.plan
@@ -112,9 +120,12 @@ def frame_offsets(path: Path) -> list[int]:
     """Start offset of every frame of a sound segment, plus its end."""
     from wal.frame import SEGMENT_HEADER, check_frame
 
+    from wal.frame import zero_tail_start
+
     data = path.read_bytes()
+    data_end = zero_tail_start(data)  # the preallocated zeros after the last frame
     offsets = [SEGMENT_HEADER.size]
-    while offsets[-1] < len(data):
+    while offsets[-1] < data_end:
         checked = check_frame(data, offsets[-1])
         assert not isinstance(checked, str), checked
         offsets.append(checked[1])
@@ -151,6 +162,7 @@ class PowerLoss:
         self.lock = threading.Lock()
         self.crashed = False
         self.kept: dict[Path, bytes] = {}  # decided at crash(): what each file keeps of its un-synced bytes
+        self.kept_at: dict[Path, int] = {}  # where those bytes go: the file's synced length
         self.lost: dict[Path, bytes] = {}
         self.gate = threading.Event()
         self.gate.set()
@@ -178,24 +190,35 @@ class PowerLoss:
                     continue
                 cut = 0 if self.mode == "drop" else self.random.randint(0, len(pending))
                 self.kept[file.path] = pending[:cut]
+                self.kept_at[file.path] = file.inner.position
                 self.lost[file.path] = pending[cut:]
 
     def apply(self) -> None:
         """After the process let go of the files: put on disk what the crash kept."""
         assert self.crashed
         for path, kept in self.kept.items():
-            with open(path, "ab") as file:
+            with open(path, "r+b") as file:  # over the preallocated zeros, where the writes went
+                file.seek(self.kept_at[path])
                 file.write(kept)
 
 
 class PowerLossLogFile:
-    """A LogFile whose writes reach the disk only at fdatasync (see PowerLoss)."""
+    """A LogFile whose writes reach the disk only at fdatasync (see PowerLoss). Preallocated zeros
+    (`extend`) reach it at once, as the writer syncs them before any frame goes there."""
+
+    dsync = False
 
     def __init__(self, path: Path, plan: PowerLoss) -> None:
         self.path = path
         self.plan = plan
         self.pending = bytearray()
         self.inner = OsLogFile(path)
+
+    def seek(self, offset: int) -> None:
+        self.inner.seek(offset)
+
+    def extend(self, size: int) -> None:
+        self.inner.extend(size)
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         with self.plan.lock:

@@ -76,8 +76,8 @@ def test_truncation_at_every_byte_offset_recovers_the_complete_prefix(tmp_path):
     source.mkdir()
     write_history_sync(source, PAYLOADS, fsync=False)
     (segment,) = source.iterdir()
-    data = segment.read_bytes()
     boundaries = frame_offsets(segment)
+    data = segment.read_bytes()[: boundaries[-1]]  # without the preallocated zeros
     for cut in range(len(data) + 1):
         directory = tmp_path / f"cut-{cut}"
         directory.mkdir()
@@ -103,7 +103,7 @@ def test_truncation_at_every_byte_offset_recovers_the_complete_prefix(tmp_path):
 def test_truncate_false_reports_but_leaves_the_file(tmp_path):
     write_history_sync(tmp_path, PAYLOADS, fsync=False)
     (segment,) = list_segments(tmp_path)
-    data = segment[1].read_bytes()
+    data = segment[1].read_bytes()[: frame_offsets(segment[1])[-1]]  # without the preallocated zeros
     segment[1].write_bytes(data[:-3])
     reader = read_log(tmp_path)
     assert len(list(reader)) == 7 and reader.torn.saved_to is None
@@ -119,7 +119,7 @@ def test_a_bit_flip_anywhere_is_detected(tmp_path):
     boundaries = frame_offsets(segment)
     last_frame = boundaries[-2]
     expected = list(enumerate(PAYLOADS, start=1))
-    for offset in range(len(segment.read_bytes())):
+    for offset in range(boundaries[-1]):  # a flip in the zeros after: test_preallocation.py
         directory = tmp_path / f"flip-{offset}"
         shutil.copytree(source, directory)
         flip_bit(directory / segment.name, offset, offset % 8)
@@ -145,8 +145,8 @@ def test_a_random_flip_in_a_multi_segment_log_is_detected(data):
         segments = list_segments(directory)
         index = data.draw(st.integers(0, len(segments) - 1))
         path = segments[index][1]
-        offset = data.draw(st.integers(0, path.stat().st_size - 1))
-        last_frame = frame_offsets(path)[-2]
+        *_, last_frame, end = frame_offsets(path)
+        offset = data.draw(st.integers(0, end - 1))  # a flip in the zeros after: test_preallocation.py
         flip_bit(path, offset, data.draw(st.integers(0, 7)))
         records, error, reader = read_until_error(directory)
         expected = list(enumerate(payloads, start=1))
@@ -162,19 +162,23 @@ def test_a_bad_frame_followed_by_a_sound_one_is_corruption_not_a_tear(tmp_path):
     (segment,) = list_segments(tmp_path)
     boundaries = frame_offsets(segment[1])
     flip_bit(segment[1], boundaries[2] + 17, 0)  # payload byte of frame 3 of 8
+    before = segment[1].read_bytes()
     with pytest.raises(WalCorrupt, match="a sound frame follows") as caught:
         list(read_log(tmp_path, truncate_torn_tail=True))
     assert caught.value.offset == boundaries[2]
-    assert segment[1].stat().st_size == boundaries[-1]  # nothing was cut
+    assert segment[1].read_bytes() == before  # nothing was cut
 
 
-def test_zeros_over_the_tail_are_a_torn_tail(tmp_path):
+def test_zeros_after_the_last_frame_end_the_log_and_are_not_cut(tmp_path):
+    """The preallocated format (wal/FORMAT.md): zeros after a frame boundary are the log's end."""
     write_history_sync(tmp_path, PAYLOADS, fsync=False)
     (segment,) = list_segments(tmp_path)
     with open(segment[1], "ab") as file:
         file.write(b"\0" * 4096)
+    before = segment[1].read_bytes()
     reader = read_log(tmp_path, truncate_torn_tail=True)
-    assert len(list(reader)) == 8 and reader.torn.length == 4096
+    assert len(list(reader)) == 8 and reader.torn is None
+    assert segment[1].read_bytes() == before
 
 
 def test_lsn_gap_is_corruption(tmp_path):
@@ -220,7 +224,7 @@ def test_damage_in_an_older_segment_is_never_a_torn_tail(tmp_path):
     write_history_sync(tmp_path, [b"y" * 30] * 12, fsync=False, segment_size_max=150, batch_records_max=1)
     older = list_segments(tmp_path)[0][1]
     with open(older, "r+b") as file:
-        file.truncate(older.stat().st_size - 1)
+        file.truncate(frame_offsets(older)[-1] - 1)  # into its last frame
     with pytest.raises(WalCorrupt, match="not the newest segment"):
         list(read_log(tmp_path, truncate_torn_tail=True))
 

@@ -17,7 +17,7 @@ import pytest
 
 from tests.wal.faults import FaultPlan, write_history
 from wal import OsLogFile, WalCorrupt, WalFailed, WalFull, WalWriter, read_log
-from wal.frame import FRAME_OVERHEAD, SEGMENT_HEADER, list_segments
+from wal.frame import FRAME_OVERHEAD, SEGMENT_HEADER, encode_frame, list_segments
 
 FACTORIES = {"os": None, "faulty-no-faults": lambda: FaultPlan().factory}
 
@@ -142,13 +142,13 @@ async def test_wait_for_room_for_several_records(tmp_path):
 
 
 async def test_fdatasync_failure_is_fail_stop(tmp_path):
-    plan = FaultPlan(fail_fsync_at=3, hold=threading.Event())  # 1: header, 2: batch [1], 3: batch [2]
+    plan = FaultPlan(fail_fsync_at=4, hold=threading.Event())  # 1: header, 2: zeros, 3: batch [1], 4: batch [2]
     writer = WalWriter.open(tmp_path, next_lsn=1, log_file_factory=plan.factory)
     await writer.start()
     writer.append(1, b"one")
     await writer.wait_durable(1)
     writer.append(2, b"two")
-    while plan.fsyncs < 3:  # the flusher holds batch [2] in its failing fdatasync
+    while plan.fsyncs < 4:  # the flusher holds batch [2] in its failing fdatasync
         await asyncio.sleep(0.001)
     writer.append(3, b"three")  # pending for the next batch
     failed_batch = asyncio.create_task(writer.wait_durable(2))
@@ -169,12 +169,13 @@ async def test_fdatasync_failure_is_fail_stop(tmp_path):
     await writer.wait_durable(1)  # what was durable stays durable
     await writer.close()
     await writer.close()
-    assert plan.calls == ["write", "fdatasync"] * 3  # header, [1], [2]: no retry, nothing later
+    # header, zeros (extend: not a counted write), [1], [2]: no retry, nothing later
+    assert plan.calls == ["write", "fdatasync", "fdatasync", "write", "fdatasync", "write", "fdatasync"]
     assert writer.durable_lsn == 1
 
 
 async def test_write_failure_is_fail_stop(tmp_path):
-    plan = FaultPlan(fail_write_at=2)  # 1: header, 2: batch [1, 2]
+    plan = FaultPlan(fail_write_at=2)  # 1: header, 2: batch [1, 2] (the zeros before it: not counted)
     writer = WalWriter.open(tmp_path, next_lsn=1, log_file_factory=plan.factory)
     writer.append(1, b"a")
     writer.append(2, b"b")
@@ -182,7 +183,7 @@ async def test_write_failure_is_fail_stop(tmp_path):
     for lsn in (1, 2):
         with pytest.raises(WalFailed):
             await asyncio.wait_for(writer.wait_durable(lsn), 10)
-    assert writer.durable_lsn == 0 and plan.fsyncs == 1
+    assert writer.durable_lsn == 0 and plan.fsyncs == 2  # the header's, the zeros'
     await writer.close()
     assert list(read_log(tmp_path)) == []
 
@@ -200,7 +201,8 @@ async def test_torn_write_recovers_the_acknowledged_prefix_and_the_log_continues
     await writer.close()
     reader = read_log(tmp_path, truncate_torn_tail=True)
     assert list(reader) == [(1, b"acked")]
-    assert reader.torn.length == 7 and reader.torn.saved_to.exists()
+    # The 7 bytes torn off, less trailing zeros: they are not told apart from the preallocation.
+    assert reader.torn.length == len(encode_frame(2, b"lost 2")[:7].rstrip(b"\0")) and reader.torn.saved_to.exists()
     await write_history(tmp_path, [b"again"], first_lsn=2)
     assert list(read_log(tmp_path)) == [(1, b"acked"), (2, b"again")]
 
