@@ -230,28 +230,19 @@ def _customer_snap(c: CustomerState) -> CustomerSnap:
 
 def encode_state(state: LedgerState) -> bytes:
     """`state` in snapshot layout 3 (engine/core/codec_v3.py); SNAPSHOT_LAYOUT_V3 is its version."""
-    snap = StateSnap3(
-        version=SNAPSHOT_LAYOUT_V3,
-        last_lsn=state.last_lsn,
-        api_keys=list(state.api_keys.values()),
-        projects=[codec_v3.project_snap(project) for project in state.projects.values()],
-        stamp_ms_last=state.stamp_ms_last,
-        hooks=hooks_snap(state),
-    )
-    return _encoder.encode(snap)
+    projects = [codec_v3.project_snap(project) for project in state.projects.values()]
+    return _encoder.encode(StateSnap3(SNAPSHOT_LAYOUT_V3, *_state_fields(state, projects)))
 
 
 def encode_state_v2(state: LedgerState) -> bytes:
     """`state` in snapshot layout 2 (engine/core/codec_v2.py; written before layout 3, still read)."""
-    snap = StateSnap2(
-        version=SNAPSHOT_LAYOUT,
-        last_lsn=state.last_lsn,
-        api_keys=list(state.api_keys.values()),
-        projects=[codec_v2.project_snap(project) for project in state.projects.values()],
-        stamp_ms_last=state.stamp_ms_last,
-        hooks=hooks_snap(state),
-    )
-    return _encoder.encode(snap)
+    projects = [codec_v2.project_snap(project) for project in state.projects.values()]
+    return _encoder.encode(StateSnap2(SNAPSHOT_LAYOUT, *_state_fields(state, projects)))
+
+
+def _state_fields(state: LedgerState, projects: list[Any]) -> tuple[Any, ...]:
+    """The fields layouts 2 and 3 share after `version`, in their order (StateSnap2, StateSnap3)."""
+    return state.last_lsn, list(state.api_keys.values()), projects, state.stamp_ms_last, hooks_snap(state)
 
 
 def encode_state_v1(state: LedgerState) -> bytes:
