@@ -6,7 +6,7 @@ un-fsync'd writes -- all submitted to the real `Runtime` (no HTTP) while the log
 held shut. None of them may be done while it is shut; once it opens, each completes with the
 value decided before the fsync.
 
-How: `GatedLogFile` wraps the real `OsLogFile`; once armed, its fdatasync signals `entered` and
+How: `GatedLogFile` (tests/wal/faults.py) wraps the real `OsLogFile`; once armed, its fdatasync signals `entered` and
 blocks (in the WAL writer's executor thread) on a `threading.Event` the test opens. The test waits
 until the shard has decided every item (a sentinel write on the same shard is applied), then
 gives the loop many turns and checks that no task is done and `durable_lsn` has not moved.
@@ -20,7 +20,6 @@ replay that waits only for its own (nonexistent) LSN.
 from __future__ import annotations
 
 import asyncio
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -29,59 +28,11 @@ import pytest
 from engine.core.commands import Deduct, Deposit
 from engine.core.results import Applied, CustomerResponse, Rejected
 from engine.runtime import Runtime, RuntimeConfig
-from wal import OsLogFile
+from tests.wal.faults import WAIT_S, Gate
 
 T0_MS = 1_775_563_200_000  # a fixed clock: no timer ever falls due
 P = "proj"
 LOOP_TURNS = 200  # loop turns given to anything that would wrongly complete
-WAIT_S = 10.0  # bound on waiting for the writer thread to reach the gate (not a timing assert)
-
-
-class Gate:
-    """Shared by every file the factory opens. Open until `close()`; then fdatasync blocks."""
-
-    def __init__(self) -> None:
-        self.armed = False
-        self.opened = threading.Event()
-        self.entered = threading.Event()  # set when an fdatasync reaches the closed gate
-
-    def close(self) -> None:
-        self.armed = True
-        self.opened.clear()
-
-    def open(self) -> None:
-        self.opened.set()
-
-    def factory(self, path: Path) -> GatedLogFile:
-        return GatedLogFile(path, self)
-
-
-class GatedLogFile:
-    """The real file; fdatasync waits for the gate when it is armed (writes go through)."""
-
-    dsync = False
-
-    def __init__(self, path: Path, gate: Gate) -> None:
-        self.inner = OsLogFile(path)
-        self.gate = gate
-
-    def seek(self, offset: int) -> None:
-        self.inner.seek(offset)
-
-    def extend(self, size: int) -> None:
-        self.inner.extend(size)
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        return self.inner.write(data)
-
-    def fdatasync(self) -> None:
-        if self.gate.armed:
-            self.gate.entered.set()
-            assert self.gate.opened.wait(WAIT_S), "the test never opened the gate"
-        self.inner.fdatasync()
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 async def _until(condition: Any, what: str) -> None:

@@ -28,9 +28,11 @@ from net import ipc
 from net.ledger_server import LedgerServer
 from net.observe import Observer
 from wal.writer import OsLogFile
-from tests.engine.test_runtime_durability import LOOP_TURNS, T0_MS, WAIT_S, Gate
+from tests.wal.faults import WAIT_S, Gate
 
 P = "proj"
+T0_MS = 1_775_563_200_000  # a fixed clock: no timer ever falls due
+LOOP_TURNS = 200  # loop turns given to anything that would wrongly complete
 
 
 class FakeFront:

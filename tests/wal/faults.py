@@ -1,6 +1,7 @@
 """Test helpers: LogFiles that fail on purpose or lose power, and small log-building shortcuts.
 
 `FaultyLogFile` fails the Nth write or fdatasync (an I/O error the process sees).
+`Gate` / `GatedLogFile` hold every fdatasync shut until the test opens the gate (durability waits).
 `PowerLossLogFile` models what a power loss or kernel crash leaves (the process never learns):
 bytes written but not fdatasync'd live only in memory (the "page cache"); `PowerLoss.crash()`
 then drops them, or keeps a seeded-random prefix of them (a torn write), and `apply()` puts that
@@ -21,6 +22,56 @@ from pathlib import Path
 
 from wal import OsLogFile, WalWriter
 from wal.frame import encode_frame, encode_segment_header, segment_name
+
+
+WAIT_S = 10.0  # bound on waiting for the writer thread to reach the gate (not a timing assert)
+
+
+class Gate:
+    """Shared by every file the factory opens. Open until `close()`; then fdatasync blocks."""
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.opened = threading.Event()
+        self.entered = threading.Event()  # set when an fdatasync reaches the closed gate
+
+    def close(self) -> None:
+        self.armed = True
+        self.opened.clear()
+
+    def open(self) -> None:
+        self.opened.set()
+
+    def factory(self, path: Path) -> GatedLogFile:
+        return GatedLogFile(path, self)
+
+
+class GatedLogFile:
+    """The real file; fdatasync waits for the gate when it is armed (writes go through)."""
+
+    dsync = False
+
+    def __init__(self, path: Path, gate: Gate) -> None:
+        self.inner = OsLogFile(path)
+        self.gate = gate
+
+    def seek(self, offset: int) -> None:
+        self.inner.seek(offset)
+
+    def extend(self, size: int) -> None:
+        self.inner.extend(size)
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        return self.inner.write(data)
+
+    def fdatasync(self) -> None:
+        if self.gate.armed:
+            self.gate.entered.set()
+            assert self.gate.opened.wait(WAIT_S), "the test never opened the gate"
+        self.inner.fdatasync()
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 @dataclass
