@@ -394,8 +394,11 @@ def run_throughput(plan: Plan, names: tuple[str, ...], work_dir: Path, api_key: 
             if plan.warmup_s:
                 run_wrk(server, scenario.mode, customers, max(plan.connections), plan.warmup_s)
             for connections in plan.connections:
+                commits_before = group_commits(server) if scenario.server == "tally" else None
                 result = run_wrk(server, scenario.mode, customers, connections, plan.duration_s)
                 rows.append(Row(scenario, connections, result))
+                if commits_before is not None:
+                    notes.append(commit_note(scenario.name, connections, commits_before, group_commits(server)))
                 print(f"  {scenario.name:15s} c={connections:3d} {result['rps']:10,.0f} req/s "
                       f"p99 {result['p99_us'] / 1000:6.2f} ms non2xx {result['non2xx']} "
                       f"cpu {result['server_cpu_pct']:.0f}%/{result['wrk_cpu_pct']:.0f}%", flush=True)
@@ -407,6 +410,35 @@ def run_throughput(plan: Plan, names: tuple[str, ...], work_dir: Path, api_key: 
             if started is not None:
                 started.stop()
     return rows, notes, profile_text
+
+
+_COMMIT_SAMPLES = ("tally_wal_batch_records_count", "tally_wal_batch_records_sum",
+                   "tally_wal_fsync_duration_seconds_sum")
+
+
+def group_commits(server: Server) -> tuple[float, ...] | None:
+    """The server's group-commit counters from /metrics (CONTRACT §9.4): (commits, records,
+    write + sync seconds), or None when it does not expose them (not the ledger's process)."""
+    try:
+        with urllib.request.urlopen(server.url + "/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return None
+    values = dict(line.split(" ", 1) for line in text.splitlines() if line.startswith(_COMMIT_SAMPLES))
+    if any(name not in values for name in _COMMIT_SAMPLES):
+        return None
+    return tuple(float(values[name]) for name in _COMMIT_SAMPLES)
+
+
+def commit_note(name: str, connections: int, before: tuple[float, ...], after: tuple[float, ...] | None) -> str:
+    """One row's group commits, as the server measured them over the wrk run."""
+    if after is None:
+        return f"{name} c={connections}: group commits not exposed"
+    commits, records, sync_s = (a - b for a, b in zip(after, before))
+    if not commits:
+        return f"{name} c={connections}: no group commit"
+    return (f"{name} c={connections}: {records / commits:.1f} records per group commit, "
+            f"{sync_s / commits * 1000:.2f} ms write + sync each (server /metrics)")
 
 
 # -- profile (py-spy) --------------------------------------------------------------------------
