@@ -12,6 +12,7 @@ issue 14) and 3 (engine/core/codec_v3.py: quiet customers stay encoded until fir
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Final, cast
 
 import msgspec
@@ -301,32 +302,29 @@ def decode_state(data: bytes | memoryview) -> LedgerState:
 
 
 def _decode_v2(data: bytes | memoryview) -> LedgerState:
-    snap = _decoder_v2.decode(data)
-    state = LedgerState(last_lsn=snap.last_lsn, stamp_ms_last=snap.stamp_ms_last)
-    for key in snap.api_keys:
-        state.api_keys[key.key_hash] = key
-    strings = dict(_OPS)  # one object per distinct wallet / source / op string; ops: the constants
-    for project_snap in snap.projects:
-        state.projects[project_snap.name] = codec_v2.restore_project(project_snap, strings)
-    if snap.hooks is not None:
-        _restore_hooks(state, snap.hooks)
-    rebuild_derived(state, owner_indexes=False)
-    return state
+    return _restore_layout(_decoder_v2.decode(data), codec_v2.restore_project)
 
 
 def _decode_v3(data: bytes | memoryview) -> LedgerState:
     snap = _decoder_v3.decode(data)
+    state = _restore_layout(snap, codec_v3.restore_project)
+    for project_snap in snap.projects:
+        codec_v3.restore_cold_owners(state.projects[project_snap.name], project_snap)
+    return state
+
+
+def _restore_layout(snap: Any, restore_project: Callable[[Any, dict[str, str]], ProjectState]) -> LedgerState:
+    """Layouts 2 and 3 (StateSnap2 / StateSnap3): keys, projects by `restore_project` (which
+    builds the owner indexes itself), hooks, then the other derived fields."""
     state = LedgerState(last_lsn=snap.last_lsn, stamp_ms_last=snap.stamp_ms_last)
     for key in snap.api_keys:
         state.api_keys[key.key_hash] = key
-    strings = dict(_OPS)  # one object per distinct wallet / source / op string, cold customers' too
+    strings = dict(_OPS)  # one object per distinct wallet / source / op string (cold customers' too)
     for project_snap in snap.projects:
-        state.projects[project_snap.name] = codec_v3.restore_project(project_snap, strings)
+        state.projects[project_snap.name] = restore_project(project_snap, strings)
     if snap.hooks is not None:
         _restore_hooks(state, snap.hooks)
     rebuild_derived(state, owner_indexes=False)
-    for project_snap in snap.projects:
-        codec_v3.restore_cold_owners(state.projects[project_snap.name], project_snap)
     return state
 
 

@@ -46,32 +46,43 @@ class Gate:
         return GatedLogFile(path, self)
 
 
-class GatedLogFile:
-    """The real file; fdatasync waits for the gate when it is armed (writes go through)."""
+class WrappedLogFile:
+    """A real OsLogFile (`inner`, fdatasync'd explicitly: dsync False) every call goes to;
+    the fault files below override the calls they interfere with."""
 
     dsync = False
 
-    def __init__(self, path: Path, gate: Gate) -> None:
+    def __init__(self, path: Path) -> None:
         self.inner = OsLogFile(path)
-        self.gate = gate
 
     def seek(self, offset: int) -> None:
         self.inner.seek(offset)
 
-    def extend(self, size: int) -> None:
+    def extend(self, size: int) -> None:  # preallocation: never counted as a write
         self.inner.extend(size)
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         return self.inner.write(data)
 
     def fdatasync(self) -> None:
-        if self.gate.armed:
-            self.gate.entered.set()
-            assert self.gate.opened.wait(WAIT_S), "the test never opened the gate"
         self.inner.fdatasync()
 
     def close(self) -> None:
         self.inner.close()
+
+
+class GatedLogFile(WrappedLogFile):
+    """The real file; fdatasync waits for the gate when it is armed (writes go through)."""
+
+    def __init__(self, path: Path, gate: Gate) -> None:
+        super().__init__(path)
+        self.gate = gate
+
+    def fdatasync(self) -> None:
+        if self.gate.armed:
+            self.gate.entered.set()
+            assert self.gate.opened.wait(WAIT_S), "the test never opened the gate"
+        self.inner.fdatasync()
 
 
 @dataclass
@@ -101,20 +112,12 @@ class FaultPlan:
         return FaultyLogFile(path, self)
 
 
-class FaultyLogFile:
+class FaultyLogFile(WrappedLogFile):
     """A real OsLogFile whose Nth write or fdatasync fails as the FaultPlan says."""
 
-    dsync = False
-
     def __init__(self, path: Path, plan: FaultPlan) -> None:
-        self.inner = OsLogFile(path)
+        super().__init__(path)
         self.plan = plan
-
-    def seek(self, offset: int) -> None:
-        self.inner.seek(offset)
-
-    def extend(self, size: int) -> None:  # preallocation: not counted as a write
-        self.inner.extend(size)
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         plan = self.plan
@@ -136,9 +139,6 @@ class FaultyLogFile:
             plan.wait()
             raise OSError(errno.EIO, "injected fdatasync failure")
         self.inner.fdatasync()
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 async def write_history(directory: Path, payloads: Iterable[bytes], *, first_lsn: int = 1, **options) -> WalWriter:
