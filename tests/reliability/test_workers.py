@@ -34,8 +34,9 @@ ACKED_AFTER_RESTART = 200
 CROSSING_ATTEMPTS = 200
 
 
-def children_of(pid: int) -> set[int]:
-    """PIDs whose parent is `pid`, from /proc (Linux)."""
+def children_of(pid: int, module: str = "net.front") -> set[int]:
+    """PIDs whose parent is `pid` and that run `python -m <module>` (a front; "wal.flusher_main":
+    the WAL flusher process; "": any), from /proc (Linux)."""
     found = set()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -43,9 +44,11 @@ def children_of(pid: int) -> set[int]:
         try:
             with open(f"/proc/{entry}/stat", "rb") as stat:
                 fields = stat.read().rsplit(b")", 1)[1].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                argv = cmdline.read().split(b"\0")
         except OSError:
             continue
-        if int(fields[1]) == pid and fields[0] != b"Z":
+        if int(fields[1]) == pid and fields[0] != b"Z" and (not module or module.encode() in argv):
             found.add(int(entry))
     return found
 
@@ -142,9 +145,11 @@ def test_sigkill_of_main_leaves_no_front_and_restart_works_at_once(tmp_path: Pat
         assert server.proc is not None
         fronts = children_of(server.proc.pid)
         assert len(fronts) == 2, fronts
+        children = children_of(server.proc.pid, module="")
+        assert children == fronts | children_of(server.proc.pid, "wal.flusher_main") and len(children) == 3, children
         assert server.kill() == -signal.SIGKILL
-        wait_for(lambda: not any(alive(pid) for pid in fronts), what="the fronts to die with the main process",
-                 within_s=WAIT_S)  # fmt: skip
+        wait_for(lambda: not any(alive(pid) for pid in children), what="the fronts and the WAL flusher to die with "
+                 "the main process", within_s=WAIT_S)  # fmt: skip
         server.start()  # same port, same data dir: healthy (the start waits for /health 200)
         assert server.proc is not None and len(children_of(server.proc.pid)) == 2
         assert request(server.port, "GET", "/v1/customers/k").json()["balance"]["available"] == 7
