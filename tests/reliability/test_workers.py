@@ -24,6 +24,7 @@ from pathlib import Path
 import aiohttp
 
 from tests.api.harness import ADMIN_KEY, API_KEY, Server, full_ledger, request
+from tests.processes import alive, children_of
 from tests.waiting import wait_for
 
 WORKERS_ARGS = ("--workers", "2")
@@ -32,33 +33,6 @@ LOAD_CONNECTIONS = 8
 ACKED_BEFORE_KILL = 100
 ACKED_AFTER_RESTART = 200
 CROSSING_ATTEMPTS = 200
-
-
-def children_of(pid: int, module: str = "net.front") -> set[int]:
-    """PIDs whose parent is `pid` and that run `python -m <module>` (a front; "wal.flusher_main":
-    the WAL flusher process; "": any), from /proc (Linux)."""
-    found = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as stat:
-                fields = stat.read().rsplit(b")", 1)[1].split()
-            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                argv = cmdline.read().split(b"\0")
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != b"Z" and (not module or module.encode() in argv):
-            found.add(int(entry))
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except OSError:
-        return False
 
 
 def front_of(reply_headers: dict[str, str]) -> str:
