@@ -15,7 +15,7 @@ per pid); each process's count is zeroed and dumped by its pid, and the table sh
 request and each process's share (the ledger, then front 0, front 1).
 
 What it does not see: kernel time (fdatasync, socket and futex syscalls, thread wake-ups), cache
-misses, and the flusher thread's waiting. So it bounds the throughput ratio from above; wrk's
+misses, and the WAL flusher's waiting. So it bounds the throughput ratio from above; wrk's
 rows (bench/run.py) stay the measurement. Needs valgrind (bash bench/setup.sh --profiler).
 """
 

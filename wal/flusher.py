@@ -59,7 +59,7 @@ DONE: Final = 1
 FAILED: Final = 2
 FAILURE_MESSAGE_MAX: Final = 4096  # bytes of a FAILED reply's message (it is cut, never refused)
 SOCKET_BUFFER_BYTES: Final = 4 * 1024 * 1024  # most batches pass in one send
-START_TIMEOUT_S: Final = 30.0  # the child imports, opens the segment and says READY
+START_TIMEOUT_S: Final = 300.0  # the child imports, opens the segment and says READY (slow under valgrind)
 STOP_TIMEOUT_S: Final = 30.0  # the child closes the segment and exits (nothing in flight)
 
 
@@ -183,6 +183,8 @@ class ProcessFlusher(asyncio.Protocol):
                            segment_size_max=self._segment_size_max, fsync=self._fsync)  # fmt: skip
         argv = [sys.executable, "-m", "wal.flusher_main", msgspec.json.encode(spec).decode()]
         # No preexec_fn: Python then spawns with vfork, cheap even beside a large ledger in memory.
+        # The child's PR_SET_PDEATHSIG fires when the spawning THREAD exits: this is the loop's
+        # thread, which lives as long as the server does.
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, pass_fds=(fd, *self._keep_fds))
 
     @property
