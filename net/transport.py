@@ -83,6 +83,14 @@ class _Connection(web.RequestHandler):
             if isinstance(exc, HttpProcessingError) and not content.is_eof():
                 content.set_exception(exc)
 
+    def resume_reading(self, resume_parser: bool = True) -> None:
+        """aiohttp's, only when something is paused. Each body's end (StreamReader.feed_eof)
+        calls it: with neither reading (flow control, which also pauses the parser) nor the
+        message queue paused, there is no parsed-ahead data to resume and no transport pause to
+        lift, so aiohttp's parse of b"" and transport.resume_reading() would do nothing (issue 14)."""
+        if self._reading_paused or self._buffer_paused:
+            super().resume_reading(resume_parser)
+
     def body_pending(self) -> bool:
         """True while this connection holds a request whose headers arrived but not all of its
         body, or one parsed and not yet handed to its handler (shutdown keeps reading for it)."""

@@ -55,8 +55,12 @@ def _app(seen: _Seen) -> web.Application:
         seen.finished += 1
         return web.Response(body=b"slow")
 
-    app = web.Application()
-    app.add_routes([web.post("/echo", echo), web.post("/unread", unread), web.get("/boom", boom), web.get("/slow", slow)])
+    async def size(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(0.1)  # the body piles up past the high water mark meanwhile
+        return web.Response(body=b"%d" % len(await request.read()))
+
+    app = web.Application(client_max_size=2**21)
+    app.add_routes([web.post("/size", size), web.post("/echo", echo), web.post("/unread", unread), web.get("/boom", boom), web.get("/slow", slow)])
     return app
 
 
@@ -140,3 +144,17 @@ async def test_a_client_that_hangs_up_does_not_cancel_its_handler(served: tuple[
             break
         await asyncio.sleep(0.02)
     assert seen.finished == 1  # CONTRACT §4/§7.12: a hang-up never cancels a handler half-way
+
+
+async def test_a_body_past_flow_control_pauses_and_resumes_reading(served: tuple[int, _Seen]) -> None:
+    """A body over the reader's high water (2 x 64 KiB) pauses reading while the handler reads
+    it: _Connection.resume_reading must then resume it (it skips only when nothing is paused)."""
+    port, _ = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        body = b"x" * 1_500_000
+        writer.write(_post(b"/size", body) + _post(b"/echo", b"then"))
+        assert (await asyncio.wait_for(_read_answer(reader), 10))[2] == b"1500000"
+        assert (await asyncio.wait_for(_read_answer(reader), 10))[2] == b"echo:then"
+    finally:
+        writer.close()
