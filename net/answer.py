@@ -3,6 +3,8 @@
     JsonAnswer(body, status=200)   `body` the encoded JSON bytes; Content-Type application/json
     JsonAnswer(body, status, json_headers(("X-Request-Id", rid)))   headers first, Content-Type last,
                                    as web.Response(headers={...}, content_type=...) orders them
+    answer.add_header(name, value) a header after those (net/observe.py: X-Request-Id), as
+                                   `answer.headers[name] = value`, without making the multidict
 
 What goes on the wire is what `web.Response(body=body, status=status, content_type="application/json")`
 sends: the same status line, the same headers in the same order (Content-Type, then any the
@@ -11,12 +13,18 @@ connection will not be kept) and the same body. What it leaves out per answer, f
 request (HTTP/1.1, not HEAD):
 
     Response.__init__'s argument checks, header dict copy and body/charset setters
-    StreamResponse._start's three awaited steps (_prepare_headers, the request's _prepare_hook,
-      _write_headers) and Response._start's Content-Length recomputation
+    the header CIMultiDict itself: the headers stay a tuple (`_fields`) unless someone reads
+      `headers` (then __getattr__ makes the multidict once and aiohttp's path below is taken)
+    prepare: head and body formatted and written in one transport write, in place of
+      StreamResponse._start's three awaited steps (_prepare_headers, the request's
+      _prepare_hook, _write_headers), the header serializer, and write_eof's three coroutines
+      (Response's, StreamResponse's, the writer's) and drain; the write_eof aiohttp calls
+      after finds the answer sent
     the compression, cookie, chunking and empty-body checks for things it never has
 
-Anything else (HTTP/1.0, HEAD, a response someone compressed or gave cookies) goes through
-aiohttp's own `_start`, unchanged. The app must have no on_response_prepare signal (that is what
+Anything else (HTTP/1.0, HEAD, 1xx/204/304, a header value with a control character, headers
+read, a response someone compressed or gave cookies) goes through `_start` below (fewer steps,
+headers in the multidict) or aiohttp's own, unchanged. The app must have no on_response_prepare signal (that is what
 the skipped _prepare_hook would send): net/transport.py TallyRunner asserts it.
 """
 

@@ -10,6 +10,11 @@ connections are `_Connection`s (aiohttp's RequestHandler, three hooks changed):
                                                            (<= BODY_WAIT_S), then aiohttp's drain;
                                                            a stalled client is cut
     a client's error that aiohttp logs itself             log_exception: one line, no traceback
+
+Two more for the hot path (issue 14): `start` is aiohttp's request loop without a Task per
+request (the handler runs in the connection's own task), and `resume_reading` does nothing when
+nothing is paused (aiohttp calls it at every body's end to parse b"" and resume a transport that
+was never paused).
 """
 
 from __future__ import annotations
