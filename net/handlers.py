@@ -15,6 +15,7 @@ from typing import Any, Final, Protocol
 
 import msgspec
 from aiohttp import web
+from aiohttp.streams import StreamReader
 
 from engine.core.commands import Command
 from engine.core.queries import LedgerFilters
@@ -161,13 +162,40 @@ def body_received(request: web.Request) -> bytes:
     of a small JSON body: one packet with the headers), else b"": then `await request.read()`,
     which waits for the rest, raises 413 or the body's error as before. Issue 14: the same bytes
     without read()'s two readany coroutines and bytearray copy; read() returns them after."""
-    content = request.content
-    if request._read_bytes is not None or not content.is_eof() or content.exception() is not None:
+    content = request._payload
+    if request._read_bytes is not None or not 0 < content.total_bytes <= request._client_max_size:
+        return b""  # taken already, nothing (read() answers b"" too) or over the limit (413)
+    if not content.is_eof() or content.exception() is not None:
         return b""
-    if not 0 < content.total_bytes <= request._client_max_size:
-        return b""  # nothing (read() answers b"" too) or over the limit (read() raises 413)
-    body = bytes(content.read_nowait())  # bytes already (the parser feeds bytes): no copy
+    body = _one_chunk(content) if type(content) is StreamReader else None
+    if body is None:
+        body = content.read_nowait()
+    body = bytes(body)  # bytes already (the parser feeds bytes): no copy
     request._read_bytes = body
+    return body
+
+
+def _one_chunk(content: StreamReader) -> bytes | None:
+    """The body of a finished StreamReader holding it as one chunk, taken as read_nowait() takes
+    it, or None (several chunks, chunked framing, a paused connection: read_nowait then).
+
+    What it leaves out: read_nowait's three calls and its protocol.resume_reading(), which parses
+    b"" through the connection's data_received and resumes the transport; with neither reading
+    nor the message queue paused, that finds nothing to parse and nothing to resume (issue 14)."""
+    buffer = content._buffer
+    protocol = content._protocol
+    if (
+        len(buffer) != 1
+        or content._buffer_offset
+        or content._http_chunk_splits is not None
+        or content._waiter is not None
+        or protocol._reading_paused
+        or protocol._buffer_paused
+    ):
+        return None
+    body = buffer.popleft()
+    content._size -= len(body)  # what _read_nowait_chunk leaves behind
+    content._cursor += len(body)
     return body
 
 

@@ -39,6 +39,7 @@ from prometheus_client.registry import Collector
 
 from net.dashboard import STATIC_PATHS
 from net.errors import ERROR_CODE, REQUEST_ID_HEADER, error_response, exception_response, new_request_id
+from net.answer import JsonAnswer
 from net.logs import RequestLog
 
 HEALTH_PATH: Final = "/health"
@@ -201,7 +202,10 @@ class Observer:
                 except Exception as exc:
                     response = exception_response(exc, request, request_id)
                 else:
-                    response.headers[request_id_header] = request_id
+                    if type(response) is JsonAnswer:
+                        response.add_header(REQUEST_ID_HEADER, request_id)  # no header multidict made
+                    else:
+                        response.headers[request_id_header] = request_id
                 match_info = request.match_info
             else:
                 match_info = await router.resolve(request)

@@ -10,17 +10,26 @@ connections are `_Connection`s (aiohttp's RequestHandler, three hooks changed):
                                                            (<= BODY_WAIT_S), then aiohttp's drain;
                                                            a stalled client is cut
     a client's error that aiohttp logs itself             log_exception: one line, no traceback
+
+Two more for the hot path (issue 14): `start` is aiohttp's request loop without a Task per
+request (the handler runs in the connection's own task), and `resume_reading` does nothing when
+nothing is paused (aiohttp calls it at every body's end to parse b"" and resume a transport that
+was never paused).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from aiohttp import web
+from aiohttp.helpers import ceil_timeout
 from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.web_protocol import RequestPayloadError
+from aiohttp.http_writer import StreamWriter
+from aiohttp.streams import StreamReader
+from aiohttp.web_protocol import _PAYLOAD_ACCESS_ERROR, ERROR, RequestPayloadError, _ErrInfo
 
 from net.dispatch import Dispatch
 from net.errors import new_request_id, refusal_response, unreadable_message
@@ -37,6 +46,8 @@ BODY_POLL_S: Final = 0.02
 
 # Client mistakes aiohttp may log through log_exception: one line each, never a traceback.
 _CLIENT_FAULTS: Final = (HttpProcessingError, RequestPayloadError, ConnectionError)
+
+RequestHandlerFn = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 
 class _Connection(web.RequestHandler):
@@ -77,6 +88,14 @@ class _Connection(web.RequestHandler):
             if isinstance(exc, HttpProcessingError) and not content.is_eof():
                 content.set_exception(exc)
 
+    def resume_reading(self, resume_parser: bool = True) -> None:
+        """aiohttp's, only when something is paused. Each body's end (StreamReader.feed_eof)
+        calls it: with neither reading (flow control, which also pauses the parser) nor the
+        message queue paused, there is no parsed-ahead data to resume and no transport pause to
+        lift, so aiohttp's parse of b"" and transport.resume_reading() would do nothing (issue 14)."""
+        if self._reading_paused or self._buffer_paused:
+            super().resume_reading(resume_parser)
+
     def body_pending(self) -> bool:
         """True while this connection holds a request whose headers arrived but not all of its
         body, or one parsed and not yet handed to its handler (shutdown keeps reading for it)."""
@@ -113,6 +132,119 @@ class _Connection(web.RequestHandler):
         if self._idle():
             self.force_close()
         else:
+            self.close()
+
+    # -- the request loop: aiohttp 3.14's RequestHandler.start without a Task per request ---------
+    #
+    # aiohttp runs each request's handler in a Task of its own (`loop.create_task(
+    # self._handle_request(...))`, then `await task`), to give it a copy of the context variables
+    # (#3406). Tally sets none, so `_serve` awaits `_handle_request` in this connection's own task:
+    # no Task built, registered in asyncio's task WeakSet and unregistered, and two event-loop
+    # turns less per request (the handler starts now instead of on the next turn, and this loop
+    # resumes when it returns instead of one turn after). Cancellation is unchanged: cancelling
+    # this connection's task (aiohttp's shutdown, after its timeout) cancelled the awaited Task
+    # before and cancels the awaited handler now. Everything else is aiohttp's code as it is:
+    # tests/net/test_transport_loop.py fails if aiohttp's start() changes, so a new aiohttp's
+    # start() is read again before this copy is trusted with it.
+
+    async def start(self) -> None:
+        """aiohttp's request loop (RequestHandler.start) minus the Task per request (see above)."""
+        loop = self._loop
+        manager = self._manager
+        assert manager is not None
+        assert self._request_factory is not None
+        assert self._request_handler is not None
+        while not self._force_close:
+            if not self._messages:
+                try:
+                    self._waiter = loop.create_future()  # wait for the next request
+                    await self._waiter
+                finally:
+                    self._waiter = None
+            message, payload = self._messages.popleft()
+            # Free a parser slot; resume reading once drained to low water (pipelining).
+            if self._parser is not None:
+                self._parser.message_consumed()
+            if self._buffer_paused and len(self._messages) <= self._msg_queue_resume_size:
+                self._resume_reading_if_drained()
+            manager.requests_count += 1
+            if not await self._serve(message, payload):
+                break
+            if self._keepalive and not self._close and not self._force_close:
+                close_time = loop.time() + self._keepalive_timeout  # start the keep-alive timer
+                self._next_keepalive_close_time = close_time
+                if self._keepalive_handle is None:
+                    self._keepalive_handle = loop.call_at(close_time, self._process_keepalive)
+            else:
+                break
+        if not self._force_close:  # remove the handler, close the transport if no handlers left
+            self._task_handler = None
+            if self.transport is not None:
+                self.transport.close()
+
+    async def _serve(self, message: Any, payload: StreamReader) -> bool:
+        """One request, answered (aiohttp's loop body); False: the connection ends here."""
+        loop = self._loop
+        start = loop.time() if self._logging_enabled else None
+        writer = StreamWriter(self, loop)
+        request_handler: RequestHandlerFn | None
+        if isinstance(message, _ErrInfo):
+            request_handler = self._make_error_handler(message)
+            message = ERROR  # make request_factory work
+        else:
+            request_handler = self._request_handler
+        assert self._request_factory is not None and request_handler is not None
+        # Don't hold a reference to the current task: on a traceback it would keep it alive.
+        request = self._request_factory(message, payload, self, writer, self._task_handler or asyncio.current_task(loop))  # type: ignore[arg-type]
+        resp = None
+        try:
+            try:
+                resp, reset = await self._handle_request(request, start, request_handler)
+            except ConnectionError:
+                self.log_debug("Ignored premature client disconnection")
+                return False
+            if reset:
+                self.log_debug("Ignored premature client disconnection 2")
+                return False
+            self._keepalive = bool(resp.keep_alive)  # notify the server about keep-alive
+            if not payload.is_eof():
+                await self._linger(payload)
+            payload.set_exception(_PAYLOAD_ACCESS_ERROR)
+        except asyncio.CancelledError:
+            self.log_debug("Ignored premature client disconnection")
+            self.force_close()
+            raise
+        except Exception as exc:
+            self.log_exception("Unhandled exception", exc_info=exc)
+            self.force_close()
+        except BaseException:
+            self.force_close()
+            raise
+        finally:
+            request._task = None  # type: ignore[assignment]  # break the reference cycle on an exception
+            if self.transport is None and resp is not None:
+                self.log_debug("Ignored premature client disconnection.")
+        return True
+
+    async def _linger(self, payload: StreamReader) -> None:
+        """The handler left part of the body unread: read and drop it for at most
+        lingering_time, then close the connection if it is still not all in (aiohttp's)."""
+        loop = self._loop
+        lingering_time = self._lingering_time
+        if not self._force_close and lingering_time:
+            self.log_debug("Start lingering close timer for %s sec.", lingering_time)
+            now = loop.time()
+            end_t = now + lingering_time
+            try:
+                while not payload.is_eof() and now < end_t:
+                    async with ceil_timeout(end_t - now):
+                        await payload.readany()  # read and ignore
+                    now = loop.time()
+            except (asyncio.CancelledError, asyncio.TimeoutError):
+                if (task := asyncio.current_task()) and task.cancelling():
+                    raise
+        if not payload.is_eof() and not self._force_close:  # the payload is still incomplete
+            self.log_debug("Uncompleted request.")
             self.close()
 
 

@@ -254,7 +254,7 @@ class Runtime:
         # The index finds the candidate by digest; the comparison that decides is constant-time.
         if record is None or not keys_match(record.key_hash, key_hash):
             return Rejected("invalid_api_key", "invalid API key")
-        if self._keys_not_durable and not self._key_durable(key_hash):
+        if key_hash in self._keys_not_durable and not self._key_durable(key_hash):
             return Rejected("invalid_api_key", "invalid API key")
         if record.revoked:
             return Rejected("api_key_revoked", "API key has been revoked")

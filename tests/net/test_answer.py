@@ -32,6 +32,17 @@ def _app() -> web.Application:
         response.headers["X-Request-Id"] = "req_1"
         return response
 
+    async def fast_added(request: web.Request) -> web.StreamResponse:  # net/observe.py's way
+        response = JsonAnswer(BODY, int(request.query.get("status", "200")))
+        response.add_header("X-Request-Id", "req_1")
+        return response
+
+    async def fast_read(request: web.Request) -> web.StreamResponse:  # headers read: the multidict is made
+        response = JsonAnswer(BODY, int(request.query.get("status", "200")))
+        assert response.headers["Content-Type"] == "application/json"
+        response.add_header("X-Request-Id", "req_1")
+        return response
+
     async def fast_headed(request: web.Request) -> web.StreamResponse:  # net/errors.py's way
         return JsonAnswer(BODY, int(request.query.get("status", "200")), json_headers(("X-Request-Id", "req_1")))
 
@@ -42,7 +53,9 @@ def _app() -> web.Application:
     app = web.Application()
     app.add_routes([web.get("/fast", fast), web.get("/plain", plain), web.post("/fast", fast), web.post("/plain", plain),
                     web.get("/fast_headed", fast_headed), web.get("/plain_headed", plain_headed),
-                    web.post("/fast_headed", fast_headed), web.post("/plain_headed", plain_headed)])  # fmt: skip
+                    web.post("/fast_headed", fast_headed), web.post("/plain_headed", plain_headed),
+                    web.get("/fast_added", fast_added), web.post("/fast_added", fast_added),
+                    web.get("/fast_read", fast_read), web.post("/fast_read", fast_read)])  # fmt: skip
     return app
 
 
@@ -82,6 +95,8 @@ async def _exchange(port: int, request: bytes) -> bytes:
         (b"GET {path} HTTP/1.1", b""),
         (b"GET {path}?status=404 HTTP/1.1", b""),
         (b"GET {path}?status=503 HTTP/1.1", b""),
+        (b"GET {path}?status=204 HTTP/1.1", b""),
+        (b"GET {path}?status=304 HTTP/1.1", b""),
         (b"GET {path} HTTP/1.1", b"Connection: close\r\n"),
         (b"GET {path} HTTP/1.0", b""),
         (b"GET {path} HTTP/1.0", b"Connection: keep-alive\r\n"),
@@ -89,22 +104,44 @@ async def _exchange(port: int, request: bytes) -> bytes:
         (b"POST {path} HTTP/1.1", b"Content-Length: 2\r\n\r\n{}"),
     ],
 )
-@pytest.mark.parametrize("suffix", [b"", b"_headed"])
-async def test_same_bytes_as_web_response(port: int, request_line: bytes, extra: bytes, suffix: bytes) -> None:
+@pytest.mark.parametrize("fast, plain", [(b"/fast", b"/plain"), (b"/fast_headed", b"/plain_headed"),
+                                         (b"/fast_added", b"/plain"), (b"/fast_read", b"/plain")])  # fmt: skip
+async def test_same_bytes_as_web_response(port: int, request_line: bytes, extra: bytes, fast: bytes, plain: bytes) -> None:
     answers = []
-    for path in (b"/fast" + suffix, b"/plain" + suffix):
+    for path in (fast, plain):
         head = request_line.replace(b"{path}", path) + b"\r\nHost: x\r\n"
         request = head + extra if extra.endswith(b"{}") else head + extra + b"\r\n"
         answer = await _exchange(port, request)
         assert _DATE.search(answer), answer
         answers.append(_DATE.sub(b"\r\nDate: -\r\n", answer))
-    fast, plain = answers
-    assert fast == plain
-    assert fast.startswith(b"HTTP/1."), fast
-    if b"HEAD" not in request_line:
-        assert fast.endswith(b"\r\n\r\n" + BODY)
+    assert answers[0] == answers[1]
+    assert answers[0].startswith(b"HTTP/1."), answers[0]
+    if b"HEAD" not in request_line and b"status=204" not in request_line and b"status=304" not in request_line:
+        assert answers[0].endswith(b"\r\n\r\n" + BODY)
 
 
 def test_unknown_status_is_refused() -> None:
     with pytest.raises(KeyError):
         JsonAnswer(BODY, 999)
+
+
+async def test_header_injection_is_refused_as_aiohttp_does() -> None:
+    """A header value with CR/LF never reaches the wire: the fast path leaves it to aiohttp,
+    whose header serializer raises ValueError; aiohttp then cuts the connection, nothing sent."""
+    app = web.Application()
+
+    async def bad(request: web.Request) -> web.StreamResponse:
+        response = JsonAnswer(BODY)
+        response.add_header("X-Request-Id", "req_1\r\nSet-Cookie: x=1")
+        return response
+
+    app.add_routes([web.get("/bad", bad)])
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        answer = await _exchange(runner.addresses[0][1], b"GET /bad HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    finally:
+        await runner.cleanup()
+    assert answer == b""

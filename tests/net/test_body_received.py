@@ -21,8 +21,8 @@ from net.handlers import body_received
 _LIMIT = 64
 
 
-def _request(chunks: list[bytes], *, eof: bool) -> web.Request:
-    protocol = mock.Mock(_reading_paused=False)
+def _request(chunks: list[bytes], *, eof: bool, paused: bool = False) -> web.Request:
+    protocol = mock.Mock(_reading_paused=paused, _buffer_paused=False)
     payload = streams.StreamReader(protocol, 2**16, loop=mock.Mock())
     for chunk in chunks:
         payload.feed_data(chunk)
@@ -58,3 +58,21 @@ async def test_a_body_still_arriving_or_empty_or_failed_is_left_to_read() -> Non
     assert body_received(failed) == b""
     with pytest.raises(TransferEncodingError):
         await failed.read()
+
+
+async def test_one_chunk_is_taken_as_read_nowait_takes_it_without_resuming_the_connection() -> None:
+    """The one-chunk path (net/handlers.py _one_chunk) leaves the reader as read_nowait() does
+    (empty, cursor past the body, at EOF) and skips its protocol.resume_reading(): nothing was
+    paused. A paused connection takes read_nowait(), which resumes it."""
+    taken, reference = _request([b'{"a":1}'], eof=True), _request([b'{"a":1}'], eof=True)
+    assert body_received(taken) == reference.content.read_nowait() == b'{"a":1}'
+    for reader in (taken.content, reference.content):
+        assert (reader._size, reader._cursor, len(reader._buffer), reader.is_eof()) == (0, 7, 0, True)
+    at_eof = [mock.call(resume_parser=False)]  # feed_eof's own
+    assert taken.content._protocol.resume_reading.call_args_list == at_eof
+    assert reference.content._protocol.resume_reading.call_args_list == [*at_eof, mock.call()]
+    assert await taken.read() == b'{"a":1}'
+
+    paused = _request([b'{"a":1}'], eof=True, paused=True)
+    assert body_received(paused) == b'{"a":1}'
+    assert paused.content._protocol.resume_reading.call_args_list == [*at_eof, mock.call()]
