@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import secrets
 import shutil
@@ -53,6 +54,18 @@ class CallgrindServer(Server):
     def command(self) -> list[str]:
         return ["valgrind", "--tool=callgrind", "--trace-children=yes", f"--callgrind-out-file={self.out_prefix}.%p",
                 "--dump-instr=no", *super().command()]  # fmt: skip
+
+    def wait_listening(self, count: int, timeout_s: float = CALLGRIND_STARTUP_S) -> None:
+        """Wait until `count` of this server's processes listen on its port. /health answers
+        as soon as ONE does; a process still importing under callgrind would otherwise get no
+        connection and its start-up would be counted as request work (the cause of the 2-process
+        bare figure of 606k: the child's imports, not its requests)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if len(listening_pids(self.pids(), self.port)) >= count:
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.kind}: fewer than {count} processes listen on {self.port}\n{self.log_tail()}")
 
     def pids(self) -> list[int]:
         """This server's process, then its children (the fronts, or the baseline's 2nd process)."""
@@ -94,11 +107,33 @@ async def _deducts(url: str, api_key: str, requests: int, connections: int, tag:
     return bad
 
 
-def measure(server: CallgrindServer, requests: int, connections: int, *, fund: bool) -> list[float]:
-    """Start under callgrind, warm up, count `requests` deducts; each process's instructions
-    divided by `requests` (the server's process first, then its children by pid)."""
+def listening_pids(pids: list[int], port: int) -> set[int]:
+    """Those of `pids` that hold a TCP socket listening on 127.0.0.1:`port` (/proc/net/tcp's
+    LISTEN rows, state 0A, matched to the processes' socket inodes)."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and int(fields[1].split(":")[1], 16) == port:
+            inodes.add(f"socket:[{fields[9]}]")
+    found = set()
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                if os.readlink(fd) in inodes:
+                    found.add(pid)
+                    break
+            except FileNotFoundError:
+                continue
+    return found
+
+
+def measure(server: CallgrindServer, requests: int, connections: int, *, fund: bool, listeners: int = 1) -> list[float]:
+    """Start under callgrind, wait until `listeners` processes listen, warm up, count
+    `requests` deducts; each process's instructions divided by `requests` (the server's
+    process first, then its children by pid)."""
     server.start(timeout_s=CALLGRIND_STARTUP_S)
     try:
+        server.wait_listening(listeners)
         if fund:
             deposit = b'{"customer_id":"hot-0","amount":1000000000000,"wallet":"bench","source":"s","idempotency_key":"f"}'
             asyncio.run(_post(server.url + "/v1/customers/deposit", server.api_key, deposit))
@@ -129,9 +164,10 @@ def run(requests: int, connections: int, workers: int = 1) -> dict[str, Any]:
     api_key = "tly_" + secrets.token_hex(24)
     bare_args = ("--processes", str(workers)) if workers > 1 else ()
     try:
-        bare = measure(CallgrindServer("baseline", work_dir, api_key, bare_args), requests, connections, fund=False)
+        bare = measure(CallgrindServer("baseline", work_dir, api_key, bare_args), requests, connections, fund=False,
+                       listeners=workers)  # fmt: skip
         tally = measure(CallgrindServer("tally", work_dir, api_key, ("--workers", str(workers))), requests,
-                        connections, fund=True)  # fmt: skip
+                        connections, fund=True, listeners=workers)  # fmt: skip
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     return {"requests": requests, "connections": connections, "workers": workers, "bare": sum(bare),
