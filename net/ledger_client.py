@@ -4,15 +4,17 @@ The front runs the very same aiohttp app as `tally serve --workers 1` (handlers,
 envelope, OpenAPI); every Runtime call becomes one Call message to the ledger process, batched per
 loop turn (net/ipc.py Outbox), and its Reply resolves the caller's future. What crosses:
 
-    submit / get_customer / get_ledger / list_* / get_alerts / read(named read)   -> Call
+    submit                                                          -> Write (the command itself)
+    get_customer / get_ledger / list_* / get_alerts / read(named read)   -> Call
     authenticate / has_project / find_key (synchronous)   answered from KeyReplica, a copy of the
         ledger's key table that the ledger updates (and waits for our KeysAck) before it
         acknowledges a key create or revoke (CONTRACT §9.1-§9.2: a new key works on the next
         request, a revoked one is refused from the next), whichever front that request reaches
     ready / durable_lsn      from the last Status message
 
-Replies: OK carries the response's JSON bytes, handed to the handlers as msgspec.Raw (encoded
-verbatim); key commands' bodies are decoded to KeyView / RevokedKey (net/admin.py reads them).
+Replies: OK carries the response's JSON bytes (a batch of writes' in one Oks message), handed to
+the handlers as msgspec.Raw (encoded verbatim); key commands' bodies are decoded to KeyView /
+RevokedKey (net/admin.py reads them).
 REJECTED -> Rejected, UNAVAILABLE -> raises Unavailable with the same 503 code. At most
 IN_FLIGHT_MAX calls wait at once: one more is 503 `overloaded`, as a full shard queue is.
 """
@@ -149,7 +151,12 @@ class LedgerClient:
     def _on_frame(self, messages: list[ipc.LedgerMsg]) -> None:
         waiting = self._waiting
         for message in messages:
-            if type(message) is ipc.Reply:
+            if type(message) is ipc.Oks:
+                for call_id, body in zip(message.ids, message.bodies):
+                    call = waiting.pop(call_id, None)
+                    if call is not None and not call[0].done():
+                        call[0].set_result(call[1](body))
+            elif type(message) is ipc.Reply:
                 call = waiting.pop(message.id, None)
                 if call is not None and not call[0].done():
                     _resolve(call[0], call[1], message)
@@ -173,6 +180,12 @@ class LedgerClient:
         self._connection.close()
 
     def _call(self, op: ipc.AnyOp, decode: Callable[[bytes], Any] = msgspec.Raw) -> asyncio.Future[Any]:
+        future, call_id = self._wait(decode)
+        self._outbox.send(ipc.Call(call_id, op))
+        return future
+
+    def _wait(self, decode: Callable[[bytes], Any]) -> tuple[asyncio.Future[Any], int]:
+        """A new call id and the future its answer resolves (`decode` of an OK body)."""
         if self._gone:
             raise Unavailable("shutting_down", "the ledger process stopped")
         if len(self._waiting) >= IN_FLIGHT_MAX:
@@ -180,8 +193,7 @@ class LedgerClient:
         self._next_id = call_id = self._next_id + 1
         future: asyncio.Future[Any] = self._loop.create_future()
         self._waiting[call_id] = (future, decode)
-        self._outbox.send(ipc.Call(call_id, op))
-        return future
+        return future, call_id
 
     # -- the Runtime protocol (net/handlers.py) -----------------------------------------------------
 
@@ -194,13 +206,16 @@ class LedgerClient:
         return self._status.durable_lsn
 
     async def submit(self, command: Command) -> Applied | Rejected:
-        decode: Callable[[bytes], Any] = msgspec.Raw
+        """One Write message; an OK answer resolves to Applied(its body, durable)."""
+        decode: Callable[[bytes], Any] = _applied_raw
         if type(command) is CreateApiKey:
-            decode = _decoder_of(KeyView)
+            decode = _KEY_VIEW
         elif type(command) is RevokeApiKey:
-            decode = _decoder_of(RevokedKey)
-        result = await self._call(ipc.Submit(command), decode)  # type: ignore[arg-type]  # a Command of AnyCommand
-        return result if type(result) is Rejected else Applied(result, True)
+            decode = _REVOKED_KEY
+        future, call_id = self._wait(decode)
+        self._outbox.send(ipc.Write(call_id, command))  # type: ignore[arg-type]  # a Command of AnyCommand
+        result: Applied | Rejected = await future
+        return result
 
     async def get_customer(self, project: str, customer_id: str) -> CustomerResponse | Rejected:
         result: CustomerResponse | Rejected = await self._call(ipc.GetCustomer(project, customer_id))
@@ -250,9 +265,22 @@ class LedgerClient:
         return bytes(result)
 
 
-def _decoder_of(kind: type[Any]) -> Callable[[bytes], Any]:
-    decoder = msgspec.json.Decoder(kind)
-    return decoder.decode
+def _applied_raw(body: bytes) -> Applied:
+    """A write's OK body as the handlers take it: Applied(the JSON, verbatim; durable)."""
+    return Applied(msgspec.Raw(body), True)
+
+
+def _applied_of(kind: type[Any]) -> Callable[[bytes], Applied]:
+    decode = msgspec.json.Decoder(kind).decode
+
+    def applied(body: bytes) -> Applied:
+        return Applied(decode(body), True)
+
+    return applied
+
+
+_KEY_VIEW: Final = _applied_of(KeyView)  # net/admin.py reads the created key's fields
+_REVOKED_KEY: Final = _applied_of(RevokedKey)
 
 
 def _resolve(future: asyncio.Future[Any], decode: Callable[[bytes], Any], reply: ipc.Reply) -> None:

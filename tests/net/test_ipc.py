@@ -41,7 +41,7 @@ class _Received:
 
 _CALLS = [
     ipc.Hello(1),
-    ipc.Call(1, ipc.Submit(Deduct(at_ms=0, project="p", customer_id="c", amount=5, transaction_id="t"))),
+    ipc.Write(1, Deduct(at_ms=0, project="p", customer_id="c", amount=5, transaction_id="t")),
     ipc.Call(2, ipc.Read(SlotPools("p", "c", wallet=None))),
     ipc.Call(3, ipc.Read(EntitlementEvents("p", "c", limit=5, cursor=None, feature_key=None,
                                            types=frozenset({"set"}), from_ms=1, to_ms=None))),  # fmt: skip
