@@ -30,7 +30,7 @@ from typing import Any, Final
 import msgspec
 
 from engine.core.commands import Command, CreateApiKey, RevokeApiKey
-from engine.core.keys import KeyHashMemo, keys_match
+from engine.core.keys import KEY_HASH_MEMO_MAX, KeyHashMemo, keys_match
 from engine.core.queries import LedgerFilters
 from engine.core.reads import NamedRead
 from engine.core.results import (
@@ -63,17 +63,24 @@ class LedgerGone(Exception):
 
 
 class KeyReplica:
-    """The front's copy of the key table: key hash -> ApiKey, key id -> hash, project names."""
+    """The front's copy of the key table: key hash -> ApiKey, key id -> hash, project names.
 
-    __slots__ = ("_by_hash", "_by_id", "_key_hashes", "_projects")
+    `authenticate` keeps the answers it gave to accepted keys (raw key -> project or ADMIN, at
+    most KEY_HASH_MEMO_MAX) until the table changes: every `apply` empties them, so a revoked key
+    is refused from the first request after the ledger's Keys message, as without them (the
+    lookup is the same dict lookup on the raw key KeyHashMemo makes; refusals are not kept)."""
+
+    __slots__ = ("_by_hash", "_by_id", "_key_hashes", "_projects", "_accepted")
 
     def __init__(self) -> None:
         self._key_hashes = KeyHashMemo()  # as Runtime's: no SHA-256 per request for a known key
         self._by_hash: dict[str, ApiKey] = {}
         self._by_id: dict[str, str] = {}
         self._projects: set[str] = set()
+        self._accepted: dict[str, str | Admin] = {}
 
     def apply(self, message: ipc.Keys) -> None:
+        self._accepted = {}
         if message.full:
             self._by_hash, self._by_id, self._projects = {}, {}, set()
         for key in message.keys:
@@ -83,6 +90,9 @@ class KeyReplica:
 
     def authenticate(self, api_key: str) -> str | Admin | Rejected:
         """As engine.runtime.Runtime.authenticate: project, ADMIN, or a 401 Rejected."""
+        accepted = self._accepted.get(api_key)
+        if accepted is not None:
+            return accepted
         if not api_key:
             return Rejected("missing_api_key", "missing API key")
         key_hash = self._key_hashes[api_key]
@@ -91,7 +101,11 @@ class KeyReplica:
             return Rejected("invalid_api_key", "invalid API key")
         if record.revoked:
             return Rejected("api_key_revoked", "API key has been revoked")
-        return ADMIN if record.admin else record.project
+        answer = ADMIN if record.admin else record.project
+        if len(self._accepted) >= KEY_HASH_MEMO_MAX:
+            self._accepted = {}
+        self._accepted[api_key] = answer
+        return answer
 
     def has_project(self, project: str) -> bool:
         return project in self._projects

@@ -125,6 +125,7 @@ def test_key_replica_authenticates_like_the_runtime() -> None:
     replica.apply(ipc.Keys(1, True, [key, admin], ["p"]))
     assert replica.authenticate("secret-1") == "p"
     assert replica.authenticate("secret-2") is ADMIN
+    assert replica.authenticate("secret-1") == "p"  # again: the kept answer, until the table changes
     assert replica.authenticate("nope") == Rejected("invalid_api_key", "invalid API key")
     assert replica.has_project("p") and not replica.has_project("q")
     found = replica.find_key("k1")
