@@ -12,7 +12,12 @@ sent, and the counters are dumped (callgrind_control -d).
 `--workers 2`: the bare handler as 2 SO_REUSEPORT processes (`--processes 2`) against
 `tally serve --workers 2`, every process under callgrind (--trace-children=yes, one counter file
 per pid); each process's count is zeroed and dumped by its pid, and the table shows the sum per
-request and each process's share (the ledger, then front 0, front 1).
+request and each process's share (the ledger, then front 0, front 1). Counting starts once every
+serving process listens on the port (/proc/net/tcp): /health answers as soon as one does, and a
+process still importing under valgrind would get no connection and have its start-up counted as
+request work (how 2 bare processes once summed to 606k instead of ~235k). The per-process split
+moves by a few % between runs (how many writes share a frame and a group commit depends on
+timing); the single-process figures repeat within ~1 %.
 
 What it does not see: kernel time (fdatasync, socket and futex syscalls, thread wake-ups), cache
 misses, and the flusher thread's waiting. So it bounds the throughput ratio from above; wrk's
