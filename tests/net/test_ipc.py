@@ -13,11 +13,11 @@ import pytest
 from engine.core.commands import Deduct
 from engine.core.keys import hash_api_key
 from engine.core.reads import EntitlementEvents, SlotPools
-from engine.core.results import Rejected
+from engine.core.results import Applied, Rejected
 from engine.core.state import ApiKey
 from engine.runtime import ADMIN
 from net import ipc
-from net.ledger_client import KeyReplica
+from net.ledger_client import KeyReplica, LedgerClient
 
 
 class _Received:
@@ -137,3 +137,30 @@ def test_key_replica_authenticates_like_the_runtime() -> None:
     replica.apply(ipc.Keys(3, True, [], []))  # a full table replaces everything
     assert replica.authenticate("secret-2") == Rejected("invalid_api_key", "invalid API key")
     assert not replica.has_project("p")
+
+
+async def test_a_front_resolves_each_write_from_its_batch_answer() -> None:
+    """LedgerClient.submit sends the command itself (Write); one Oks answering three writes out
+    of order, and a Reply refusing one, resolve each caller with its own answer."""
+    ours, theirs = socket.socketpair()
+    received: list[list[Any]] = []
+    ledger = ipc.Connection(msgspec.msgpack.Decoder(list[ipc.FrontMsg]), received.append)
+    await ipc.connect(ours, ledger)
+    client = LedgerClient(0, on_open=lambda: None, on_records=lambda records: None,
+                          counters=lambda: ipc.FrontCounters([], []))  # fmt: skip
+    await client.connect(theirs)
+    commands = [Deduct(at_ms=0, project="p", customer_id="c", amount=n, transaction_id=f"t{n}") for n in range(1, 5)]
+    calls = [asyncio.ensure_future(client.submit(command)) for command in commands]
+    while sum(len(frame) for frame in received) < 1 + len(commands):
+        await asyncio.sleep(0.01)
+    writes = [message for frame in received for message in frame if type(message) is ipc.Write]
+    assert [write.command for write in writes] == commands
+    ids = [write.id for write in writes]
+    ledger.outbox.send(ipc.Oks([ids[2], ids[0], ids[3]], [b'{"n":3}', b'{"n":1}', b'{"n":4}']))
+    ledger.outbox.send(ipc.Reply(ids[1], ipc.REJECTED, code="insufficient_balance", message="no"))
+    results = await asyncio.wait_for(asyncio.gather(*calls), 10)
+    assert [bytes(r.body) if type(r) is Applied else r for r in results] == [
+        b'{"n":1}', Rejected("insufficient_balance", "no", None), b'{"n":3}', b'{"n":4}']
+    assert all(r.logged for r in results if type(r) is Applied)  # answered after the fsync: durable
+    ledger.close()
+    client.close()
