@@ -12,7 +12,12 @@ sent, and the counters are dumped (callgrind_control -d).
 `--workers 2`: the bare handler as 2 SO_REUSEPORT processes (`--processes 2`) against
 `tally serve --workers 2`, every process under callgrind (--trace-children=yes, one counter file
 per pid); each process's count is zeroed and dumped by its pid, and the table shows the sum per
-request and each process's share (the ledger, then front 0, front 1).
+request and each process's share (the ledger, then front 0, front 1). Counting starts once every
+serving process listens on the port (/proc/net/tcp): /health answers as soon as one does, and a
+process still importing under valgrind would get no connection and have its start-up counted as
+request work (how 2 bare processes once summed to 606k instead of ~235k). The per-process split
+moves by a few % between runs (how many writes share a frame and a group commit depends on
+timing); the single-process figures repeat within ~1 %.
 
 What it does not see: kernel time (fdatasync, socket and futex syscalls, thread wake-ups), cache
 misses, and the WAL flusher's waiting. So it bounds the throughput ratio from above; wrk's
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import secrets
 import shutil
@@ -53,6 +59,18 @@ class CallgrindServer(Server):
     def command(self) -> list[str]:
         return ["valgrind", "--tool=callgrind", "--trace-children=yes", f"--callgrind-out-file={self.out_prefix}.%p",
                 "--dump-instr=no", *super().command()]  # fmt: skip
+
+    def wait_listening(self, count: int, timeout_s: float = CALLGRIND_STARTUP_S) -> None:
+        """Wait until `count` of this server's processes listen on its port. /health answers
+        as soon as ONE does; a process still importing under callgrind would otherwise get no
+        connection and its start-up would be counted as request work (the cause of the 2-process
+        bare figure of 606k: the child's imports, not its requests)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if len(listening_pids(self.pids(), self.port)) >= count:
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.kind}: fewer than {count} processes listen on {self.port}\n{self.log_tail()}")
 
     def pids(self) -> list[int]:
         """This server's process, then its children (the fronts, or the baseline's 2nd process)."""
@@ -94,11 +112,33 @@ async def _deducts(url: str, api_key: str, requests: int, connections: int, tag:
     return bad
 
 
-def measure(server: CallgrindServer, requests: int, connections: int, *, fund: bool) -> list[float]:
-    """Start under callgrind, warm up, count `requests` deducts; each process's instructions
-    divided by `requests` (the server's process first, then its children by pid)."""
+def listening_pids(pids: list[int], port: int) -> set[int]:
+    """Those of `pids` that hold a TCP socket listening on 127.0.0.1:`port` (/proc/net/tcp's
+    LISTEN rows, state 0A, matched to the processes' socket inodes)."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and int(fields[1].split(":")[1], 16) == port:
+            inodes.add(f"socket:[{fields[9]}]")
+    found = set()
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                if os.readlink(fd) in inodes:
+                    found.add(pid)
+                    break
+            except FileNotFoundError:
+                continue
+    return found
+
+
+def measure(server: CallgrindServer, requests: int, connections: int, *, fund: bool, listeners: int = 1) -> list[float]:
+    """Start under callgrind, wait until `listeners` processes listen, warm up, count
+    `requests` deducts; each process's instructions divided by `requests` (the server's
+    process first, then its children by pid)."""
     server.start(timeout_s=CALLGRIND_STARTUP_S)
     try:
+        server.wait_listening(listeners)
         if fund:
             deposit = b'{"customer_id":"hot-0","amount":1000000000000,"wallet":"bench","source":"s","idempotency_key":"f"}'
             asyncio.run(_post(server.url + "/v1/customers/deposit", server.api_key, deposit))
@@ -129,9 +169,10 @@ def run(requests: int, connections: int, workers: int = 1) -> dict[str, Any]:
     api_key = "tly_" + secrets.token_hex(24)
     bare_args = ("--processes", str(workers)) if workers > 1 else ()
     try:
-        bare = measure(CallgrindServer("baseline", work_dir, api_key, bare_args), requests, connections, fund=False)
+        bare = measure(CallgrindServer("baseline", work_dir, api_key, bare_args), requests, connections, fund=False,
+                       listeners=workers)  # fmt: skip
         tally = measure(CallgrindServer("tally", work_dir, api_key, ("--workers", str(workers))), requests,
-                        connections, fund=True)  # fmt: skip
+                        connections, fund=True, listeners=workers)  # fmt: skip
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     return {"requests": requests, "connections": connections, "workers": workers, "bare": sum(bare),

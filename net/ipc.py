@@ -8,10 +8,14 @@ Each end is a Connection (an asyncio Protocol): the frames that one read brings 
 handled in that callback, with no reader task woken per frame.
 
 Front -> ledger:  Hello(index)           first message of a connection
-                  Call(id, op)           one Runtime call; op is one of the *Op Structs below
+                  Write(id, command)     Runtime.submit(command): the write, validated by the front,
+                                         in the very form the ledger applies (no op wrapper)
+                  Call(id, op)           any other Runtime call; op is one of the *Op Structs below
                   KeysAck(seq)           the front applied Keys(seq)
                   MetricsPush(seq, ...)  its HTTP counters, answering CollectMetrics(seq)
-Ledger -> front:  Reply(id, kind, ...)   kind OK (body: the JSON bytes of the response Struct),
+Ledger -> front:  Oks(ids, bodies)       the OK answers of plain writes, one message per batch
+                                         (bodies: the JSON bytes of each response Struct)
+                  Reply(id, kind, ...)   kind OK (body: the JSON bytes of the response Struct),
                                          REJECTED (code, message, details), UNAVAILABLE (503 code,
                                          message), FAILED (message: an unexpected error, 500)
                   Status(...)            readiness, durable LSN, recovery progress, gate open
@@ -49,10 +53,6 @@ class Msg(msgspec.Struct, tag_field="m", array_like=True, frozen=True):
 
 class Op(msgspec.Struct, tag_field="op", array_like=True, frozen=True):
     """Base of every Runtime call (net/handlers.py Runtime protocol, one Struct per method)."""
-
-
-class Submit(Op, tag="submit", frozen=True):
-    command: AnyCommand
 
 
 class GetCustomer(Op, tag="get_customer", frozen=True):
@@ -107,7 +107,7 @@ class Metrics(Op, tag="metrics", frozen=True):
 
 
 AnyOp = (
-    Submit | GetCustomer | GetLedger | ListCustomers | GetAlerts | Read | ListProjects | ListKeys | ListWebhooks
+    GetCustomer | GetLedger | ListCustomers | GetAlerts | Read | ListProjects | ListKeys | ListWebhooks
     | ListDeliveries | Metrics
 )  # fmt: skip
 
@@ -127,6 +127,13 @@ class Hello(Msg, tag="hello", frozen=True):
 class Call(Msg, tag="call", frozen=True):
     id: int
     op: AnyOp
+
+
+class Write(Msg, tag="write", frozen=True):
+    """Runtime.submit(command) (the hot path: one Struct per write, not a Call holding an op)."""
+
+    id: int
+    command: AnyCommand
 
 
 class KeysAck(Msg, tag="keys_ack", frozen=True):
@@ -153,6 +160,15 @@ class Reply(Msg, tag="reply", frozen=True):
     details: dict[str, Any] | None = None
 
 
+class Oks(Msg, tag="oks", frozen=True):
+    """The OK answers of a batch of plain writes: call ids[i]'s response body is bodies[i] (JSON
+    bytes). One message for a whole batch instead of a Reply Struct per call; at most
+    BATCH_MESSAGES_MAX answers each (the lists are filled by the ledger before it sends)."""
+
+    ids: list[int]
+    bodies: list[bytes]
+
+
 class Status(Msg, tag="status", frozen=True):
     """`open`: recovery and bootstrap are done and every front has said hello (serve requests);
     `ready`: what GET /health says once open (Runtime.ready); `records`: replayed so far."""
@@ -177,8 +193,8 @@ class CollectMetrics(Msg, tag="collect_metrics", frozen=True):
     seq: int
 
 
-FrontMsg = Hello | Call | KeysAck | MetricsPush
-LedgerMsg = Reply | Status | Keys | CollectMetrics
+FrontMsg = Hello | Write | Call | KeysAck | MetricsPush
+LedgerMsg = Oks | Reply | Status | Keys | CollectMetrics
 
 
 def frame(encoder: msgspec.msgpack.Encoder, messages: list[Any]) -> bytearray:
@@ -296,6 +312,12 @@ class Outbox:
         if len(pending) >= BATCH_MESSAGES_MAX:
             self.flush()
         elif not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self.flush)
+
+    def send_later(self) -> None:
+        """Flush at the end of this loop turn what `put` queued (as `send` does)."""
+        if self._pending and not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self.flush)
 

@@ -4,15 +4,17 @@ The front runs the very same aiohttp app as `tally serve --workers 1` (handlers,
 envelope, OpenAPI); every Runtime call becomes one Call message to the ledger process, batched per
 loop turn (net/ipc.py Outbox), and its Reply resolves the caller's future. What crosses:
 
-    submit / get_customer / get_ledger / list_* / get_alerts / read(named read)   -> Call
+    submit                                                          -> Write (the command itself)
+    get_customer / get_ledger / list_* / get_alerts / read(named read)   -> Call
     authenticate / has_project / find_key (synchronous)   answered from KeyReplica, a copy of the
         ledger's key table that the ledger updates (and waits for our KeysAck) before it
         acknowledges a key create or revoke (CONTRACT §9.1-§9.2: a new key works on the next
         request, a revoked one is refused from the next), whichever front that request reaches
     ready / durable_lsn      from the last Status message
 
-Replies: OK carries the response's JSON bytes, handed to the handlers as msgspec.Raw (encoded
-verbatim); key commands' bodies are decoded to KeyView / RevokedKey (net/admin.py reads them).
+Replies: OK carries the response's JSON bytes (a batch of writes' in one Oks message), handed to
+the handlers as msgspec.Raw (encoded verbatim); key commands' bodies are decoded to KeyView /
+RevokedKey (net/admin.py reads them).
 REJECTED -> Rejected, UNAVAILABLE -> raises Unavailable with the same 503 code. At most
 IN_FLIGHT_MAX calls wait at once: one more is 503 `overloaded`, as a full shard queue is.
 """
@@ -28,7 +30,7 @@ from typing import Any, Final
 import msgspec
 
 from engine.core.commands import Command, CreateApiKey, RevokeApiKey
-from engine.core.keys import KeyHashMemo, keys_match
+from engine.core.keys import KEY_HASH_MEMO_MAX, KeyHashMemo, keys_match
 from engine.core.queries import LedgerFilters
 from engine.core.reads import NamedRead
 from engine.core.results import (
@@ -61,17 +63,24 @@ class LedgerGone(Exception):
 
 
 class KeyReplica:
-    """The front's copy of the key table: key hash -> ApiKey, key id -> hash, project names."""
+    """The front's copy of the key table: key hash -> ApiKey, key id -> hash, project names.
 
-    __slots__ = ("_by_hash", "_by_id", "_key_hashes", "_projects")
+    `authenticate` keeps the answers it gave to accepted keys (raw key -> project or ADMIN, at
+    most KEY_HASH_MEMO_MAX) until the table changes: every `apply` empties them, so a revoked key
+    is refused from the first request after the ledger's Keys message, as without them (the
+    lookup is the same dict lookup on the raw key KeyHashMemo makes; refusals are not kept)."""
+
+    __slots__ = ("_by_hash", "_by_id", "_key_hashes", "_projects", "_accepted")
 
     def __init__(self) -> None:
         self._key_hashes = KeyHashMemo()  # as Runtime's: no SHA-256 per request for a known key
         self._by_hash: dict[str, ApiKey] = {}
         self._by_id: dict[str, str] = {}
         self._projects: set[str] = set()
+        self._accepted: dict[str, str | Admin] = {}
 
     def apply(self, message: ipc.Keys) -> None:
+        self._accepted = {}
         if message.full:
             self._by_hash, self._by_id, self._projects = {}, {}, set()
         for key in message.keys:
@@ -81,6 +90,9 @@ class KeyReplica:
 
     def authenticate(self, api_key: str) -> str | Admin | Rejected:
         """As engine.runtime.Runtime.authenticate: project, ADMIN, or a 401 Rejected."""
+        accepted = self._accepted.get(api_key)
+        if accepted is not None:
+            return accepted
         if not api_key:
             return Rejected("missing_api_key", "missing API key")
         key_hash = self._key_hashes[api_key]
@@ -89,7 +101,11 @@ class KeyReplica:
             return Rejected("invalid_api_key", "invalid API key")
         if record.revoked:
             return Rejected("api_key_revoked", "API key has been revoked")
-        return ADMIN if record.admin else record.project
+        answer = ADMIN if record.admin else record.project
+        if len(self._accepted) >= KEY_HASH_MEMO_MAX:
+            self._accepted = {}
+        self._accepted[api_key] = answer
+        return answer
 
     def has_project(self, project: str) -> bool:
         return project in self._projects
@@ -149,7 +165,12 @@ class LedgerClient:
     def _on_frame(self, messages: list[ipc.LedgerMsg]) -> None:
         waiting = self._waiting
         for message in messages:
-            if type(message) is ipc.Reply:
+            if type(message) is ipc.Oks:
+                for call_id, body in zip(message.ids, message.bodies):
+                    call = waiting.pop(call_id, None)
+                    if call is not None and not call[0].done():
+                        call[0].set_result(call[1](body))
+            elif type(message) is ipc.Reply:
                 call = waiting.pop(message.id, None)
                 if call is not None and not call[0].done():
                     _resolve(call[0], call[1], message)
@@ -173,6 +194,12 @@ class LedgerClient:
         self._connection.close()
 
     def _call(self, op: ipc.AnyOp, decode: Callable[[bytes], Any] = msgspec.Raw) -> asyncio.Future[Any]:
+        future, call_id = self._wait(decode)
+        self._outbox.send(ipc.Call(call_id, op))
+        return future
+
+    def _wait(self, decode: Callable[[bytes], Any]) -> tuple[asyncio.Future[Any], int]:
+        """A new call id and the future its answer resolves (`decode` of an OK body)."""
         if self._gone:
             raise Unavailable("shutting_down", "the ledger process stopped")
         if len(self._waiting) >= IN_FLIGHT_MAX:
@@ -180,8 +207,7 @@ class LedgerClient:
         self._next_id = call_id = self._next_id + 1
         future: asyncio.Future[Any] = self._loop.create_future()
         self._waiting[call_id] = (future, decode)
-        self._outbox.send(ipc.Call(call_id, op))
-        return future
+        return future, call_id
 
     # -- the Runtime protocol (net/handlers.py) -----------------------------------------------------
 
@@ -194,13 +220,16 @@ class LedgerClient:
         return self._status.durable_lsn
 
     async def submit(self, command: Command) -> Applied | Rejected:
-        decode: Callable[[bytes], Any] = msgspec.Raw
+        """One Write message; an OK answer resolves to Applied(its body, durable)."""
+        decode: Callable[[bytes], Any] = _applied_raw
         if type(command) is CreateApiKey:
-            decode = _decoder_of(KeyView)
+            decode = _KEY_VIEW
         elif type(command) is RevokeApiKey:
-            decode = _decoder_of(RevokedKey)
-        result = await self._call(ipc.Submit(command), decode)  # type: ignore[arg-type]  # a Command of AnyCommand
-        return result if type(result) is Rejected else Applied(result, True)
+            decode = _REVOKED_KEY
+        future, call_id = self._wait(decode)
+        self._outbox.send(ipc.Write(call_id, command))  # type: ignore[arg-type]  # a Command of AnyCommand
+        result: Applied | Rejected = await future
+        return result
 
     async def get_customer(self, project: str, customer_id: str) -> CustomerResponse | Rejected:
         result: CustomerResponse | Rejected = await self._call(ipc.GetCustomer(project, customer_id))
@@ -250,9 +279,22 @@ class LedgerClient:
         return bytes(result)
 
 
-def _decoder_of(kind: type[Any]) -> Callable[[bytes], Any]:
-    decoder = msgspec.json.Decoder(kind)
-    return decoder.decode
+def _applied_raw(body: bytes) -> Applied:
+    """A write's OK body as the handlers take it: Applied(the JSON, verbatim; durable)."""
+    return Applied(msgspec.Raw(body), True)
+
+
+def _applied_of(kind: type[Any]) -> Callable[[bytes], Applied]:
+    decode = msgspec.json.Decoder(kind).decode
+
+    def applied(body: bytes) -> Applied:
+        return Applied(decode(body), True)
+
+    return applied
+
+
+_KEY_VIEW: Final = _applied_of(KeyView)  # net/admin.py reads the created key's fields
+_REVOKED_KEY: Final = _applied_of(RevokedKey)
 
 
 def _resolve(future: asyncio.Future[Any], decode: Callable[[bytes], Any], reply: ipc.Reply) -> None:

@@ -63,13 +63,27 @@ _KEY_COMMANDS: Final = (CreateApiKey, RevokeApiKey)
 
 
 class _Applied:
-    """The writes of one frame applied at once: their replies and the LSN they all rest on."""
+    """The writes of one frame applied at once: their answers (the OK ones in one Oks message,
+    refusals as Replies) and the LSN they all rest on."""
 
-    __slots__ = ("replies", "wait_lsn")
+    __slots__ = ("oks", "replies", "wait_lsn")
 
     def __init__(self) -> None:
+        self.oks = ipc.Oks([], [])
         self.replies: list[ipc.Reply] = []
         self.wait_lsn = 0
+
+    def put_into(self, outbox: ipc.Outbox) -> None:
+        """Queue every answer on `outbox` (the owner flushes)."""
+        if self.oks.ids:
+            outbox.put(self.oks)
+        for reply in self.replies:
+            outbox.put(reply)
+
+    def failed(self, error: Unavailable) -> list[ipc.Reply]:
+        """Every call of the batch answered 503 `error` (the log failed before covering it)."""
+        ids = [*self.oks.ids, *(reply.id for reply in self.replies)]
+        return [ipc.Reply(call_id, ipc.UNAVAILABLE, code=error.code, message=error.message) for call_id in ids]
 
 
 class _Front:
@@ -171,9 +185,9 @@ class LedgerServer:
         one durability wait; everything else handled on its own."""
         applied = _Applied()
         for message in messages:
-            if type(message) is not ipc.Call or not self._apply_now(front, message, applied):
+            if type(message) is not ipc.Write or not self._apply_now(front, message, applied):
                 self._handle(front, message)
-        if applied.replies:
+        if applied.oks.ids or applied.replies:
             self._answer_when_durable(front, applied)
 
     async def _serve(self, front: _Front) -> None:
@@ -193,7 +207,7 @@ class LedgerServer:
             front.connection.close()
 
     def _handle(self, front: _Front, message: ipc.FrontMsg) -> None:
-        if type(message) is ipc.Call:
+        if type(message) is ipc.Write or type(message) is ipc.Call:
             asyncio.get_running_loop().create_task(self._answer(front, message))
         elif type(message) is ipc.Hello:
             self._hello(front)
@@ -223,27 +237,32 @@ class LedgerServer:
 
     # -- calls ------------------------------------------------------------------------------------
 
-    def _apply_now(self, front: _Front, call: ipc.Call, applied: _Applied) -> bool:
-        """A plain write (not a key change) applied now; its reply joins `applied`. False: it
-        must take the slow path (`_answer`: reads, key changes, a shard with work queued)."""
-        op = call.op
+    def _apply_now(self, front: _Front, write: ipc.Write, applied: _Applied) -> bool:
+        """A plain write (not a key change) applied now; its answer joins `applied`. False: it
+        must take the slow path (`_answer`: key changes, a shard with work queued, not open)."""
+        command = write.command
         runtime = self._runtime
-        if type(op) is not ipc.Submit or runtime is None or not self._open or type(op.command) in _KEY_COMMANDS:
+        if runtime is None or not self._open or type(command) in _KEY_COMMANDS:
             return False
         try:
-            done = runtime.try_apply(op.command)
+            done = runtime.try_apply(command)
         except Unavailable as error:
             self.push_status()  # e.g. the WAL failed: /health turns 503 on every front first
-            front.outbox.send(ipc.Reply(call.id, ipc.UNAVAILABLE, code=error.code, message=error.message))
+            front.outbox.send(ipc.Reply(write.id, ipc.UNAVAILABLE, code=error.code, message=error.message))
             return True
         except Exception as error:  # a bug: this call answers 500 internal_error, the rest go on
-            log.exception("call %s failed", type(op).__name__)
-            front.outbox.send(ipc.Reply(call.id, ipc.FAILED, message=repr(error)))
+            log.exception("write %s failed", type(command).__name__)
+            front.outbox.send(ipc.Reply(write.id, ipc.FAILED, message=repr(error)))
             return True
         if done is None:
             return False
         result, wait_lsn = done
-        applied.replies.append(self._reply_of(call.id, result))
+        if type(result) is Applied:
+            oks = applied.oks
+            oks.ids.append(write.id)
+            oks.bodies.append(self._encoder.encode(result.body))
+        else:
+            applied.replies.append(self._reply_of(write.id, result))
         if wait_lsn > applied.wait_lsn:
             applied.wait_lsn = wait_lsn
         return True
@@ -254,8 +273,8 @@ class LedgerServer:
         runtime = self._runtime
         assert runtime is not None
         if not self._held and applied.wait_lsn <= runtime.durable_lsn:
-            for reply in applied.replies:
-                front.outbox.send(reply)
+            applied.put_into(front.outbox)
+            front.outbox.send_later()
             return
         self._held.append((front, applied))
         if self._resolver is None:
@@ -273,17 +292,14 @@ class LedgerServer:
                     self.push_status()
                     while held:
                         front, applied = held.popleft()
-                        for reply in applied.replies:
-                            front.outbox.send(ipc.Reply(reply.id, ipc.UNAVAILABLE, code=error.code,
-                                                        message=error.message))  # fmt: skip
+                        for reply in applied.failed(error):
+                            front.outbox.send(reply)
                     return
                 durable_lsn = runtime.durable_lsn
                 touched: set[_Front] = set()
                 while held and held[0][1].wait_lsn <= durable_lsn:
                     front, applied = held.popleft()
-                    put = front.outbox.put
-                    for reply in applied.replies:
-                        put(reply)
+                    applied.put_into(front.outbox)
                     touched.add(front)
                 for front in touched:
                     front.outbox.flush()  # every front's replies of this commit in one frame
@@ -296,35 +312,42 @@ class LedgerServer:
         assert type(result) is Applied
         return ipc.Reply(call_id, ipc.OK, body=self._encoder.encode(result.body))
 
-    async def _answer(self, front: _Front, call: ipc.Call) -> None:
+    async def _answer(self, front: _Front, call: ipc.Write | ipc.Call) -> None:
         try:
             reply = await self._reply(call)
         except Unavailable as error:
             self.push_status()  # e.g. the WAL failed: /health turns 503 on every front first
             reply = ipc.Reply(call.id, ipc.UNAVAILABLE, code=error.code, message=error.message)
         except Exception as error:  # a bug: the front answers 500 internal_error, the ledger goes on
-            log.exception("call %s failed", type(call.op).__name__)
+            log.exception("call %s failed", type(call.command if isinstance(call, ipc.Write) else call.op).__name__)
             reply = ipc.Reply(call.id, ipc.FAILED, message=repr(error))
         front.outbox.send(reply)
 
-    async def _reply(self, call: ipc.Call) -> ipc.Reply:
+    async def _reply(self, call: ipc.Write | ipc.Call) -> ipc.Reply:
+        if type(call) is ipc.Write:
+            result = await self._ledger().submit(call.command)
+            if type(result) is Applied and isinstance(call.command, _KEY_COMMANDS):
+                await self._publish_key(call.command)
+            return self._reply_of(call.id, result)
+        assert type(call) is ipc.Call
         op = call.op
         if type(op) is ipc.Metrics:
             return ipc.Reply(call.id, ipc.OK, body=await self._metrics_text())
         result = await self._run(op)
-        if type(result) is Applied and isinstance(op, ipc.Submit) and isinstance(op.command, _KEY_COMMANDS):
-            await self._publish_key(op.command)
         if type(result) is Rejected or type(result) is Applied:
             return self._reply_of(call.id, result)
         return ipc.Reply(call.id, ipc.OK, body=self._encoder.encode(result))
 
-    async def _run(self, op: ipc.AnyOp) -> Any:
+    def _ledger(self) -> Runtime:
+        """The Runtime, once the gate is open (else 503 not_ready)."""
         runtime = self._runtime
         if runtime is None or not self._open:
             raise Unavailable("not_ready", "the server is recovering its ledger; retry shortly")
+        return runtime
+
+    async def _run(self, op: ipc.AnyOp) -> Any:
+        runtime = self._ledger()
         match op:
-            case ipc.Submit():
-                return await runtime.submit(op.command)
             case ipc.GetCustomer():
                 return await runtime.get_customer(op.project, op.customer_id)
             case ipc.GetLedger():

@@ -3,16 +3,19 @@
 What: the dump parsing takes the largest total among the dump files of one process (the dump
 after the counted requests; callgrind also writes one at exit), never another pid's, and the
 report's ratio and per-process shares (--workers 2: the sum over the ledger and its fronts).
-How it could fail: a changed dump format read as 0 or the startup total, or the ratio inverted.
+How it could fail: a changed dump format read as 0 or the startup total, or the ratio inverted;
+or a process counted before it listens (its start-up read as request work: the old 606k figure).
 """
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 
 import pytest
 
-from bench.instructions import CallgrindServer, report
+from bench.instructions import CallgrindServer, listening_pids, report
 
 
 def test_dumped_instructions_takes_the_largest_total(tmp_path: Path) -> None:
@@ -44,3 +47,15 @@ def test_report_workers_sums_and_shares() -> None:
     assert lines[3] == "| Tally deduct, hot, --workers 2 (durable) | 460,000 | 0.50× |"
     assert lines[5] == ("- per process (instructions / all requests): Tally ledger 150,000, front 0 160,000, "
                         "front 1 150,000; bare 115,000, 115,000.")
+
+
+def test_listening_pids_sees_a_listening_socket_not_a_bound_one() -> None:
+    """A process counts as serving once it holds a LISTEN socket on the port; a bound,
+    non-listening one (the ledger's port reservation) does not count."""
+    with socket.socket() as listening, socket.socket() as bound:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        bound.bind(("127.0.0.1", 0))
+        me = os.getpid()
+        assert listening_pids([me], listening.getsockname()[1]) == {me}
+        assert listening_pids([me], bound.getsockname()[1]) == set()

@@ -13,11 +13,11 @@ import pytest
 from engine.core.commands import Deduct
 from engine.core.keys import hash_api_key
 from engine.core.reads import EntitlementEvents, SlotPools
-from engine.core.results import Rejected
+from engine.core.results import Applied, Rejected
 from engine.core.state import ApiKey
 from engine.runtime import ADMIN
 from net import ipc
-from net.ledger_client import KeyReplica
+from net.ledger_client import KeyReplica, LedgerClient
 
 
 class _Received:
@@ -41,7 +41,7 @@ class _Received:
 
 _CALLS = [
     ipc.Hello(1),
-    ipc.Call(1, ipc.Submit(Deduct(at_ms=0, project="p", customer_id="c", amount=5, transaction_id="t"))),
+    ipc.Write(1, Deduct(at_ms=0, project="p", customer_id="c", amount=5, transaction_id="t")),
     ipc.Call(2, ipc.Read(SlotPools("p", "c", wallet=None))),
     ipc.Call(3, ipc.Read(EntitlementEvents("p", "c", limit=5, cursor=None, feature_key=None,
                                            types=frozenset({"set"}), from_ms=1, to_ms=None))),  # fmt: skip
@@ -125,6 +125,7 @@ def test_key_replica_authenticates_like_the_runtime() -> None:
     replica.apply(ipc.Keys(1, True, [key, admin], ["p"]))
     assert replica.authenticate("secret-1") == "p"
     assert replica.authenticate("secret-2") is ADMIN
+    assert replica.authenticate("secret-1") == "p"  # again: the kept answer, until the table changes
     assert replica.authenticate("nope") == Rejected("invalid_api_key", "invalid API key")
     assert replica.has_project("p") and not replica.has_project("q")
     found = replica.find_key("k1")
@@ -136,3 +137,30 @@ def test_key_replica_authenticates_like_the_runtime() -> None:
     replica.apply(ipc.Keys(3, True, [], []))  # a full table replaces everything
     assert replica.authenticate("secret-2") == Rejected("invalid_api_key", "invalid API key")
     assert not replica.has_project("p")
+
+
+async def test_a_front_resolves_each_write_from_its_batch_answer() -> None:
+    """LedgerClient.submit sends the command itself (Write); one Oks answering three writes out
+    of order, and a Reply refusing one, resolve each caller with its own answer."""
+    ours, theirs = socket.socketpair()
+    received: list[list[Any]] = []
+    ledger = ipc.Connection(msgspec.msgpack.Decoder(list[ipc.FrontMsg]), received.append)
+    await ipc.connect(ours, ledger)
+    client = LedgerClient(0, on_open=lambda: None, on_records=lambda records: None,
+                          counters=lambda: ipc.FrontCounters([], []))  # fmt: skip
+    await client.connect(theirs)
+    commands = [Deduct(at_ms=0, project="p", customer_id="c", amount=n, transaction_id=f"t{n}") for n in range(1, 5)]
+    calls = [asyncio.ensure_future(client.submit(command)) for command in commands]
+    while sum(len(frame) for frame in received) < 1 + len(commands):
+        await asyncio.sleep(0.01)
+    writes = [message for frame in received for message in frame if type(message) is ipc.Write]
+    assert [write.command for write in writes] == commands
+    ids = [write.id for write in writes]
+    ledger.outbox.send(ipc.Oks([ids[2], ids[0], ids[3]], [b'{"n":3}', b'{"n":1}', b'{"n":4}']))
+    ledger.outbox.send(ipc.Reply(ids[1], ipc.REJECTED, code="insufficient_balance", message="no"))
+    results = await asyncio.wait_for(asyncio.gather(*calls), 10)
+    assert [bytes(r.body) if type(r) is Applied else r for r in results] == [
+        b'{"n":1}', Rejected("insufficient_balance", "no", None), b'{"n":3}', b'{"n":4}']
+    assert all(r.logged for r in results if type(r) is Applied)  # answered after the fsync: durable
+    ledger.close()
+    client.close()

@@ -54,7 +54,10 @@ class FakeFront:
 
     def _on_frame(self, messages: list[ipc.LedgerMsg]) -> None:
         for message in messages:
-            if type(message) is ipc.Reply:
+            if type(message) is ipc.Oks:
+                for call_id, body in zip(message.ids, message.bodies, strict=True):
+                    self.replies[call_id] = ipc.Reply(call_id, ipc.OK, body=body)
+            elif type(message) is ipc.Reply:
                 self.replies[message.id] = message
             elif type(message) is ipc.Keys:
                 self.send([ipc.KeysAck(message.seq)])
@@ -85,11 +88,11 @@ async def test_a_frame_of_writes_is_one_batch_answered_after_its_fsync(tmp_path:
         await server.open(runtime)
         gate.close()
         calls = [
-            ipc.Call(1, ipc.Submit(Deposit(at_ms=0, project=P, customer_id="c1", amount=100))),
-            ipc.Call(2, ipc.Submit(Deduct(at_ms=0, project=P, customer_id="c1", amount=30, transaction_id="t1"))),
-            ipc.Call(3, ipc.Submit(Deduct(at_ms=0, project=P, customer_id="c1", amount=1000, transaction_id="t2"))),
+            ipc.Write(1, Deposit(at_ms=0, project=P, customer_id="c1", amount=100)),
+            ipc.Write(2, Deduct(at_ms=0, project=P, customer_id="c1", amount=30, transaction_id="t1")),
+            ipc.Write(3, Deduct(at_ms=0, project=P, customer_id="c1", amount=1000, transaction_id="t2")),
             ipc.Call(4, ipc.GetCustomer(P, "c1")),
-            ipc.Call(5, ipc.Submit(CreateApiKey(at_ms=0, project=P, key_id="k2", key_hash="h" * 64))),
+            ipc.Write(5, CreateApiKey(at_ms=0, project=P, key_id="k2", key_hash="h" * 64)),
         ]
         last_lsn = runtime.state.last_lsn
         front.send(calls)
@@ -165,12 +168,12 @@ async def test_held_frames_of_every_front_answer_503_when_the_log_fails(tmp_path
     try:
         await server.open(runtime)
         log.armed = True
-        fronts[0].send([ipc.Call(1, ipc.Submit(Deposit(at_ms=0, project=P, customer_id="c1", amount=100)))])
+        fronts[0].send([ipc.Write(1, Deposit(at_ms=0, project=P, customer_id="c1", amount=100))])
         for _ in range(LOOP_TURNS):
             await asyncio.sleep(0)
         assert log.entered.wait(WAIT_S)  # the deposit's fsync is in flight, stuck
-        fronts[1].send([ipc.Call(7, ipc.Submit(Deduct(at_ms=0, project=P, customer_id="c1", amount=1, transaction_id="t1")))])
-        fronts[0].send([ipc.Call(2, ipc.Submit(Deduct(at_ms=0, project=P, customer_id="c1", amount=2, transaction_id="t2")))])
+        fronts[1].send([ipc.Write(7, Deduct(at_ms=0, project=P, customer_id="c1", amount=1, transaction_id="t1"))])
+        fronts[0].send([ipc.Write(2, Deduct(at_ms=0, project=P, customer_id="c1", amount=2, transaction_id="t2"))])
         for _ in range(LOOP_TURNS):
             await asyncio.sleep(0)
         assert fronts[0].replies == {} and fronts[1].replies == {}, "a reply left before its fsync"
