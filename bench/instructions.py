@@ -12,15 +12,15 @@ sent, and the counters are dumped (callgrind_control -d).
 `--workers 2`: the bare handler as 2 SO_REUSEPORT processes (`--processes 2`) against
 `tally serve --workers 2`, every process under callgrind (--trace-children=yes, one counter file
 per pid); each process's count is zeroed and dumped by its pid, and the table shows the sum per
-request and each process's share (the ledger, then front 0, front 1). Counting starts once every
-serving process listens on the port (/proc/net/tcp): /health answers as soon as one does, and a
+request and each process's share, named from its command line (the ledger, front 0, front 1, and
+the WAL flusher process, which every `tally serve` runs). Counting starts once every serving process listens on the port (/proc/net/tcp): /health answers as soon as one does, and a
 process still importing under valgrind would get no connection and have its start-up counted as
 request work (how 2 bare processes once summed to 606k instead of ~235k). The per-process split
 moves by a few % between runs (how many writes share a frame and a group commit depends on
 timing); the single-process figures repeat within ~1 %.
 
 What it does not see: kernel time (fdatasync, socket and futex syscalls, thread wake-ups), cache
-misses, and the flusher thread's waiting. So it bounds the throughput ratio from above; wrk's
+misses, and the WAL flusher's waiting. So it bounds the throughput ratio from above; wrk's
 rows (bench/run.py) stay the measurement. Needs valgrind (bash bench/setup.sh --profiler).
 """
 
@@ -132,7 +132,8 @@ def listening_pids(pids: list[int], port: int) -> set[int]:
     return found
 
 
-def measure(server: CallgrindServer, requests: int, connections: int, *, fund: bool, listeners: int = 1) -> list[float]:
+def measure(server: CallgrindServer, requests: int, connections: int, *, fund: bool,
+            listeners: int = 1) -> list[tuple[str, float]]:  # fmt: skip
     """Start under callgrind, wait until `listeners` processes listen, warm up, count
     `requests` deducts; each process's instructions divided by `requests` (the server's
     process first, then its children by pid)."""
@@ -150,9 +151,24 @@ def measure(server: CallgrindServer, requests: int, connections: int, *, fund: b
         server.control("-d", pids)
         if bad:
             raise RuntimeError(f"{server.kind}: {bad} of {requests} requests failed")
-        return [server.dumped_instructions(pid) / requests for pid in pids]
+        return [(process_name(pid, pids), server.dumped_instructions(pid) / requests) for pid in pids]
     finally:
         server.stop()
+
+
+def process_name(pid: int, pids: list[int]) -> str:
+    """What `pid` is among a server's processes (`pids`: the server first): "ledger" (or "server"
+    without fronts), "front N", "WAL flusher", or "process N" (the baseline's)."""
+    def argv(of: int) -> list[bytes]:
+        return Path(f"/proc/{of}/cmdline").read_bytes().split(b"\0")
+    fronts = [other for other in pids if b"net.front" in argv(other)]
+    if pid in fronts:
+        return f"front {fronts.index(pid)}"
+    if b"wal.flusher_main" in argv(pid):
+        return "WAL flusher"
+    if pid == pids[0]:
+        return "ledger" if fronts else "server"
+    return f"process {pids.index(pid)}"
 
 
 async def _post(url: str, api_key: str, body: bytes) -> None:
@@ -175,8 +191,10 @@ def run(requests: int, connections: int, workers: int = 1) -> dict[str, Any]:
                         connections, fund=True, listeners=workers)  # fmt: skip
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
-    return {"requests": requests, "connections": connections, "workers": workers, "bare": sum(bare),
-            "tally": sum(tally), "ratio": sum(bare) / sum(tally), "bare_each": bare, "tally_each": tally}  # fmt: skip
+    bare_each, tally_each = [count for _, count in bare], [count for _, count in tally]
+    return {"requests": requests, "connections": connections, "workers": workers, "bare": sum(bare_each),
+            "tally": sum(tally_each), "ratio": sum(bare_each) / sum(tally_each), "bare_each": bare_each,
+            "tally_each": tally_each, "tally_names": [name for name, _ in tally]}  # fmt: skip
 
 
 def report(result: dict[str, Any]) -> list[str]:
@@ -187,8 +205,8 @@ def report(result: dict[str, Any]) -> list[str]:
         f"| {bare_label} | {result['bare']:,.0f} | — |",
         f"| Tally deduct, hot, --workers {workers} (durable) | {result['tally']:,.0f} | {result['ratio']:.2f}× |",
     ]
-    if workers > 1:
-        names = ["ledger", *(f"front {index}" for index in range(len(result["tally_each"]) - 1))]
+    if len(result.get("tally_each", ())) > 1:
+        names = result.get("tally_names") or ["ledger", *(f"front {i}" for i in range(len(result["tally_each"]) - 1))]
         shares = ", ".join(f"{name} {count:,.0f}" for name, count in zip(names, result["tally_each"]))
         bare_shares = ", ".join(f"{count:,.0f}" for count in result["bare_each"])
         lines += ["", f"- per process (instructions / all requests): Tally {shares}; bare {bare_shares}."]

@@ -203,7 +203,7 @@ class Server:
 
     def cpu_s(self) -> float:
         """utime + stime of the whole process (all threads) and of its live children (the fronts
-        of --workers N, the baseline's --processes N), seconds."""
+        of --workers N, the WAL flusher, the baseline's --processes N), seconds."""
         total = 0.0
         for pid in (self.pid, *self.child_pids()):
             try:
@@ -214,16 +214,18 @@ class Server:
             total += (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of proc(5)
         return total
 
-    def child_pids(self) -> list[int]:
-        """The server's direct children, from /proc (Linux)."""
+    def child_pids(self, module: str = "") -> list[int]:
+        """The server's direct children, from /proc (Linux); with `module`, only those running
+        `python -m <module>` ("net.front": the fronts; "wal.flusher_main": the WAL flusher)."""
         found = []
         for entry in os.listdir("/proc"):
             if entry.isdigit():
                 try:
                     text = Path(f"/proc/{entry}/stat").read_text()
+                    argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
                 except OSError:
                     continue
-                if int(text[text.rindex(")") + 2:].split()[1]) == self.pid:
+                if int(text[text.rindex(")") + 2:].split()[1]) == self.pid and (not module or module.encode() in argv):
                     found.append(int(entry))
         return found
 
@@ -446,12 +448,13 @@ def commit_note(name: str, connections: int, before: tuple[float, ...], after: t
 
 def run_profile(server: Server, scenario: Scenario, customers: int, connections: int, duration_s: int,
                 out_path: Path) -> str:
-    """py-spy record the server (and, with --workers N, its first front too) while wrk drives the
+    """py-spy record the server (with --workers N, its first front too; and its WAL flusher) while wrk drives the
     scenario; summarise top functions per process."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(spy).exists():
         return "py-spy not installed: bash bench/setup.sh --profiler"
-    targets = [("", server.pid)] + [("-front", pid) for pid in sorted(server.child_pids())[:1]]
+    targets = [("", server.pid)] + [("-front", pid) for pid in sorted(server.child_pids("net.front"))[:1]]
+    targets += [("-flusher", pid) for pid in server.child_pids("wal.flusher_main")[:1]]
     spies = []
     for suffix, pid in targets:
         raw_path = out_path.with_name(out_path.stem + suffix).with_suffix(".collapsed.txt")
@@ -466,7 +469,8 @@ def run_profile(server: Server, scenario: Scenario, customers: int, connections:
         if not raw_path.exists():
             texts.append(f"py-spy failed: {err[-1000:]}")
             continue
-        who = " (a front process)" if suffix else (" (the ledger process)" if len(targets) > 1 else "")
+        who = {"-front": " (a front process)", "-flusher": " (the WAL flusher process)"}.get(suffix, "")
+        who = who or (" (the ledger process)" if server.child_pids("net.front") else "")
         texts.append(summarise_profile(raw_path, f"{scenario.name}{who} at {connections} connections, "
                                        f"{result['rps']:,.0f} req/s under py-spy (200 Hz, non-blocking)",
                                        samples_max=200.0 * duration_s))  # fmt: skip

@@ -348,7 +348,8 @@ def _name(flag: str, value: str) -> str:
 
 
 def _serve_runtime_config(args: argparse.Namespace) -> RuntimeConfig:
-    """The serve flags, mapped one to one; every other knob keeps RuntimeConfig's default."""
+    """The serve flags, mapped one to one; every other knob keeps RuntimeConfig's default, except
+    the WAL flusher: a process (RuntimeConfig's default, a thread, suits in-process embedders)."""
     return RuntimeConfig(
         data_dir=args.data_dir,
         shard_count=args.shard_count,
@@ -358,6 +359,7 @@ def _serve_runtime_config(args: argparse.Namespace) -> RuntimeConfig:
         wal_segment_size_max=args.wal_segment_size_max,
         keep_segments=not args.prune_segments,
         fsync=not args.unsafe_skip_fsync,
+        wal_flusher_process=True,  # a served data directory syncs in its own process (wal/flusher.py)
     )
 
 

@@ -15,7 +15,6 @@ ledger closing the connection (it stopped or died: fail-stop) -> exit at once, c
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import os
 import signal
@@ -34,10 +33,10 @@ from net.logs import RequestLog, configure_logging
 from net.observe import METRICS_SOURCE, Observer
 from net.server import raise_gc_gen0_threshold
 from net.transport import listen
+from wal.process import die_with_parent
 
 log = logging.getLogger("tally.front")
 
-PR_SET_PDEATHSIG: Final = 1
 EXIT_LEDGER_GONE: Final = 1
 
 
@@ -54,16 +53,6 @@ class FrontSpec(msgspec.Struct, frozen=True, kw_only=True):
     log_format: str
     log_level: str
     log_requests: bool
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """SIGKILL this process when its parent dies (Linux prctl); exit now if it already did."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    if os.getppid() != parent_pid:
-        os._exit(EXIT_LEDGER_GONE)
 
 
 def counters_of(observer: Observer) -> ipc.FrontCounters:
@@ -108,7 +97,7 @@ async def run_front(spec: FrontSpec) -> int:
 
 def main(argv: list[str]) -> int:
     spec = msgspec.json.decode(argv[1], type=FrontSpec)
-    die_with_parent(spec.parent_pid)
+    die_with_parent(spec.parent_pid, EXIT_LEDGER_GONE)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     configure_logging(spec.log_format, spec.log_level)
     code = uvloop.run(run_front(spec))

@@ -29,7 +29,8 @@ from wal.snapshot import (
     write_snapshot_temporary,
 )
 from wal.store import LogBackend, LogRecords, LogStore
-from wal.writer import LogFile, OsLogFile, WalStats, WalWriter
+from wal.appender import LogFile, OsLogFile
+from wal.writer import WalStats, WalWriter
 
 __all__ = [
     "BackupReport",

@@ -75,6 +75,7 @@ FRAME_OVERHEAD = FRAME_HEADER.size + FRAME_TRAILER.size
 # a garbled length field is recognised as garbage before anything is read or allocated.
 PAYLOAD_SIZE_MAX = 16 * 1024 * 1024
 LSN_MAX = 2**64 - 1
+ZERO_SCAN_CHUNK = 64 * 1024  # bytes zero_tail_start looks at per step
 
 assert SEGMENT_HEADER.size == 24
 assert FRAME_HEADER.size == 16
@@ -184,12 +185,22 @@ def check_frame(data: bytes | memoryview, offset: int) -> tuple[int, int] | str:
     return lsn, end
 
 
-def zero_tail_start(data: bytes) -> int:
+def zero_tail_start(data: bytes | bytearray) -> int:
     """Offset where the run of zero bytes ending `data` starts (len(data) when its last byte is
     not zero). A segment is zero-filled ahead of its frames (FORMAT.md "Preallocation"), and no
     frame of zeros is sound (crc32c of 16 zero bytes is not 0, asserted below), so the frames of
-    a segment end at or before this offset."""
-    return len(data.rstrip(b"\0"))
+    a segment end at or before this offset.
+
+    Scans backwards ZERO_SCAN_CHUNK bytes at a time, counting zeros in place: only the chunk where
+    the zeros start is copied (`data.rstrip` would copy the whole segment's frames, up to 64 MiB,
+    once per segment at recovery and when the writer reopens)."""
+    end = len(data)
+    while end > 0:
+        start = max(0, end - ZERO_SCAN_CHUNK)
+        if data.count(0, start, end) != end - start:
+            return start + len(data[start:end].rstrip(b"\0"))
+        end = start
+    return 0
 
 
 def fsync_directory(directory: Path) -> None:

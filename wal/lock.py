@@ -46,6 +46,12 @@ class DataDirLock:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
 
+    def fileno(self) -> int:
+        """The locked descriptor (held). A child that inherits it (the WAL flusher process) keeps
+        the lock alive until both have exited: the flock belongs to the open file, not the pid."""
+        assert self._fd is not None, "not held"
+        return self._fd
+
     def release(self) -> None:
         if self._fd is not None:
             fd, self._fd = self._fd, None

@@ -25,6 +25,9 @@ class RuntimeConfig:
     snapshot_interval_s: float = 3600.0  # 0 = never by time
     keep_segments: bool = True  # False: delete segments a durable snapshot covers
     fsync: bool = True  # False only for benchmarks: acknowledged writes can be lost
+    # True: the WAL is written and synced by a child process (what `tally serve` runs; wal/flusher.py
+    # says why); False: by a thread of this process (no child to spawn, for in-process embedders)
+    wal_flusher_process: bool = False
 
     def __post_init__(self) -> None:
         _check(1 <= self.shard_count <= SHARD_COUNT_MAX, f"shard_count must be 1..{SHARD_COUNT_MAX}")

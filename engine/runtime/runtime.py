@@ -161,6 +161,8 @@ class Runtime:
             config.data_dir, segment_size_max=config.wal_segment_size_max,
             batch_records_max=config.wal_batch_records_max, queue_records_max=config.wal_queue_records_max,
             fsync=config.fsync, log_file_factory=log_file_factory,
+            # The flusher process keeps the lock while it lives (wal/flusher.py ProcessFlusher).
+            flusher_process=config.wal_flusher_process and log_file_factory is None, keep_fds=(lock.fileno(),),
         )  # fmt: skip
         try:
             loop = asyncio.get_running_loop()

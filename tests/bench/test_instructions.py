@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.instructions import CallgrindServer, listening_pids, report
+from bench.instructions import CallgrindServer, listening_pids, process_name, report
 
 
 def test_dumped_instructions_takes_the_largest_total(tmp_path: Path) -> None:
@@ -59,3 +59,14 @@ def test_listening_pids_sees_a_listening_socket_not_a_bound_one() -> None:
         me = os.getpid()
         assert listening_pids([me], listening.getsockname()[1]) == {me}
         assert listening_pids([me], bound.getsockname()[1]) == set()
+
+
+def test_report_names_each_process_it_was_given() -> None:
+    lines = report({"requests": 1000, "connections": 16, "bare": 230_000.0, "tally": 300_000.0, "ratio": 0.77,
+                    "bare_each": [230_000.0], "tally_each": [290_000.0, 10_000.0],
+                    "tally_names": ["server", "WAL flusher"]})  # fmt: skip
+    assert lines[5] == "- per process (instructions / all requests): Tally server 290,000, WAL flusher 10,000; bare 230,000."
+
+
+def test_process_name_reads_the_command_line() -> None:
+    assert process_name(os.getpid(), [os.getpid()]) == "server"

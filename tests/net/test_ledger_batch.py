@@ -27,7 +27,7 @@ from engine.runtime import Runtime, RuntimeConfig
 from net import ipc
 from net.ledger_server import LedgerServer
 from net.observe import Observer
-from wal.writer import OsLogFile
+from wal.appender import OsLogFile
 from tests.wal.faults import WAIT_S, Gate
 
 P = "proj"

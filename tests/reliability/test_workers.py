@@ -24,6 +24,7 @@ from pathlib import Path
 import aiohttp
 
 from tests.api.harness import ADMIN_KEY, API_KEY, Server, full_ledger, request
+from tests.processes import alive, children_of
 from tests.waiting import wait_for
 
 WORKERS_ARGS = ("--workers", "2")
@@ -32,30 +33,6 @@ LOAD_CONNECTIONS = 8
 ACKED_BEFORE_KILL = 100
 ACKED_AFTER_RESTART = 200
 CROSSING_ATTEMPTS = 200
-
-
-def children_of(pid: int) -> set[int]:
-    """PIDs whose parent is `pid`, from /proc (Linux)."""
-    found = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as stat:
-                fields = stat.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != b"Z":
-            found.add(int(entry))
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except OSError:
-        return False
 
 
 def front_of(reply_headers: dict[str, str]) -> str:
@@ -142,9 +119,11 @@ def test_sigkill_of_main_leaves_no_front_and_restart_works_at_once(tmp_path: Pat
         assert server.proc is not None
         fronts = children_of(server.proc.pid)
         assert len(fronts) == 2, fronts
+        children = children_of(server.proc.pid, module="")
+        assert children == fronts | children_of(server.proc.pid, "wal.flusher_main") and len(children) == 3, children
         assert server.kill() == -signal.SIGKILL
-        wait_for(lambda: not any(alive(pid) for pid in fronts), what="the fronts to die with the main process",
-                 within_s=WAIT_S)  # fmt: skip
+        wait_for(lambda: not any(alive(pid) for pid in children), what="the fronts and the WAL flusher to die with "
+                 "the main process", within_s=WAIT_S)  # fmt: skip
         server.start()  # same port, same data dir: healthy (the start waits for /health 200)
         assert server.proc is not None and len(children_of(server.proc.pid)) == 2
         assert request(server.port, "GET", "/v1/customers/k").json()["balance"]["available"] == 7

@@ -16,6 +16,7 @@ from wal.frame import (
     FRAME_OVERHEAD,
     PAYLOAD_SIZE_MAX,
     SEGMENT_HEADER,
+    ZERO_SCAN_CHUNK,
     check_frame,
     crc32c,
     decode_segment_header,
@@ -23,6 +24,7 @@ from wal.frame import (
     encode_frame_into,
     encode_segment_header,
     segment_name,
+    zero_tail_start,
 )
 
 
@@ -68,3 +70,12 @@ def test_segment_header_round_trip_and_damage(tmp_path):
 
 def test_segment_name_is_twenty_digits():
     assert segment_name(1) == "wal-00000000000000000001.log"
+
+
+@given(st.binary(max_size=64), st.integers(0, 3 * ZERO_SCAN_CHUNK), st.integers(0, 3 * ZERO_SCAN_CHUNK))
+def test_zero_tail_start_is_where_the_trailing_zeros_begin(head: bytes, gap: int, zeros: int) -> None:
+    """Across chunk boundaries: frames, zeros inside them, then the zero tail."""
+    data = head + b"\0" * gap + b"\x01" + b"\0" * zeros
+    assert zero_tail_start(data) == len(data.rstrip(b"\0")) == len(head) + gap + 1
+    assert zero_tail_start(bytes(zeros)) == 0
+    assert zero_tail_start(bytearray(head + b"\x02")) == len(head) + 1

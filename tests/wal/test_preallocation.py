@@ -26,7 +26,7 @@ import pytest
 from tests.wal.faults import FaultPlan, flip_bit, frame_offsets, write_history, write_history_sync
 from wal import OsLogFile, WalCorrupt, WalFailed, WalWriter, backup, read_log, verify_log
 from wal.frame import SEGMENT_HEADER, encode_frame, list_segments, segment_name
-from wal.writer import PREALLOCATE_CHUNK
+from wal.appender import PREALLOCATE_CHUNK
 
 PAYLOADS = [bytes([i]) * (7 * i) for i in range(1, 9)]
 
