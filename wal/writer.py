@@ -6,7 +6,7 @@ How a record becomes durable:
                                     the first append of a batch schedules one hand-off (call_soon)
     hand-off (on the loop)          when no batch is in flight: take <= batch_records_max pending
                                     frames (one bytes object) and submit them to the flusher
-    flusher (wal/flusher.py)        a child process by default (flusher_process=True), else a
+    flusher (wal/flusher.py)        a child process (flusher_process=True: `tally serve`), else a
                                     thread: rotate if the segment would pass segment_size_max, ONE
                                     write (O_DSYNC: durable when it returns; a test LogFile without
                                     dsync gets ONE fdatasync after it), reply once; then top up
@@ -18,7 +18,7 @@ One fdatasync costs ~150 us on this disk (shared/research/machine-limits.md), so
 synced each record would top out near 6.6k records/s; a batch shares that cost. The write and the
 sync run off the loop so it keeps parsing requests meanwhile, and frames appended meanwhile form
 the next batch. At most one batch is in flight, so batches stay as large as the sync time allows
-and the flusher's queue is bounded. Why the flusher is a process by default: wal/flusher.py.
+and the flusher's queue is bounded. Why `tally serve` flushes in a process: wal/flusher.py.
 
 Fail-stop (ZODB `_finish`, TigerBeetle): any OSError from write, fdatasync or rotation, or the
 flusher process going away, marks the writer failed for good. An fsync is never retried (after a
