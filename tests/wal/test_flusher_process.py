@@ -67,7 +67,6 @@ async def test_records_round_trip_and_the_child_exits_on_close(tmp_path: Path) -
     await asyncio.gather(*(append_durable(writer, payloads[i::20]) for i in range(20)))
     assert writer.durable_lsn == writer.appended_lsn == 500
     assert writer.records_flushed == 500 and 500 // 16 <= writer.batches < 500  # group commit
-    assert len(writer.fsync_latency_us) == writer.batches  # one sample per batch, from the child
     await writer.close()
     assert gone(pid)
     assert sorted(payload for _, payload in read_log(tmp_path)) == sorted(payloads)
@@ -84,7 +83,7 @@ async def test_rotation_and_a_reopened_log_in_the_child(tmp_path: Path) -> None:
 
 async def test_fsync_off_still_writes_every_record(tmp_path: Path) -> None:
     writer = await write_history(tmp_path, [b"x"] * 50, fsync=False, flusher_process=True)
-    assert writer.records_flushed == 50 and len(writer.fsync_latency_us) == 0
+    assert writer.records_flushed == 50
     assert len(list(read_log(tmp_path))) == 50
 
 
