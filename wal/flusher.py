@@ -230,12 +230,6 @@ class ProcessFlusher(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
-        if len(data) == REPLY.size and not self._replies:  # the common case: one whole reply
-            kind, _, lsn_last, size, latency_us = REPLY.unpack(data)
-            if kind == DONE:
-                assert self._done is not None
-                self._done(lsn_last, size, None if latency_us != latency_us else latency_us)  # NaN: fsync off
-                return
         replies = self._replies
         replies += data
         offset = 0

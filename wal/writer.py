@@ -65,17 +65,15 @@ class WalStats:
 class WalWriter:
     """Group-committing appender. Make one with `WalWriter.open(...)`, then `await start()`."""
 
-    def __init__(self, directory: Path, flusher: Flusher, *, next_lsn: int, segment_size_max: int,
-                 batch_records_max: int, queue_records_max: int, fsync: bool) -> None:  # fmt: skip
+    def __init__(self, directory: Path, flusher: Flusher, *, next_lsn: int, batch_records_max: int,
+                 queue_records_max: int) -> None:  # fmt: skip
         assert next_lsn >= 1
         assert batch_records_max >= 1
         assert queue_records_max >= batch_records_max
         self.directory = directory
-        self.segment_size_max = segment_size_max
         self.batch_records_max = batch_records_max
         self.queue_records_max = queue_records_max
-        self.fsync = fsync
-        self._flusher = flusher  # owns the segment file (wal/flusher.py)
+        self._flusher = flusher  # owns the segment file, its size limit and fsync (wal/flusher.py)
         # Loop-side state. Appended / durable LSN, the failure and the waiters: wal/waiters.py.
         self._waiters = DurableWaiters(next_lsn, queue_records_max, self._failed_error)
         self._taken_lsn = next_lsn - 1  # last lsn handed to the flusher
@@ -126,8 +124,8 @@ class WalWriter:
             appender.close()  # the child reopens it
             flusher = ProcessFlusher(directory, position, segment_size_max=segment_size_max, fsync=fsync,
                                      keep_fds=keep_fds)  # fmt: skip
-        return cls(directory, flusher, next_lsn=next_lsn, segment_size_max=segment_size_max,
-                   batch_records_max=batch_records_max, queue_records_max=queue_records_max, fsync=fsync)  # fmt: skip
+        return cls(directory, flusher, next_lsn=next_lsn, batch_records_max=batch_records_max,
+                   queue_records_max=queue_records_max)
 
     # -- the loop side -------------------------------------------------------------------
 
