@@ -6,7 +6,8 @@ How: run the suite as a subprocess (it starts its own bare baseline and `tally s
 127.0.0.1 ports, drives them with wrk, stops them by PID), then read the markdown it wrote.
 How it could fail: wrk missing (installed by bench/setup.sh; skipped if that is impossible), a
 Lua script that reuses transaction ids or sends a consume before its freeze (4xx rows), a server
-that never answers /health, or a suite that grew past its 90 s smoke budget.
+that never answers /health, or a suite that hangs (SMOKE_TIMEOUT_S: a guard against a hang, not a
+speed check; how long the suite takes is bench/'s to report).
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import pytest
 from bench.run import SCENARIOS
 
 ROOT = Path(__file__).resolve().parents[2]
-SMOKE_TIMEOUT_S = 90  # 60 s before the many_buckets and hooks rows (four more server starts)
+# A hang guard, several times what the smoke takes on a loaded 2-core machine (it starts ~20
+# servers and runs wrk 1 s per row): slow CI hosts and the suite's other worker stay well inside it.
+SMOKE_TIMEOUT_S = 300
 
 
 def _ensure_wrk() -> None:
