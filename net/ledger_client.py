@@ -30,7 +30,7 @@ from typing import Any, Final
 import msgspec
 
 from engine.core.commands import Command, CreateApiKey, RevokeApiKey
-from engine.core.keys import KEY_HASH_MEMO_MAX, KeyHashMemo, keys_match
+from engine.core.keys import BoundedMemo, KeyHashMemo, keys_match
 from engine.core.queries import LedgerFilters
 from engine.core.reads import NamedRead
 from engine.core.results import (
@@ -65,10 +65,10 @@ class LedgerGone(Exception):
 class KeyReplica:
     """The front's copy of the key table: key hash -> ApiKey, key id -> hash, project names.
 
-    `authenticate` keeps the answers it gave to accepted keys (raw key -> project or ADMIN, at
-    most KEY_HASH_MEMO_MAX) until the table changes: every `apply` empties them, so a revoked key
-    is refused from the first request after the ledger's Keys message, as without them (the
-    lookup is the same dict lookup on the raw key KeyHashMemo makes; refusals are not kept)."""
+    `authenticate` keeps the answers it gave to accepted keys (raw key -> project or ADMIN, a
+    BoundedMemo) until the table changes: every `apply` empties them, so a revoked key is refused
+    from the first request after the ledger's Keys message, as without them (the lookup is the
+    same dict lookup on the raw key KeyHashMemo makes; refusals are not kept)."""
 
     __slots__ = ("_by_hash", "_by_id", "_key_hashes", "_projects", "_accepted")
 
@@ -77,10 +77,10 @@ class KeyReplica:
         self._by_hash: dict[str, ApiKey] = {}
         self._by_id: dict[str, str] = {}
         self._projects: set[str] = set()
-        self._accepted: dict[str, str | Admin] = {}
+        self._accepted: BoundedMemo[str, str | Admin] = BoundedMemo()
 
     def apply(self, message: ipc.Keys) -> None:
-        self._accepted = {}
+        self._accepted.clear()
         if message.full:
             self._by_hash, self._by_id, self._projects = {}, {}, set()
         for key in message.keys:
@@ -102,9 +102,7 @@ class KeyReplica:
         if record.revoked:
             return Rejected("api_key_revoked", "API key has been revoked")
         answer = ADMIN if record.admin else record.project
-        if len(self._accepted) >= KEY_HASH_MEMO_MAX:
-            self._accepted = {}
-        self._accepted[api_key] = answer
+        self._accepted.put(api_key, answer)
         return answer
 
     def has_project(self, project: str) -> bool:

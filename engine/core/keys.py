@@ -2,7 +2,10 @@
 
 import hashlib
 import hmac
-from typing import Final
+from typing import Final, TypeVar
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 def hash_api_key(key: str) -> str:
@@ -18,16 +21,11 @@ def keys_match(a: str, b: str) -> bool:
 KEY_HASH_MEMO_MAX: Final = 1024  # keys whose hash is kept; past this the memo starts again empty
 
 
-class KeyHashMemo(dict[str, str]):
-    """`hash_api_key` with the hashes of the last <= `size` distinct keys kept: `memo[key]` is
-    hash_api_key(key) (issue 14: a SHA-256 and a hex string per request saved for the few keys a
-    server sees; a dict whose __missing__ hashes, so a known key costs one dict lookup).
-
-    A memo of a pure function, not an auth cache: what a key may do is still looked up in the
-    ledger state on every request, so a revoked or rotated key stops working at once with no
-    invalidation. The raw keys it holds live only in this process's memory (never written or
-    logged), as each request's own buffers do. Bounded: full, it is emptied (a client sending
-    many wrong keys only costs itself and everyone else the hash they would pay anyway)."""
+class BoundedMemo(dict[K, V]):
+    """A dict of at most `size` entries that starts again empty when full: `put` adds one. What
+    the key memos below share (raw API keys kept in this process's memory only, never written or
+    logged). Emptied, not evicted one by one: a client sending many unknown keys only costs
+    itself and everyone else the work the memo would have saved."""
 
     __slots__ = ("_size",)
 
@@ -36,9 +34,24 @@ class KeyHashMemo(dict[str, str]):
         super().__init__()
         self._size = size
 
-    def __missing__(self, key: str) -> str:
-        key_hash = hash_api_key(key)
+    def put(self, key: K, value: V) -> None:
         if len(self) >= self._size:
             self.clear()
-        self[key] = key_hash
+        self[key] = value
+
+
+class KeyHashMemo(BoundedMemo[str, str]):
+    """`hash_api_key` with the hashes of the last <= `size` distinct keys kept: `memo[key]` is
+    hash_api_key(key) (issue 14: a SHA-256 and a hex string per request saved for the few keys a
+    server sees; a dict whose __missing__ hashes, so a known key costs one dict lookup).
+
+    A memo of a pure function, not an auth cache: what a key may do is still looked up in the
+    ledger state on every request, so a revoked or rotated key stops working at once with no
+    invalidation."""
+
+    __slots__ = ()
+
+    def __missing__(self, key: str) -> str:
+        key_hash = hash_api_key(key)
+        self.put(key, key_hash)
         return key_hash

@@ -23,7 +23,7 @@ from engine.core.commands import (
     RevokeApiKey,
 )
 from engine.core.digest import digest
-from engine.core.keys import KeyHashMemo, hash_api_key, keys_match
+from engine.core.keys import BoundedMemo, KeyHashMemo, hash_api_key, keys_match
 from engine.core.ledger import apply
 from engine.core.queries import (
     customer_count,
@@ -59,6 +59,18 @@ def test_3_15_key_hash_memo_is_hash_api_key_and_bounded():
     assert len(memo) == 2
     memo["c"]  # full: emptied, then holds the new key only
     assert len(memo) == 1 and memo["c"] == hash_api_key("c") and len(memo) == 1
+
+
+def test_bounded_memo_starts_again_empty_when_full():
+    memo: BoundedMemo[str, int] = BoundedMemo(size=2)
+    memo.put("a", 1)
+    memo.put("b", 2)
+    memo.put("b", 3)  # full: even a key it holds empties it first
+    assert memo == {"b": 3}
+    memo.put("c", 4)
+    assert memo == {"b": 3, "c": 4}
+    memo.put("d", 5)
+    assert memo == {"d": 5}
 
 
 def test_3_15_create_and_revoke_api_key():
