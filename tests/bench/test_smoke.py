@@ -1,6 +1,6 @@
 """The benchmark suite still runs end to end: `python -m bench.run --smoke` on this machine.
 
-What: every scenario row, the many-buckets and webhook rows, the memory and recovery sections,
+What: every scenario row, the many-buckets, webhook and paired rows, the memory and recovery sections,
 written to a results file.
 How: run the suite as a subprocess (it starts its own bare baseline and `tally serve` on free
 127.0.0.1 ports, drives them with wrk, stops them by PID), then read the markdown it wrote.
@@ -68,5 +68,7 @@ def test_smoke_run_writes_every_row_without_errors(tmp_path: Path) -> None:
     assert "## Many buckets" in text and "bystander c-1 while wrk hammers hot-0" in text
     webhook_rows = [line for line in text.splitlines() if line.startswith(("| none |", "| dead |", "| hang |"))]
     assert len(webhook_rows) == 3, webhook_rows
+    paired = [line for line in text.splitlines() if line.startswith(("| deduct_hot vs ", "| deduct_hot_w2 vs "))]
+    assert len(paired) == 2, paired  # bench/paired.py: one connection count in --smoke, both pairs
     assert "## Memory" in text and "bytes / customer" in text
     assert "## Recovery" in text and "full WAL replay" in text and "snapshot + WAL tail" in text
