@@ -93,8 +93,8 @@ def report(results: Results) -> list[str]:
             ratios = [t / b for t, b in pairs]
             ratio = ratio_of[(row, c)]
             out.append(f"| {row} vs {bare} | {c} | {statistics.median(t for t, _ in pairs):,.0f} | "
-                       f"{statistics.median(b for _, b in pairs):,.0f} | {ratio:.2f}× | "
-                       f"{min(ratios):.2f}× – {max(ratios):.2f}× | {'yes' if ratio >= TARGET_RATIO else 'NO'} |")
+                       f"{statistics.median(b for _, b in pairs):,.0f} | {ratio:.3f}× | "
+                       f"{min(ratios):.3f}× – {max(ratios):.3f}× | {'yes' if ratio >= TARGET_RATIO else 'NO'} |")
     out += ["", "- Servers of a pair stay up side by side; per round, wrk drives the Tally server and then its "
             "bare baseline (the order swapped every other round), the same load.lua `deduct` load on one hot "
             "customer as the main table; bench/paired.py says why the ratio is a median of rounds."]

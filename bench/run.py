@@ -697,7 +697,8 @@ def measure_recovery(server: Server, entries: int, no_snapshots: tuple[str, ...]
 
 
 def run_extra_rows(plan: Plan, names: tuple[str, ...], work_dir: Path, api_key: str) -> dict[str, Any]:
-    """The many_buckets and hooks rows (each starts and stops its own servers, by PID)."""
+    """The rows with drivers of their own: many_buckets, hooks, paired, instructions (each starts
+    and stops its own servers, by PID)."""
     import asyncio
 
     from bench import hooks_bench, instructions, many_buckets, paired  # not at import: they import this module
@@ -896,7 +897,7 @@ def _issue14_targets(rows: list[Row], bare: dict[tuple[str, int], float], paired
     if paired:
         from bench.paired import medians
 
-        return [f"| {ISSUE14_ROWS[row]} ≥ 0.70× bare, {c} conns | {ratio:.2f}× (paired, median of rounds) | "
+        return [f"| {ISSUE14_ROWS[row]} ≥ 0.70× bare, {c} conns | {ratio:.3f}× (paired, median of rounds) | "
                 f"{'yes' if ratio >= 0.70 else 'NO'} |" for (row, c), ratio in medians(paired).items()]
     out = []
     for row in rows:
