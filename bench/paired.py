@@ -82,7 +82,8 @@ def medians(results: Results) -> dict[tuple[str, int], float]:
 def report(results: Results) -> list[str]:
     ratio_of = medians(results)
     rounds = max((len(p) for by_conns in results.values() for p in by_conns.values()), default=0)
-    out = [f"## Issue 14 ratios, paired ({rounds} rounds, each Tally run beside its bare baseline)", "",
+    out = [f"## Issue 14 ratios, paired ({rounds} round{'s' if rounds != 1 else ''}, each Tally run beside its bare "
+           "baseline)", "",
            "| row | conns | Tally req/s (median) | bare req/s (median) | ratio (median of rounds) | "
            "lowest – highest | ≥ 0.70× |", "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
     for row, by_conns in results.items():
