@@ -105,7 +105,7 @@ def test_one_log_line_per_request_and_no_secret_in_the_log(tmp_path: Path) -> No
         assert len(found) == 1, (request_id, found)
         line = found[0]
         assert (line["method"], line["route"], line["status"], line["code"]) == (method, route, status, code), line
-        assert line["level"] == "info"  # duration_ms: measured in bench/
+        assert line["level"] == "info"
     for secret in (KEY, "tly_not_a_real_key_xyz", EMAIL, "Bob Secretname", "body-secret-value"):
         assert secret not in log
     assert any("recovered records=" in line.get("msg", "") for line in lines)
