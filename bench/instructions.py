@@ -41,6 +41,7 @@ from typing import Any
 
 import aiohttp
 
+from bench.procs import children_of
 from bench.run import ROOT, Server
 
 WARMUP_REQUESTS = 200
@@ -74,8 +75,7 @@ class CallgrindServer(Server):
 
     def pids(self) -> list[int]:
         """This server's process, then its children (the fronts, or the baseline's 2nd process)."""
-        children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
-        return [self.pid, *sorted(int(pid) for pid in children)]
+        return [self.pid, *sorted(children_of(self.pid))]
 
     def control(self, flag: str, pids: list[int]) -> None:
         for pid in pids:

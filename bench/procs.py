@@ -1,13 +1,16 @@
-"""A server's child processes, from /proc (Linux): which run, and whether one is still alive."""
+"""A server's child processes, from /proc (Linux): which run, and whether one is still alive.
+
+The one place bench/ (CPU shares, py-spy targets, callgrind) and tests/ (a front or the WAL
+flusher killed and replaced, children dying with the server) list a server's children."""
 
 from __future__ import annotations
 
 import os
 
 
-def children_of(pid: int, module: str = "net.front") -> set[int]:
-    """PIDs whose parent is `pid` and that run `python -m <module>` (a front; "wal.flusher_main":
-    the WAL flusher process; "": any), from /proc (Linux)."""
+def children_of(pid: int, module: str = "") -> set[int]:
+    """Live PIDs whose parent is `pid` and that run `python -m <module>` ("net.front": a front;
+    "wal.flusher_main": the WAL flusher process; "": any child), from /proc (Linux)."""
     found = set()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -25,6 +28,7 @@ def children_of(pid: int, module: str = "net.front") -> set[int]:
 
 
 def alive(pid: int) -> bool:
+    """`pid` exists and is not a zombie."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
             return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"

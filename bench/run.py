@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from bench.procs import children_of
+
 ROOT = Path(__file__).resolve().parent.parent
 LUA_DIR = ROOT / "bench" / "lua"
 RESULTS_DIR = ROOT / "bench" / "results"
@@ -225,19 +227,9 @@ class Server:
         return total
 
     def child_pids(self, module: str = "") -> list[int]:
-        """The server's direct children, from /proc (Linux); with `module`, only those running
-        `python -m <module>` ("net.front": the fronts; "wal.flusher_main": the WAL flusher)."""
-        found = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    text = Path(f"/proc/{entry}/stat").read_text()
-                    argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-                except OSError:
-                    continue
-                if int(text[text.rindex(")") + 2:].split()[1]) == self.pid and (not module or module.encode() in argv):
-                    found.append(int(entry))
-        return found
+        """The server's live children, by pid; with `module`, only those running `python -m
+        <module>` ("net.front": the fronts; "wal.flusher_main": the WAL flusher)."""
+        return sorted(children_of(self.pid, module))
 
     def rss_bytes(self) -> int:
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():

@@ -14,6 +14,7 @@ import hashlib
 import inspect
 import re
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 from aiohttp import web
@@ -90,10 +91,19 @@ def _post(path: bytes, body: bytes, extra: bytes = b"") -> bytes:
     return b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n%s\r\n%s" % (path, len(body), extra, body)
 
 
-async def test_keep_alive_and_pipelined_requests_answered_in_order(served: tuple[int, _Seen]) -> None:
-    port, seen = served
+@asynccontextmanager
+async def _connected(port: int) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A raw client connection to 127.0.0.1:`port`, closed on the way out."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
+        yield reader, writer
+    finally:
+        writer.close()
+
+
+async def test_keep_alive_and_pipelined_requests_answered_in_order(served: tuple[int, _Seen]) -> None:
+    port, seen = served
+    async with _connected(port) as (reader, writer):
         writer.write(_post(b"/echo", b"a"))
         assert (await _read_answer(reader))[2] == b"echo:a"
         writer.write(_post(b"/echo", b"b") + _post(b"/echo", b"cc") + _post(b"/echo", b"d"))  # pipelined
@@ -103,33 +113,25 @@ async def test_keep_alive_and_pipelined_requests_answered_in_order(served: tuple
         status, head, body = await _read_answer(reader)
         assert (status, body) == (200, b"echo:e") and b"Connection: close" in head
         assert await reader.read() == b""  # closed after the answer
-    finally:
-        writer.close()
     assert seen.same_task == [True] * 5  # handlers ran in the connection's own task
 
 
 async def test_unread_body_is_drained_and_the_connection_kept(served: tuple[int, _Seen]) -> None:
     port, _ = served
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
+    async with _connected(port) as (reader, writer):
         writer.write(_post(b"/unread", b"x" * 1000) + _post(b"/echo", b"next"))
         assert (await _read_answer(reader))[2] == b"unread"
         assert (await _read_answer(reader))[2] == b"echo:next"
-    finally:
-        writer.close()
 
 
 async def test_a_handler_bug_is_a_500_envelope_and_the_connection_serves_on(served: tuple[int, _Seen]) -> None:
     port, _ = served
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
+    async with _connected(port) as (reader, writer):
         writer.write(b"GET /boom HTTP/1.1\r\nHost: x\r\n\r\n")
         status, head, body = await _read_answer(reader)
         assert status == 500 and b'"code":"server_error"' in body and b"X-Request-Id: req_" in head
         writer.write(_post(b"/echo", b"after"))
         assert (await _read_answer(reader))[2] == b"echo:after"
-    finally:
-        writer.close()
 
 
 async def test_a_client_that_hangs_up_does_not_cancel_its_handler(served: tuple[int, _Seen]) -> None:
@@ -150,11 +152,8 @@ async def test_a_body_past_flow_control_pauses_and_resumes_reading(served: tuple
     """A body over the reader's high water (2 x 64 KiB) pauses reading while the handler reads
     it: _Connection.resume_reading must then resume it (it skips only when nothing is paused)."""
     port, _ = served
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
+    async with _connected(port) as (reader, writer):
         body = b"x" * 1_500_000
         writer.write(_post(b"/size", body) + _post(b"/echo", b"then"))
         assert (await asyncio.wait_for(_read_answer(reader), 10))[2] == b"1500000"
         assert (await asyncio.wait_for(_read_answer(reader), 10))[2] == b"echo:then"
-    finally:
-        writer.close()

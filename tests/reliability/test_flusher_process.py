@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.api.harness import Server, request
-from tests.processes import alive, children_of
+from bench.procs import alive, children_of
 from tests.waiting import wait_for
 
 WAIT_S = 90.0  # bound on waiting for a process to vanish or the server to notice (not a timing assertion)

@@ -24,7 +24,7 @@ from pathlib import Path
 import aiohttp
 
 from tests.api.harness import ADMIN_KEY, API_KEY, Server, full_ledger, request
-from tests.processes import alive, children_of
+from bench.procs import alive, children_of
 from tests.waiting import wait_for
 
 WORKERS_ARGS = ("--workers", "2")
@@ -72,14 +72,14 @@ async def _kill_a_front_under_load(server: Server) -> tuple[list[str], int, set[
     stop = asyncio.Event()
     load = asyncio.get_running_loop().create_task(_deduct_load(server.port, acked, stop))
     await asyncio.to_thread(wait_for, lambda: len(acked) >= ACKED_BEFORE_KILL, what="acked deducts", within_s=WAIT_S)
-    fronts = children_of(main_pid)
+    fronts = children_of(main_pid, "net.front")
     assert len(fronts) == 2, fronts
     victim = min(fronts)
     os.kill(victim, signal.SIGKILL)
     await asyncio.to_thread(wait_for, lambda: not alive(victim), what="the killed front to vanish", within_s=WAIT_S)
-    await asyncio.to_thread(wait_for, lambda: len(children_of(main_pid) - {victim}) == 2, what="a new front",
+    await asyncio.to_thread(wait_for, lambda: len(children_of(main_pid, "net.front") - {victim}) == 2, what="a new front",
                             within_s=WAIT_S)
-    replaced = children_of(main_pid)
+    replaced = children_of(main_pid, "net.front")
     before = len(acked)
     await asyncio.to_thread(wait_for, lambda: len(acked) >= before + ACKED_AFTER_RESTART, what="acks after the restart",
                             within_s=WAIT_S)
@@ -117,7 +117,7 @@ def test_sigkill_of_main_leaves_no_front_and_restart_works_at_once(tmp_path: Pat
     try:
         assert request(server.port, "POST", "/v1/customers/deposit", body={"customer_id": "k", "amount": 7}).status == 200
         assert server.proc is not None
-        fronts = children_of(server.proc.pid)
+        fronts = children_of(server.proc.pid, "net.front")
         assert len(fronts) == 2, fronts
         children = children_of(server.proc.pid, module="")
         assert children == fronts | children_of(server.proc.pid, "wal.flusher_main") and len(children) == 3, children
@@ -125,7 +125,7 @@ def test_sigkill_of_main_leaves_no_front_and_restart_works_at_once(tmp_path: Pat
         wait_for(lambda: not any(alive(pid) for pid in children), what="the fronts and the WAL flusher to die with "
                  "the main process", within_s=WAIT_S)  # fmt: skip
         server.start()  # same port, same data dir: healthy (the start waits for /health 200)
-        assert server.proc is not None and len(children_of(server.proc.pid)) == 2
+        assert server.proc is not None and len(children_of(server.proc.pid, "net.front")) == 2
         assert request(server.port, "GET", "/v1/customers/k").json()["balance"]["available"] == 7
     finally:
         server.kill()
