@@ -13,15 +13,27 @@ It does what machine-limits.md §2 measured, so every Tally row can be read as a
 `--processes N` (issue 14): N identical processes on the same port with SO_REUSEPORT (this one and
 N-1 children it starts with subprocess and stops on SIGTERM), the bare counterpart of
 `tally serve --workers N`.
+
+`--hop` (issue 14): the floor of that split. The balance update moves to a hub process (started
+first, a child like the others) that every HTTP process reaches over a Unix socket, as a front
+reaches the ledger: a POST's (customer, amount) joins its process's frame for this loop turn, one
+frame per turn, the hub answers a frame with one frame of balances. Nothing else is added (no
+ledger, no log, no fsync): what `--workers N` cannot beat on this machine, whatever the ledger.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
+import struct
 import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
 
 import msgspec
 import uvloop
@@ -59,14 +71,108 @@ _GET_BODY = _ENCODER.encode({
 _HEALTH_BODY = b'{"status":"ok"}'
 
 
-def create_app() -> web.Application:
+_LENGTH = struct.Struct("=I")  # a hop frame: its length, then msgpack
+_HopCall = tuple[str, int]  # (customer_id, amount) -> the new balance
+_HOP_CALLS = msgspec.msgpack.Decoder(list[_HopCall])
+_HOP_BALANCES = msgspec.msgpack.Decoder(list[int])
+_MSGPACK = msgspec.msgpack.Encoder()
+
+
+class _Frames(asyncio.Protocol):
+    """Length-prefixed frames in both directions over one stream; `on_frame(payload)` per frame."""
+
+    def __init__(self, on_frame: Callable[[bytes], None]) -> None:
+        self._on_frame = on_frame
+        self._buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        offset = 0
+        while len(buffer) - offset >= _LENGTH.size:
+            (length,) = _LENGTH.unpack_from(buffer, offset)
+            if len(buffer) - offset - _LENGTH.size < length:
+                break
+            start = offset + _LENGTH.size
+            self._on_frame(bytes(buffer[start : start + length]))
+            offset = start + length
+        del buffer[:offset]
+
+    def send(self, payload: bytes) -> None:
+        assert self.transport is not None
+        self.transport.writelines((_LENGTH.pack(len(payload)), payload))
+
+
+async def _serve_hub(path: str) -> None:
+    """The hub: every frame of calls -> one frame of balances, in order (the ledger's place)."""
+    balances: dict[str, int] = {}
+
+    def connection() -> _Frames:
+        def on_frame(payload: bytes) -> None:
+            out = []
+            for customer_id, amount in _HOP_CALLS.decode(payload):
+                balance = balances.get(customer_id, 10**12) - amount
+                balances[customer_id] = balance
+                out.append(balance)
+            frames.send(_MSGPACK.encode(out))
+
+        frames = _Frames(on_frame)
+        return frames
+
+    server = await asyncio.get_running_loop().create_unix_server(connection, path)
+    await _until_signalled()
+    server.close()
+
+
+class _HopClient:
+    """An HTTP process's side of the hub: calls of one loop turn leave as one frame."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._calls: list[_HopCall] = []
+        self._waiting: list[asyncio.Future[int]] = []  # the frames in flight, in order
+        self._pending: list[asyncio.Future[int]] = []
+        self._frames = _Frames(self._on_frame)
+
+    async def connect(self, path: str) -> None:
+        await self._loop.create_unix_connection(lambda: self._frames, path)
+
+    def call(self, customer_id: str, amount: int) -> asyncio.Future[int]:
+        future: asyncio.Future[int] = self._loop.create_future()
+        if not self._calls:
+            self._loop.call_soon(self._flush)
+        self._calls.append((customer_id, amount))
+        self._pending.append(future)
+        return future
+
+    def _flush(self) -> None:
+        self._frames.send(_MSGPACK.encode(self._calls))
+        self._waiting.extend(self._pending)
+        self._calls, self._pending = [], []
+
+    def _on_frame(self, payload: bytes) -> None:
+        balances = _HOP_BALANCES.decode(payload)
+        answered, self._waiting = self._waiting[: len(balances)], self._waiting[len(balances) :]
+        for future, balance in zip(answered, balances):
+            if not future.done():  # (a handler cancelled meanwhile)
+                future.set_result(balance)
+
+
+def create_app(hop: _HopClient | None = None) -> web.Application:
     balances: dict[str, int] = {}
 
     async def post(request: web.Request) -> web.Response:
         body = await request.read()
         req = _DECODER.decode(body)
-        balance = balances.get(req.customer_id, 10**12) - req.amount
-        balances[req.customer_id] = balance
+        if hop is None:
+            balance = balances.get(req.customer_id, 10**12) - req.amount
+            balances[req.customer_id] = balance
+        else:
+            balance = await hop.call(req.customer_id, req.amount)
         reply = BaselineResponse(
             transaction_id=req.transaction_id, customer_id=req.customer_id,
             deducted_amount=req.amount, balance=balance, wallet=req.wallet, source="default",
@@ -90,40 +196,72 @@ def create_app() -> web.Application:
     return app
 
 
-async def _serve(host: str, port: int, reuse_port: bool) -> None:
-    runner = web.AppRunner(create_app(), access_log=None)
+async def _serve(host: str, port: int, reuse_port: bool, hub: str | None) -> None:
+    hop = None
+    if hub is not None:
+        hop = _HopClient()
+        await hop.connect(hub)
+    runner = web.AppRunner(create_app(hop), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
     await site.start()
+    try:
+        await _until_signalled()
+    finally:
+        await runner.cleanup()
+
+
+async def _until_signalled() -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
+    await stop.wait()
+
+
+def _start_hub(path: str) -> subprocess.Popen[bytes]:
+    hub = subprocess.Popen([sys.executable, "-m", "bench.baseline_server", "--serve-hub", path])
+    deadline = time.monotonic() + 30
+    while not os.path.exists(path):
+        if hub.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"the hub did not start (exit {hub.poll()})")
+        time.sleep(0.01)
+    return hub
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--port", type=int)
     parser.add_argument("--processes", type=int, default=1, help="N processes with SO_REUSEPORT (this one included)")
     parser.add_argument("--reuse-port", action="store_true", help="bind with SO_REUSEPORT (set for --processes > 1)")
+    parser.add_argument("--hop", action="store_true", help="each POST's balance update crosses to a hub process")
+    parser.add_argument("--hub", help=argparse.SUPPRESS)  # a child's way to the hub (set by --hop)
+    parser.add_argument("--serve-hub", help=argparse.SUPPRESS)  # be the hub, on this Unix socket path
     args = parser.parse_args()
+    if args.serve_hub:
+        uvloop.run(_serve_hub(args.serve_hub))
+        return
+    if args.port is None:
+        parser.error("--port is required")
     reuse_port = args.reuse_port or args.processes > 1
-    children = [
-        subprocess.Popen([sys.executable, "-m", "bench.baseline_server", "--host", args.host, "--port", str(args.port),
-                          "--reuse-port"])  # fmt: skip
-        for _ in range(args.processes - 1)
-    ]
-    try:
-        uvloop.run(_serve(args.host, args.port, reuse_port))
-    finally:
-        for child in children:  # our own children, by PID
-            child.send_signal(signal.SIGTERM)
-            child.wait(timeout=30)
+    children: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory(prefix="tally-hub-") as scratch:
+        hub = args.hub
+        if args.hop:
+            hub = str(Path(scratch) / "hub.sock")
+            children.append(_start_hub(hub))
+        children += [
+            subprocess.Popen([sys.executable, "-m", "bench.baseline_server", "--host", args.host, "--port",
+                              str(args.port), "--reuse-port", *(("--hub", hub) if hub else ())])  # fmt: skip
+            for _ in range(args.processes - 1)
+        ]
+        try:
+            uvloop.run(_serve(args.host, args.port, reuse_port, hub))
+        finally:
+            for child in reversed(children):  # our own children, by PID; the hub last
+                child.send_signal(signal.SIGTERM)
+                child.wait(timeout=30)
 
 
 if __name__ == "__main__":
