@@ -17,8 +17,11 @@ N-1 children it starts with subprocess and stops on SIGTERM), the bare counterpa
 `--hop` (issue 14): the floor of that split. The balance update moves to a hub process (started
 first, a child like the others) that every HTTP process reaches over a Unix socket, as a front
 reaches the ledger: a POST's (customer, amount) joins its process's frame for this loop turn, one
-frame per turn, the hub answers a frame with one frame of balances. Nothing else is added (no
-ledger, no log, no fsync): what `--workers N` cannot beat on this machine, whatever the ledger.
+frame per turn, the hub answers a frame with one frame of balances. `--hop-fsync`: the hub first
+writes the frames of each read to a log with O_DSYNC (preallocated, synced zeros, as Tally's WAL
+segments; one write per read: group commit), so no answer leaves before its write is on disk.
+Nothing else is added (no ledger, no parsing beyond the bare handler's): with both flags, what
+`tally serve --workers N` cannot beat on this machine, whatever its ledger costs.
 """
 
 from __future__ import annotations
@@ -79,10 +82,11 @@ _MSGPACK = msgspec.msgpack.Encoder()
 
 
 class _Frames(asyncio.Protocol):
-    """Length-prefixed frames in both directions over one stream; `on_frame(payload)` per frame."""
+    """Length-prefixed frames in both directions over one stream; `on_frames(payloads)` once per
+    read with every whole frame it completed."""
 
-    def __init__(self, on_frame: Callable[[bytes], None]) -> None:
-        self._on_frame = on_frame
+    def __init__(self, on_frames: Callable[[list[bytes]], None]) -> None:
+        self._on_frames = on_frames
         self._buffer = bytearray()
         self.transport: asyncio.Transport | None = None
 
@@ -93,34 +97,65 @@ class _Frames(asyncio.Protocol):
         buffer = self._buffer
         buffer += data
         offset = 0
+        payloads = []
         while len(buffer) - offset >= _LENGTH.size:
             (length,) = _LENGTH.unpack_from(buffer, offset)
             if len(buffer) - offset - _LENGTH.size < length:
                 break
             start = offset + _LENGTH.size
-            self._on_frame(bytes(buffer[start : start + length]))
+            payloads.append(bytes(buffer[start : start + length]))
             offset = start + length
         del buffer[:offset]
+        if payloads:
+            self._on_frames(payloads)
 
     def send(self, payload: bytes) -> None:
         assert self.transport is not None
         self.transport.writelines((_LENGTH.pack(len(payload)), payload))
 
 
-async def _serve_hub(path: str) -> None:
-    """The hub: every frame of calls -> one frame of balances, in order (the ledger's place)."""
+class _HubLog:
+    """The durable hub's log: each read's frames in one O_DSYNC write into preallocated, synced
+    zeros (as Tally's WAL segments are), wrapping around at the end; nothing ever reads it."""
+
+    SIZE_BYTES = 64 * 1024 * 1024
+
+    def __init__(self, path: Path) -> None:
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_DSYNC, 0o600)
+        zeros = bytes(1024 * 1024)
+        for _ in range(self.SIZE_BYTES // len(zeros)):
+            os.write(self._fd, zeros)
+        os.fsync(self._fd)
+        self._offset = 0
+
+    def write(self, data: bytes) -> None:
+        if self._offset + len(data) > self.SIZE_BYTES:
+            self._offset = 0
+        os.pwrite(self._fd, data, self._offset)  # durable when it returns (O_DSYNC)
+        self._offset += len(data)
+
+
+async def _serve_hub(path: str, log: _HubLog | None) -> None:
+    """The hub: every frame of calls -> one frame of balances, in order (the ledger's place);
+    with `log`, the frames of one read are written to it, durably, before they are answered."""
     balances: dict[str, int] = {}
 
     def connection() -> _Frames:
-        def on_frame(payload: bytes) -> None:
-            out = []
-            for customer_id, amount in _HOP_CALLS.decode(payload):
-                balance = balances.get(customer_id, 10**12) - amount
-                balances[customer_id] = balance
-                out.append(balance)
-            frames.send(_MSGPACK.encode(out))
+        def on_frames(payloads: list[bytes]) -> None:
+            replies = []
+            for payload in payloads:
+                out = []
+                for customer_id, amount in _HOP_CALLS.decode(payload):
+                    balance = balances.get(customer_id, 10**12) - amount
+                    balances[customer_id] = balance
+                    out.append(balance)
+                replies.append(_MSGPACK.encode(out))
+            if log is not None:
+                log.write(b"".join(payloads))
+            for reply in replies:
+                frames.send(reply)
 
-        frames = _Frames(on_frame)
+        frames = _Frames(on_frames)
         return frames
 
     server = await asyncio.get_running_loop().create_unix_server(connection, path)
@@ -136,7 +171,7 @@ class _HopClient:
         self._calls: list[_HopCall] = []
         self._waiting: list[asyncio.Future[int]] = []  # the frames in flight, in order
         self._pending: list[asyncio.Future[int]] = []
-        self._frames = _Frames(self._on_frame)
+        self._frames = _Frames(self._on_frames)
 
     async def connect(self, path: str) -> None:
         await self._loop.create_unix_connection(lambda: self._frames, path)
@@ -154,12 +189,13 @@ class _HopClient:
         self._waiting.extend(self._pending)
         self._calls, self._pending = [], []
 
-    def _on_frame(self, payload: bytes) -> None:
-        balances = _HOP_BALANCES.decode(payload)
-        answered, self._waiting = self._waiting[: len(balances)], self._waiting[len(balances) :]
-        for future, balance in zip(answered, balances):
-            if not future.done():  # (a handler cancelled meanwhile)
-                future.set_result(balance)
+    def _on_frames(self, payloads: list[bytes]) -> None:
+        for payload in payloads:
+            balances = _HOP_BALANCES.decode(payload)
+            answered, self._waiting = self._waiting[: len(balances)], self._waiting[len(balances) :]
+            for future, balance in zip(answered, balances):
+                if not future.done():  # (a handler cancelled meanwhile)
+                    future.set_result(balance)
 
 
 def create_app(hop: _HopClient | None = None) -> web.Application:
@@ -219,8 +255,9 @@ async def _until_signalled() -> None:
     await stop.wait()
 
 
-def _start_hub(path: str) -> subprocess.Popen[bytes]:
-    hub = subprocess.Popen([sys.executable, "-m", "bench.baseline_server", "--serve-hub", path])
+def _start_hub(path: str, log_path: str | None) -> subprocess.Popen[bytes]:
+    argv = [sys.executable, "-m", "bench.baseline_server", "--serve-hub", path]
+    hub = subprocess.Popen([*argv, "--hub-log", log_path] if log_path else argv)
     deadline = time.monotonic() + 30
     while not os.path.exists(path):
         if hub.poll() is not None or time.monotonic() > deadline:
@@ -237,10 +274,13 @@ def main() -> None:
     parser.add_argument("--reuse-port", action="store_true", help="bind with SO_REUSEPORT (set for --processes > 1)")
     parser.add_argument("--hop", action="store_true", help="each POST's balance update crosses to a hub process")
     parser.add_argument("--hub", help=argparse.SUPPRESS)  # a child's way to the hub (set by --hop)
+    parser.add_argument("--hop-fsync", action="store_true",
+                        help="with --hop: the hub writes each read's frames durably (O_DSYNC) before answering")
     parser.add_argument("--serve-hub", help=argparse.SUPPRESS)  # be the hub, on this Unix socket path
+    parser.add_argument("--hub-log", help=argparse.SUPPRESS)  # the hub's durable log (set by --hop-fsync)
     args = parser.parse_args()
     if args.serve_hub:
-        uvloop.run(_serve_hub(args.serve_hub))
+        uvloop.run(_serve_hub(args.serve_hub, _HubLog(Path(args.hub_log)) if args.hub_log else None))
         return
     if args.port is None:
         parser.error("--port is required")
@@ -250,7 +290,7 @@ def main() -> None:
         hub = args.hub
         if args.hop:
             hub = str(Path(scratch) / "hub.sock")
-            children.append(_start_hub(hub))
+            children.append(_start_hub(hub, str(Path(scratch) / "hub.log") if args.hop_fsync else None))
         children += [
             subprocess.Popen([sys.executable, "-m", "bench.baseline_server", "--host", args.host, "--port",
                               str(args.port), "--reuse-port", *(("--hub", hub) if hub else ())])  # fmt: skip

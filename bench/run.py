@@ -86,10 +86,12 @@ SCENARIOS = (
     Scenario("deduct_hot_w2", "(a) deduct 1, hot, --workers 2 (ledger + 2 fronts)", "tally", "deduct", True,
              kind="post2", serve_args=("--workers", "2")),
     # The split's floor: the bare handler's 2 processes, each POST's balance update crossing to a
-    # hub process and back (batched per loop turn, as a front's calls are). No ledger, no log, no
-    # fsync: what --workers 2 could reach if the ledger cost nothing (bench/baseline_server.py).
-    Scenario("baseline_post_2p_hop", "bare aiohttp POST, 2 processes + a hop to a hub process (the split's floor)",
-             "baseline", "deduct", False, kind="post2", serve_args=("--processes", "2", "--hop")),
+    # hub process that writes it durably (O_DSYNC, one write per read: group commit) before it
+    # answers. No ledger, no Tally code: what any --workers 2 that waits for the disk could reach
+    # on this machine (bench/baseline_server.py --hop --hop-fsync).
+    Scenario("baseline_post_2p_floor", "bare aiohttp POST, 2 processes + a hop to a hub that writes durably "
+             "(the split's floor)", "baseline", "deduct", False, kind="post2",
+             serve_args=("--processes", "2", "--hop", "--hop-fsync")),
     # The cost of the per-request log line (CONTRACT §9.4): the same load with request lines off.
     Scenario("deduct_hot_nolog", "(a') deduct 1, hot, request log off (--log-level warning)", "tally", "deduct",
              True, serve_args=("--log-level", "warning")),

@@ -69,7 +69,7 @@ def test_smoke_run_writes_every_row_without_errors(tmp_path: Path) -> None:
     webhook_rows = [line for line in text.splitlines() if line.startswith(("| none |", "| dead |", "| hang |"))]
     assert len(webhook_rows) == 3, webhook_rows
     paired = [line for line in text.splitlines()
-              if line.startswith(("| deduct_hot vs ", "| deduct_hot_w2 vs ", "| baseline_post_2p_hop vs "))]  # fmt: skip
+              if line.startswith(("| deduct_hot vs ", "| deduct_hot_w2 vs ", "| baseline_post_2p_floor vs "))]  # fmt: skip
     assert len(paired) == 3, paired  # bench/paired.py: one connection count in --smoke, all three pairs
     assert "(floor, no target)" in paired[2], paired[2]
     assert "## Memory" in text and "bytes / customer" in text
