@@ -73,6 +73,7 @@ class Scenario:
     kind: str = "post"  # which baseline row a ratio divides by: "post" | "get" | "post2" (2 processes)
     requests_per_op: int = 1  # a freeze+consume pair is 2 HTTP requests
     serve_args: tuple[str, ...] = ()  # extra `tally serve` flags for this row's server
+    reference: bool = True  # a baseline row: the one its kind's ratios divide by (False: a ratio of its own)
 
 
 SCENARIOS = (
@@ -91,7 +92,7 @@ SCENARIOS = (
     # on this machine (bench/baseline_server.py --hop --hop-fsync).
     Scenario("baseline_post_2p_floor", "bare aiohttp POST, 2 processes + a hop to a hub that writes durably "
              "(the split's floor)", "baseline", "deduct", False, kind="post2",
-             serve_args=("--processes", "2", "--hop", "--hop-fsync")),
+             serve_args=("--processes", "2", "--hop", "--hop-fsync"), reference=False),
     # The cost of the per-request log line (CONTRACT §9.4): the same load with request lines off.
     Scenario("deduct_hot_nolog", "(a') deduct 1, hot, request log off (--log-level warning)", "tally", "deduct",
              True, serve_args=("--log-level", "warning")),
@@ -822,12 +823,13 @@ def render(plan: Plan, info: dict[str, str], rows: list[Row], notes: list[str],
     out += ["## Throughput and latency", "",
             "| scenario | conns | req/s | ops/s | p50 ms | p90 ms | p99 ms | non-2xx | sock err | server CPU | wrk CPU | vs bare | vs Velobase (mid) |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    bare = {(r.scenario.kind, r.connections): r.result["rps"] for r in rows if r.scenario.server == "baseline"}
+    bare = {(r.scenario.kind, r.connections): r.result["rps"]
+            for r in rows if r.scenario.server == "baseline" and r.scenario.reference}  # fmt: skip
     for row in rows:
         res, sc = row.result, row.scenario
         ops = res["rps"] / sc.requests_per_op
         ratio_bare = "—"
-        if sc.server == "tally" and (sc.kind, row.connections) in bare:
+        if (sc.server == "tally" or not sc.reference) and (sc.kind, row.connections) in bare:
             ratio_bare = f"{res['rps'] / bare[(sc.kind, row.connections)]:.2f}×"
         ratio_velo = "—"
         if sc.name in VELOBASE_OPS:

@@ -65,6 +65,14 @@ def test_smoke_run_writes_every_row_without_errors(tmp_path: Path) -> None:
         assert cells[non2xx] == "0", f"{label}: {cells[non2xx]} responses >= 400"
         assert cells[socket_errors] == "0", f"{label}: {cells[socket_errors]} socket errors"
         assert float(cells[rps].replace(",", "")) > 0, label
+    # "vs bare" divides by its kind's reference baseline: the 2-process rows by baseline_post_2p,
+    # never by the floor row that shares their kind (it gets a ratio of its own against it).
+    by_name = {s.name: rows[s.label] for s in SCENARIOS}
+    vs_bare = columns.index("vs bare")
+    bare_2p = float(by_name["baseline_post_2p"][rps].replace(",", ""))
+    for name in ("deduct_hot_w2", "baseline_post_2p_floor"):
+        expected = float(by_name[name][rps].replace(",", "")) / bare_2p  # (req/s as printed: whole numbers)
+        assert abs(float(by_name[name][vs_bare].rstrip("×")) - expected) <= 0.006, (name, by_name[name], expected)
     assert "## Many buckets" in text and "bystander c-1 while wrk hammers hot-0" in text
     webhook_rows = [line for line in text.splitlines() if line.startswith(("| none |", "| dead |", "| hang |"))]
     assert len(webhook_rows) == 3, webhook_rows
