@@ -20,8 +20,9 @@ reaches the ledger: a POST's (customer, amount) joins its process's frame for th
 frame per turn, the hub answers a frame with one frame of balances. `--hop-fsync`: the hub first
 writes the frames of each read to a log with O_DSYNC (preallocated, synced zeros, as Tally's WAL
 segments; one write per read: group commit), so no answer leaves before its write is on disk.
-Nothing else is added (no ledger, no parsing beyond the bare handler's): with both flags, what
-`tally serve --workers N` cannot beat on this machine, whatever its ledger costs.
+Nothing else is added (no ledger, no parsing beyond the bare handler's): with both flags, about
+the most `tally serve --workers N`, which does all of this and a ledger's work besides, can
+reach on this machine.
 """
 
 from __future__ import annotations
@@ -284,6 +285,8 @@ def main() -> None:
         return
     if args.port is None:
         parser.error("--port is required")
+    if args.hop_fsync and not args.hop:
+        parser.error("--hop-fsync needs --hop")
     reuse_port = args.reuse_port or args.processes > 1
     children: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory(prefix="tally-hub-") as scratch:

@@ -107,8 +107,8 @@ def report(results: Results) -> list[str]:
             "customer as the main table; bench/paired.py says why the ratio is a median of rounds.",
             f"- `{FLOOR_ROW}` is no target: the bare handler's 2 processes, each POST's balance update crossing "
             "to a hub process (batched per loop turn, as a front's calls are) that writes it with O_DSYNC before "
-            "answering (one write per read: group commit). No ledger, no Tally code: what any `--workers 2` that "
-            "waits for the disk before it answers could reach on this machine."]
+            "answering (one write per read: group commit). No ledger, no Tally code: about the most a "
+            "`--workers 2` that waits for the disk before it answers can reach on this machine."]
     return out
 
 

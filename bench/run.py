@@ -88,8 +88,8 @@ SCENARIOS = (
              kind="post2", serve_args=("--workers", "2")),
     # The split's floor: the bare handler's 2 processes, each POST's balance update crossing to a
     # hub process that writes it durably (O_DSYNC, one write per read: group commit) before it
-    # answers. No ledger, no Tally code: what any --workers 2 that waits for the disk could reach
-    # on this machine (bench/baseline_server.py --hop --hop-fsync).
+    # answers. No ledger, no Tally code: about the most a --workers 2 that waits for the disk can
+    # reach on this machine (bench/baseline_server.py --hop --hop-fsync).
     Scenario("baseline_post_2p_floor", "bare aiohttp POST, 2 processes + a hop to a hub that writes durably "
              "(the split's floor)", "baseline", "deduct", False, kind="post2",
              serve_args=("--processes", "2", "--hop", "--hop-fsync"), reference=False),
