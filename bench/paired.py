@@ -1,6 +1,6 @@
 """Issue 14's ratios measured in pairs: each durable hot-deduct row right beside its bare baseline.
 
-    run(work_dir, api_key, rounds, duration_s, connections) -> {row: {conns: [(tally, bare), ...]}}
+    run(work_dir, api_key, rounds, duration_s, connections) -> {row: {conns: [(row, bare), ...]}}
     report(results) -> markdown lines; medians(results) -> {(row, conns): median ratio}
 
 Why pairs: this machine's speed drifts by 20-40 % over minutes (other tenants of the host). The
@@ -19,20 +19,19 @@ import statistics
 from pathlib import Path
 from typing import Final
 
-from bench.run import HOT_FUNDS, SCENARIOS, Scenario, Server, fund, run_wrk
+from bench.run import HOT_FUNDS, ISSUE14_RATIO, ISSUE14_ROWS, SCENARIOS, Scenario, Server, fund, run_wrk
 
 # (row, its bare baseline): the one-process server against the bare handler, and --workers 2
-# against the bare handler run as 2 SO_REUSEPORT processes (issue 14). The third pair is no
-# target: the split's durable floor (the 2-process bare handler, each POST crossing to a hub
-# process that writes it durably before answering; no ledger) against the same baseline,
-# measured beside it so the two --workers 2 ratios read together.
+# against the bare handler run as 2 SO_REUSEPORT processes (issue 14's targets: bench/run.py
+# ISSUE14_ROWS). The third pair is no target: the split's durable floor (the 2-process bare
+# handler, each POST crossing to a hub process that writes it durably before answering; no
+# ledger) against the same baseline, measured beside it so the two --workers 2 ratios read together.
 PAIRS: Final = (("deduct_hot", "baseline_post"), ("deduct_hot_w2", "baseline_post_2p"),
                 ("baseline_post_2p_floor", "baseline_post_2p"))  # fmt: skip
 FLOOR_ROW: Final = "baseline_post_2p_floor"
-TARGET_RATIO: Final = 0.70
 WARMUP_S: Final = 2
 
-Results = dict[str, dict[int, list[tuple[float, float]]]]  # row -> conns -> [(tally, bare) req/s]
+Results = dict[str, dict[int, list[tuple[float, float]]]]  # row -> conns -> [(row, bare) req/s]
 
 
 def _scenario(name: str) -> Scenario:
@@ -52,25 +51,25 @@ def _start(scenario: Scenario, work_dir: Path, api_key: str) -> Server:
 
 
 def run(work_dir: Path, api_key: str, rounds: int, duration_s: int, connections: tuple[int, ...]) -> Results:
-    """Start every server of PAIRS, then `rounds` rounds of (Tally, bare) wrk runs per pair and
+    """Start every server of PAIRS, then `rounds` rounds of (row, bare) wrk runs per pair and
     connection count, alternating which goes first. Stops every server it started."""
     assert rounds >= 1 and duration_s >= 1
-    results: Results = {tally: {c: [] for c in connections} for tally, _ in PAIRS}
+    results: Results = {row: {c: [] for c in connections} for row, _ in PAIRS}
     servers: dict[str, Server] = {}
     try:
-        for tally, bare in PAIRS:
-            for name in (bare, tally):
+        for row, bare in PAIRS:
+            for name in (bare, row):
                 if name not in servers:  # a baseline two pairs share runs once
                     servers[name] = _start(_scenario(name), work_dir, api_key)
         for round_index in range(rounds):
-            for tally, bare in PAIRS:
+            for row, bare in PAIRS:
                 for connections_now in connections:
-                    order = (tally, bare) if round_index % 2 == 0 else (bare, tally)
+                    order = (row, bare) if round_index % 2 == 0 else (bare, row)
                     rps = {name: run_wrk(servers[name], "deduct", 1, connections_now, duration_s)["rps"]
                            for name in order}  # fmt: skip
-                    results[tally][connections_now].append((rps[tally], rps[bare]))
-                    print(f"  paired r{round_index} {tally:14s} c={connections_now:3d} {rps[tally]:9,.0f} / "
-                          f"{rps[bare]:9,.0f} = {rps[tally] / rps[bare]:.2f}x", flush=True)
+                    results[row][connections_now].append((rps[row], rps[bare]))
+                    print(f"  paired r{round_index} {row:14s} c={connections_now:3d} {rps[row]:9,.0f} / "
+                          f"{rps[bare]:9,.0f} = {rps[row] / rps[bare]:.2f}x", flush=True)
     finally:
         for server in servers.values():
             server.stop()
@@ -80,7 +79,7 @@ def run(work_dir: Path, api_key: str, rounds: int, duration_s: int, connections:
 
 
 def medians(results: Results) -> dict[tuple[str, int], float]:
-    """(row, connections) -> the median over rounds of Tally req/s / bare req/s."""
+    """(row, connections) -> the median over rounds of the row's req/s / its bare baseline's."""
     return {(row, c): statistics.median(t / b for t, b in pairs)
             for row, by_conns in results.items() for c, pairs in by_conns.items() if pairs}  # fmt: skip
 
@@ -91,7 +90,7 @@ def report(results: Results) -> list[str]:
     out = [f"## Issue 14 ratios, paired ({rounds} round{'s' if rounds != 1 else ''}, each Tally run beside its bare "
            "baseline)", "",
            "| row | conns | Tally req/s (median) | bare req/s (median) | ratio (median of rounds) | "
-           "lowest – highest | ≥ 0.70× |", "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+           f"lowest – highest | ≥ {ISSUE14_RATIO:.2f}× |", "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
     for row, by_conns in results.items():
         bare = dict(PAIRS)[row]
         for c, pairs in by_conns.items():
@@ -113,6 +112,6 @@ def report(results: Results) -> list[str]:
 
 
 def _met(row: str, ratio: float) -> str:
-    if row == FLOOR_ROW:
+    if row not in ISSUE14_ROWS:  # the floor
         return "(floor, no target)"
-    return "yes" if ratio >= TARGET_RATIO else "NO"
+    return "yes" if ratio >= ISSUE14_RATIO else "NO"
